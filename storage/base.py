@@ -1,0 +1,160 @@
+"""The one storage interface; SQLite and PostgreSQL implement it.
+
+Contract for every backend:
+
+- Datetimes in and out are timezone-aware UTC. Verbs that take ``now`` use it
+  for every timestamp they write (tests pass a fixed clock); ``None`` is "now".
+- An article change and its ``events`` row are written in one transaction
+  (the transactional outbox); a replace that changes nothing writes neither.
+- Errors: the ``storage.errors`` tree. ``ArticleNotFound`` and friends for
+  missing rows, ``ArticleExists`` / ``TokenExists`` for conflicts,
+  ``StorageUnavailable`` when the database cannot be reached, ``StorageError``
+  for any other database failure. Programming errors pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .records import (
+    Article,
+    ArticleDraft,
+    Delivery,
+    Event,
+    PutResult,
+    Role,
+    Subscription,
+    SubscriptionKind,
+    SubscriptionStatus,
+    Token,
+    Topic,
+)
+
+#: A position in an article listing: (published_at, id) of the last item seen.
+ListCursor = tuple[datetime, str]
+
+
+class Storage(Protocol):
+    """Persistence for articles, topics, tokens, the event outbox and deliveries."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises ``StorageUnavailable`` when it is gone."""
+
+    # -- articles ---------------------------------------------------------------
+
+    async def put_article(
+        self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
+    ) -> PutResult:
+        """Create or replace one article and write its event.
+
+        ``create_only`` raises ``ArticleExists`` when the id is taken (a
+        tombstone included). Replacing a tombstone brings the article back
+        (outcome ``created``, event ``article.published``).
+        """
+
+    async def put_articles(
+        self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
+    ) -> list[PutResult]:
+        """Create or replace many articles in one transaction, in order."""
+
+    async def get_article(self, article_id: str) -> Article:
+        """The article, tombstones included; ``ArticleNotFound`` otherwise."""
+
+    async def get_article_by_slug(self, slug: str) -> Article:
+        """As ``get_article``, looked up by slug."""
+
+    async def list_articles(
+        self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
+    ) -> list[Article]:
+        """Live articles newest first by (published_at, id), strictly before ``before``."""
+
+    async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
+        """Tombstone the article and write ``article.deleted``; deleting a
+        tombstone again changes nothing. ``ArticleNotFound`` for unknown ids."""
+
+    # -- topics -----------------------------------------------------------------
+
+    async def list_topics(self) -> list[Topic]:
+        """Every topic by slug, with its count of live articles."""
+
+    async def get_topic(self, slug: str) -> Topic:
+        """One topic; ``TopicNotFound`` otherwise."""
+
+    async def put_topic(
+        self, slug: str, *, title: str, description: str, now: datetime | None = None
+    ) -> tuple[Topic, bool]:
+        """Create or update a topic; returns it and whether it was created."""
+
+    # -- the event log ----------------------------------------------------------
+
+    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """Events with ``seq > after`` in order."""
+
+    # -- tokens -----------------------------------------------------------------
+
+    async def create_token(
+        self, *, name: str, role: Role, token_hash: str, now: datetime | None = None
+    ) -> Token:
+        """Store a token by its hash; ``TokenExists`` when the name is taken."""
+
+    async def get_token_by_hash(self, token_hash: str) -> Token | None:
+        """The unrevoked token with that hash, if any."""
+
+    async def touch_token(self, token_id: int, *, now: datetime | None = None) -> None:
+        """Record that the token was just used."""
+
+    async def count_tokens(self) -> int:
+        """How many unrevoked tokens exist."""
+
+    async def list_tokens(self) -> list[Token]:
+        """Every token, revoked ones included, oldest first."""
+
+    async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
+        """Revoke the named token; ``None`` when there is no live one by that name."""
+
+    # -- subscriptions and deliveries ------------------------------------------
+
+    async def create_subscription(
+        self,
+        *,
+        id: str,
+        kind: SubscriptionKind,
+        url: str,
+        topics: Sequence[str],
+        events: Sequence[str],
+        secret: str | None,
+        owner: str | None = None,
+        status: SubscriptionStatus = "active",
+        description: str = "",
+        lease_expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> Subscription:
+        """Store a new subscription."""
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        """One subscription; ``SubscriptionNotFound`` otherwise."""
+
+    async def create_deliveries(
+        self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
+    ) -> int:
+        """One pending delivery per subscription for the event, due now.
+        Idempotent: existing (event, subscription) pairs are left alone.
+        Returns how many were created."""
+
+    async def get_delivery(self, delivery_id: int) -> Delivery:
+        """One delivery; ``DeliveryNotFound`` otherwise."""
+
+    async def claim_deliveries(
+        self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries (pending or failed, due, and not
+        under another live lease) to ``worker`` until ``now + lease``. Two
+        claimers never get the same delivery while its lease holds."""
+
+    async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
+        """Give a claimed delivery back before its lease runs out."""

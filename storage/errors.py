@@ -1,0 +1,75 @@
+"""Errors raised by every storage backend.
+
+    StorageError                 the database failed or is unreachable
+     ├── StorageUnavailable      cannot reach the database right now (retry later)
+     ├── NotFound
+     │    ├── ArticleNotFound(id)
+     │    ├── TopicNotFound(slug)
+     │    ├── SubscriptionNotFound(id)
+     │    └── DeliveryNotFound(id)
+     └── Conflict
+          ├── ArticleExists(id)
+          └── TokenExists(name)
+
+Backends raise these from inside ``wrap_exceptions()``; anything that is not a
+driver error (a bug) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """The storage failed; the message says how."""
+
+    default_message = "storage error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+
+class StorageUnavailable(StorageError):
+    default_message = "the database is unavailable"
+
+
+class NotFound(StorageError):
+    default_message = "not found"
+
+
+class Conflict(StorageError):
+    default_message = "conflict"
+
+
+class ArticleNotFound(NotFound):
+    def __init__(self, article_id: str) -> None:
+        self.article_id = article_id
+        super().__init__(f"no article with id {article_id!r}")
+
+
+class TopicNotFound(NotFound):
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(f"no topic {slug!r}")
+
+
+class SubscriptionNotFound(NotFound):
+    def __init__(self, subscription_id: str) -> None:
+        self.subscription_id = subscription_id
+        super().__init__(f"no subscription {subscription_id!r}")
+
+
+class DeliveryNotFound(NotFound):
+    def __init__(self, delivery_id: int) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"no delivery {delivery_id!r}")
+
+
+class ArticleExists(Conflict):
+    def __init__(self, article_id: str) -> None:
+        self.article_id = article_id
+        super().__init__(f"an article with id {article_id!r} already exists")
+
+
+class TokenExists(Conflict):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} already exists")

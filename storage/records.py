@@ -1,0 +1,197 @@
+"""Rows as frozen dataclasses: what every storage backend hands out.
+
+All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+EventType = Literal["article.published", "article.updated", "article.deleted"]
+PutOutcome = Literal["created", "updated", "unchanged"]
+Role = Literal["operator", "partner"]
+SubscriptionKind = Literal["webhook", "websub"]
+SubscriptionStatus = Literal["active", "pending", "disabled"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
+
+ROLES: tuple[Role, ...] = ("operator", "partner")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def default_topic_title(slug: str) -> str:
+    """``liver-health`` -> ``Liver health``."""
+    return slug.replace("-", " ").strip().capitalize() or slug
+
+
+@dataclass(frozen=True)
+class ArticleDraft:
+    """An article as the operator sent it, already validated and sanitized.
+
+    ``slug`` is the wanted slug; the backend makes it unique. ``slug_explicit``
+    says whether the operator chose it (a replace keeps the stored slug
+    otherwise). ``published_at=None`` means "now" on create and "keep" on replace.
+    ``guid`` is only used when the article is created.
+    """
+
+    id: str
+    guid: str
+    slug: str
+    title: str
+    summary: str
+    content: str
+    content_type: str
+    topics: tuple[str, ...]
+    author: str | None = None
+    url: str | None = None
+    image: str | None = None
+    language: str | None = None
+    published_at: datetime | None = None
+    slug_explicit: bool = False
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    guid: str
+    slug: str
+    title: str
+    summary: str
+    content: str
+    content_type: str
+    topics: tuple[str, ...]
+    author: str | None
+    url: str | None
+    image: str | None
+    language: str | None
+    published_at: datetime
+    updated_at: datetime
+    created_at: datetime
+    version: int
+    deleted_at: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def same_content(self, other: Article) -> bool:
+        """True when nothing a reader could see differs (ignores bookkeeping)."""
+        keys = (
+            "slug", "title", "summary", "content", "content_type", "topics",
+            "author", "url", "image", "language", "published_at", "deleted_at",
+        )  # fmt: skip
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the event snapshot format)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, datetime):
+                value = format_time(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Article:
+        kwargs = dict(data)
+        for key in ("published_at", "updated_at", "created_at", "deleted_at"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = parse_time(kwargs[key])
+        kwargs["topics"] = tuple(kwargs["topics"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    article: Article
+    outcome: PutOutcome
+
+
+@dataclass(frozen=True)
+class Topic:
+    slug: str
+    title: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    article_count: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One article change; ``seq`` orders the change log."""
+
+    seq: int
+    type: EventType
+    article_id: str
+    topics: tuple[str, ...]
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    kind: SubscriptionKind
+    owner: str | None
+    url: str
+    topics: tuple[str, ...]
+    events: tuple[str, ...]
+    secret: str | None
+    status: SubscriptionStatus
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    last_success_at: datetime | None = None
+    failing_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    event_seq: int
+    subscription_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    claimed_until: datetime | None = None
+    claimed_by: str | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_response_body: str | None = None
+    last_latency_ms: float | None = None
+    delivered_at: datetime | None = None

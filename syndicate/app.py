@@ -1,0 +1,43 @@
+"""The aiohttp application: ``create_app(settings, *, storage=None)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from storage import Storage, open_storage
+
+from . import api_articles, health
+from .keys import SETTINGS, STORAGE
+from .problems import error_middleware
+from .settings import Settings
+
+
+def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
+    """Build the app. With ``storage`` given the caller owns it (and closes it);
+    otherwise the app opens ``settings.database`` on startup and closes it on cleanup."""
+    app = web.Application(
+        client_max_size=settings.max_body_size,
+        middlewares=[error_middleware],
+    )
+    app[SETTINGS] = settings
+    if storage is not None:
+        app[STORAGE] = storage
+    else:
+        app.cleanup_ctx.append(_storage_ctx)
+    app.add_routes(health.routes)
+    app.add_routes(api_articles.routes)
+    return app
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = await open_storage(
+        settings.database, pool_min=settings.db_pool_min, pool_max=settings.db_pool_max
+    )
+    app[STORAGE] = store
+    try:
+        yield
+    finally:
+        await store.close()

@@ -1,0 +1,126 @@
+"""From validated input to storage drafts, and from records to API JSON.
+
+Shared by the HTTP API and ``syndicate import`` so both treat input the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from storage.base import ListCursor
+from storage.records import Article, ArticleDraft, format_time, parse_time, utcnow
+
+from .content import render_content, slugify, summarize
+from .models import ArticleIn
+
+
+def new_article_id() -> str:
+    return uuid.uuid4().hex
+
+
+def make_guid(host: str, article_id: str, when: datetime) -> str:
+    """RFC 4151 tag URI: permanent once issued, whatever the base URL becomes."""
+    return f"tag:{host},{when.year}:article/{article_id}"
+
+
+def to_draft(item: ArticleIn, *, host: str, article_id: str | None = None) -> ArticleDraft:
+    """Render and sanitize the content, fill in the summary, slug and guid."""
+    aid = article_id or item.id or new_article_id()
+    content = render_content(item.content, item.content_type)
+    summary = " ".join(item.summary.split()) if item.summary else summarize(content)
+    return ArticleDraft(
+        id=aid,
+        guid=make_guid(host, aid, utcnow()),
+        slug=item.slug or slugify(item.title),
+        slug_explicit=item.slug is not None,
+        title=item.title,
+        summary=summary,
+        content=content,
+        content_type=item.content_type,
+        topics=tuple(item.topics),
+        author=item.author,
+        url=item.url,
+        image=item.image,
+        language=item.language,
+        published_at=item.published_at,
+    )
+
+
+def permalink(base_url: str, article: Article) -> str:
+    return f"{base_url}/articles/{quote(article.slug, safe='')}"
+
+
+def article_json(article: Article, base_url: str) -> dict[str, Any]:
+    """The article as ``GET /api/articles/{id}`` returns it (``ArticleOut``)."""
+    return {
+        "id": article.id,
+        "guid": article.guid,
+        "slug": article.slug,
+        "title": article.title,
+        "summary": article.summary,
+        "content": article.content,
+        "content_type": article.content_type,
+        "topics": list(article.topics),
+        "author": article.author,
+        "url": article.url or permalink(base_url, article),
+        "canonical_url": article.url,
+        "image": article.image,
+        "language": article.language,
+        "published_at": format_time(article.published_at),
+        "updated_at": format_time(article.updated_at),
+        "created_at": format_time(article.created_at),
+        "version": article.version,
+        "deleted_at": format_time(article.deleted_at) if article.deleted_at else None,
+    }
+
+
+def deleted_article_json(article: Article) -> dict[str, Any]:
+    """What ``article.deleted`` carries: enough to find and drop the article."""
+    return {
+        "id": article.id,
+        "guid": article.guid,
+        "topics": list(article.topics),
+        "deleted_at": format_time(article.deleted_at) if article.deleted_at else None,
+    }
+
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """pydantic errors as ``[{field, message}]`` with dotted field paths."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc) if loc else "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        message = message.removeprefix("Value error, ")
+        if prefix:
+            field = f"{prefix}.{field}" if field != "body" else prefix
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(article: Article) -> str:
+    raw = json.dumps([format_time(article.published_at), article.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> ListCursor:
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        when, last_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        return parse_time(when), str(last_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise BadCursor("not a cursor this service issued") from exc

@@ -1,0 +1,76 @@
+"""Bearer tokens: made here, stored only as SHA-256 hashes, checked per request.
+
+Tokens carry 256 bits of randomness, so a fast hash is enough (there is nothing
+to brute-force) and lookups by hash take the same time whatever the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Final
+
+from aiohttp import web
+
+from storage import Storage
+from storage.records import Role, Token
+
+from .keys import STORAGE
+from .problems import Problem
+
+TOKEN_PREFIX: Final = "syn_"
+#: How often ``last_used_at`` is written for one token, at most.
+TOUCH_INTERVAL_SECONDS: Final = 60.0
+_TOKEN_KEY = "syndicate.token"
+_last_touch: dict[tuple[int, int], float] = {}
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+async def create_token(storage: Storage, *, name: str, role: Role) -> tuple[str, Token]:
+    """Make a new token; returns the secret (shown once) and its record."""
+    secret = generate_token()
+    record = await storage.create_token(name=name, role=role, token_hash=hash_token(secret))
+    return secret, record
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def authenticate(request: web.Request, *roles: Role) -> Token:
+    """The request's token, which must hold one of ``roles``: 401 without a
+    valid one, 403 when it holds another role."""
+    cached = request.get(_TOKEN_KEY)
+    if isinstance(cached, Token):
+        token = cached
+    else:
+        secret = _bearer(request)
+        challenge = {"WWW-Authenticate": 'Bearer realm="syndicate"'}
+        if secret is None:
+            raise Problem(401, "send Authorization: Bearer <token>", headers=challenge)
+        storage = request.app[STORAGE]
+        found = await storage.get_token_by_hash(hash_token(secret))
+        if found is None:
+            raise Problem(401, "the token is not valid", headers=challenge)
+        token = found
+        request[_TOKEN_KEY] = token
+        now = time.monotonic()
+        key = (id(storage), token.id)
+        if now - _last_touch.get(key, -TOUCH_INTERVAL_SECONDS) >= TOUCH_INTERVAL_SECONDS:
+            _last_touch[key] = now
+            await storage.touch_token(token.id)
+    if token.role not in roles:
+        raise Problem(403, f"this needs a {' or '.join(roles)} token; yours is {token.role}")
+    return token

@@ -1,0 +1,113 @@
+"""Article text processing: cleaning, sanitizing, rendering, excerpts and slugs."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from html.parser import HTMLParser
+from typing import Literal
+
+import nh3
+from markdown_it import MarkdownIt
+
+ContentType = Literal["html", "markdown", "text"]
+
+SUMMARY_LENGTH = 200
+SLUG_MAX_LENGTH = 80
+URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+
+# Characters XML 1.0 cannot carry (C0 controls but TAB/LF/CR, lone surrogates,
+# U+FFFE/U+FFFF) plus C1 controls, which no real text needs and validators flag.
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 "
+    "h6 header hr li main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+)
+_SLUG_JUNK = re.compile(r"[^\w]+|_+")
+_markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
+
+
+def clean_text(value: str) -> str:
+    """Drop characters that would break an XML feed; keeps everything else."""
+    return _UNSAFE_CHARS.sub("", value)
+
+
+def sanitize_html(value: str) -> str:
+    """Keep structure (headings, lists, links, images, tables); drop scripts,
+    event handlers and dangerous URLs."""
+    return nh3.clean(clean_text(value), url_schemes=set(URL_SCHEMES))
+
+
+def render_content(value: str, content_type: ContentType) -> str:
+    """Operator input -> the sanitized HTML that is stored and served."""
+    if content_type == "markdown":
+        return sanitize_html(_markdown.render(clean_text(value)))
+    if content_type == "text":
+        paragraphs = re.split(r"\n\s*\n", clean_text(value).replace("\r\n", "\n").strip())
+        rendered = [
+            "<p>" + html.escape(p.strip()).replace("\n", "<br>") + "</p>"
+            for p in paragraphs
+            if p.strip()
+        ]
+        return "\n".join(rendered)
+    return sanitize_html(value)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(value: str) -> str:
+    """Visible text of an HTML fragment, whitespace collapsed."""
+    parser = _TextExtractor()
+    parser.feed(value)
+    parser.close()
+    return " ".join("".join(parser.parts).split())
+
+
+def excerpt(text: str, length: int = SUMMARY_LENGTH) -> str:
+    """Cut plain text on a word boundary near ``length`` characters, ending in "…"."""
+    text = " ".join(text.split())
+    if len(text) <= length:
+        return text
+    cut = text[: length + 1]
+    space = cut.rfind(" ")
+    if space > length // 2:
+        cut = cut[:space]
+    else:
+        cut = cut[:length]
+    return cut.rstrip(" ,;:.-–—") + "…"
+
+
+def summarize(content_html: str, length: int = SUMMARY_LENGTH) -> str:
+    return excerpt(html_to_text(content_html), length)
+
+
+def slugify(title: str, max_length: int = SLUG_MAX_LENGTH) -> str:
+    """A URL slug from a title: accents folded, other scripts kept, lower case.
+
+    "Café au lait: ½ price!" -> "cafe-au-lait-1-2-price"; "肝脏钙化" -> "肝脏钙化".
+    """
+    decomposed = unicodedata.normalize("NFKD", title)
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+    slug = _SLUG_JUNK.sub("-", unicodedata.normalize("NFC", folded).lower()).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length]
+        if "-" in slug[max_length // 2 :]:
+            slug = slug.rsplit("-", 1)[0]
+        slug = slug.strip("-")
+    return slug or "article"

@@ -1,0 +1,199 @@
+"""Request and response models (pydantic). They validate input and describe the API."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .content import clean_text
+
+ARTICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
+TOPIC_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+SLUG_PATTERN = r"^[^\s/?#%\\]{1,128}$"
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+RESERVED_TOPICS = frozenset({"all"})
+MAX_TOPICS = 20
+MAX_TITLE = 500
+MAX_SUMMARY = 5000
+MAX_AUTHOR = 200
+MAX_URL = 2048
+
+_ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
+_TOPIC = re.compile(TOPIC_SLUG_PATTERN)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def valid_article_id(value: str) -> bool:
+    return bool(_ARTICLE_ID.match(value)) and value not in (".", "..")
+
+
+def valid_topic(value: str) -> bool:
+    return bool(_TOPIC.match(value))
+
+
+def _absolute_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^https?://[^\s/?#]+[^\s]*$", value):
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value
+
+
+class _Input(BaseModel):
+    """Rejects unknown fields and strips characters XML cannot carry from all text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        return _clean(data)
+
+
+class ArticleIn(_Input):
+    """An article as operators send it (POST, PUT, batch items, import files)."""
+
+    id: str | None = Field(
+        default=None,
+        description="External id; generated when absent.",
+        pattern=ARTICLE_ID_PATTERN,
+    )
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    content: str = Field(description="The body, interpreted by content_type.")
+    content_type: Literal["html", "markdown", "text"] = "html"
+    summary: str | None = Field(default=None, max_length=MAX_SUMMARY)
+    topics: list[str] = Field(min_length=1, max_length=MAX_TOPICS)
+    author: str | None = Field(default=None, max_length=MAX_AUTHOR)
+    url: str | None = Field(default=None, max_length=MAX_URL, description="Canonical URL.")
+    image: str | None = Field(default=None, max_length=MAX_URL)
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
+    published_at: datetime | None = Field(
+        default=None, description="RFC 3339; a time without offset is taken as UTC."
+    )
+    slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("must not be '.' or '..'")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: list[str]) -> list[str]:
+        seen: list[str] = []
+        for topic in value:
+            if not valid_topic(topic):
+                raise ValueError(
+                    f"{topic!r} is not a topic slug (lower-case letters, digits and '-', "
+                    "up to 64, starting with a letter or digit)"
+                )
+            if topic in RESERVED_TOPICS:
+                raise ValueError(f"{topic!r} is reserved")
+            if topic not in seen:
+                seen.append(topic)
+        return seen
+
+    @field_validator("url", "image")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _absolute_url(value)
+
+    @field_validator("author", "summary")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class BatchIn(BaseModel):
+    """``POST /api/articles/batch``: items are validated one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+    articles: list[dict[str, Any]]
+
+
+class TopicIn(_Input):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str = Field(default="", max_length=MAX_SUMMARY)
+
+
+class ArticleOut(BaseModel):
+    id: str
+    guid: str
+    slug: str
+    title: str
+    summary: str
+    content: str
+    content_type: str
+    topics: list[str]
+    author: str | None
+    url: str = Field(description="Canonical URL, else the service's permalink.")
+    canonical_url: str | None
+    image: str | None
+    language: str | None
+    published_at: datetime
+    updated_at: datetime
+    created_at: datetime
+    version: int
+    deleted_at: datetime | None
+
+
+class ArticleList(BaseModel):
+    articles: list[ArticleOut]
+    next_cursor: str | None
+
+
+class TopicOut(BaseModel):
+    slug: str
+    title: str
+    description: str
+    article_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    id: str | None
+    status: Literal["created", "updated", "unchanged", "rejected"]
+    errors: list[dict[str, str]] = []
+
+
+class BatchResult(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    results: list[BatchItemResult]

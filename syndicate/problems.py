@@ -1,0 +1,146 @@
+"""RFC 9457 problem details: the one shape every error response takes.
+
+    Problem(status, title, detail, errors)   raised by handlers
+    error_middleware                         turns Problem, aiohttp's HTTP errors and
+                                             storage errors into problem+json; an
+                                             unexpected exception is logged and
+                                             answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+import storage
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://syndicate.invalid/problems/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An error response. ``errors`` lists ``{"field", "message"}`` for validation."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.errors = errors
+        self.type = type or TYPE_BASE + self.title.lower().replace(" ", "-")
+        self.headers = headers or {}
+
+
+def problem_response(problem: Problem) -> web.Response:
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    return web.Response(
+        status=problem.status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def invalid(field: str, message: str) -> Problem:
+    return invalid_fields([{"field": field, "message": message}])
+
+
+def invalid_fields(errors: list[dict[str, str]]) -> Problem:
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Problem(422, detail, title="Invalid fields", errors=errors)
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        detail = "the request body is larger than this service accepts"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return Problem(exc.status, detail, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem_response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http_exception(exc))
+    except storage.StorageUnavailable as exc:
+        logger.warning("database unavailable", extra={"error": str(exc)})
+        return problem_response(
+            Problem(503, "the database is unavailable; try again shortly",
+                    headers={"Retry-After": "5"})
+        )  # fmt: skip
+    except storage.NotFound as exc:
+        return problem_response(Problem(404, str(exc)))
+    except storage.Conflict as exc:
+        return problem_response(Problem(409, str(exc)))
+    except storage.StorageError as exc:
+        logger.error("storage error", extra={"error": str(exc)})
+        return problem_response(
+            Problem(503, "the database failed to answer; try again shortly",
+                    headers={"Retry-After": "5"})
+        )  # fmt: skip
+    except Exception:
+        logger.exception("unhandled error", extra={"path": request.path})
+        return problem_response(Problem(500, "an internal error occurred"))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON: 415 for another type, 413 too large, 400 malformed."""
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise Problem(415, f"send application/json, not {ctype or 'no content type'}")
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise Problem(400, "the body is empty; send a JSON document")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Problem(
+            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise Problem(400, "malformed JSON: nested too deeply") from None
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None):
+    return web.Response(
+        status=status,
+        body=json.dumps(data, ensure_ascii=False).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )

@@ -1,0 +1,139 @@
+"""Configuration: one frozen ``Settings``, built once from flags and ``SYNDICATE_*``.
+
+Precedence: command-line flag, then environment variable, then the default.
+Nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_DATABASE = "sqlite:///data/syndicate.db"
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+DEFAULT_MAX_BATCH_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+DEFAULT_DB_POOL_MIN = 1
+DEFAULT_DB_POOL_MAX = 10
+DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A configuration value is unusable; the message names the variable or flag."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with.
+
+    host, port: where ``serve`` listens.
+    database: ``sqlite:///path`` (default ``sqlite:///data/syndicate.db``) or ``postgresql://...``.
+    base_url: the public origin used in absolute URLs, GUIDs and feed links;
+        defaults to ``http://host:port``.
+    max_body_size: largest accepted request body in bytes (413 beyond).
+    max_batch_size: most articles in one ``POST /api/articles/batch``.
+    db_pool_min, db_pool_max: PostgreSQL connection pool sizes.
+    log_level: debug, info, warning or error.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    database: str = DEFAULT_DATABASE
+    base_url: str = ""
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    db_pool_min: int = DEFAULT_DB_POOL_MIN
+    db_pool_max: int = DEFAULT_DB_POOL_MAX
+    log_level: str = DEFAULT_LOG_LEVEL
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            shown = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
+            object.__setattr__(self, "base_url", f"http://{shown}:{self.port}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(
+                f"base URL {self.base_url!r} is not an absolute http(s) URL "
+                "(SYNDICATE_BASE_URL / --base-url)"
+            )
+        if not (self.database.startswith(("sqlite:///", "postgresql://", "postgres://"))):
+            raise SettingsError(
+                f"database {self.database!r} is not sqlite:///path or postgresql://... "
+                "(SYNDICATE_DATABASE / --database)"
+            )
+        if self.db_pool_min > self.db_pool_max:
+            raise SettingsError("SYNDICATE_DB_POOL_MIN is larger than SYNDICATE_DB_POOL_MAX")
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"{name}={raw!r} is not a port number (0-65535)")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _log_level(name: str, raw: str) -> str:
+    if raw.lower() not in LOG_LEVELS:
+        raise SettingsError(f"{name}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return raw.lower()
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+#: field -> (environment variable, parser)
+FIELDS: dict[str, tuple[str, Any]] = {
+    "host": ("SYNDICATE_HOST", _text),
+    "port": ("SYNDICATE_PORT", _port),
+    "database": ("SYNDICATE_DATABASE", _text),
+    "base_url": ("SYNDICATE_BASE_URL", _text),
+    "max_body_size": ("SYNDICATE_MAX_BODY_SIZE", _positive_int),
+    "max_batch_size": ("SYNDICATE_MAX_BATCH_SIZE", _positive_int),
+    "db_pool_min": ("SYNDICATE_DB_POOL_MIN", _positive_int),
+    "db_pool_max": ("SYNDICATE_DB_POOL_MAX", _positive_int),
+    "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
+}
+
+
+def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Settings from raw flag values (``None`` = not given) over ``SYNDICATE_*`` variables."""
+    values: dict[str, Any] = {}
+    for field, (env_name, parse) in FIELDS.items():
+        raw = flags.get(field)
+        source = "--" + field.replace("_", "-")
+        if raw is None:
+            raw = environ.get(env_name)
+            source = env_name
+        if raw is not None and raw != "":
+            values[field] = parse(source, raw)
+    return Settings(**values)

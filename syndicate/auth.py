@@ -22,7 +22,7 @@ from .problems import Problem
 TOKEN_PREFIX: Final = "syn_"
 #: How often ``last_used_at`` is written for one token, at most.
 TOUCH_INTERVAL_SECONDS: Final = 60.0
-_TOKEN_KEY = "syndicate.token"
+_TOKEN_KEY = web.RequestKey("token", Token)
 _last_touch: dict[tuple[int, int], float] = {}
 
 
@@ -53,7 +53,7 @@ async def authenticate(request: web.Request, *roles: Role) -> Token:
     """The request's token, which must hold one of ``roles``: 401 without a
     valid one, 403 when it holds another role."""
     cached = request.get(_TOKEN_KEY)
-    if isinstance(cached, Token):
+    if cached is not None:
         token = cached
     else:
         secret = _bearer(request)

@@ -141,7 +141,7 @@ class BatchIn(BaseModel):
     """``POST /api/articles/batch``: items are validated one by one."""
 
     model_config = ConfigDict(extra="forbid")
-    articles: list[dict[str, Any]]
+    articles: list[Any] = Field(description="Articles (ArticleIn), validated one by one.")
 
 
 class TopicIn(_Input):

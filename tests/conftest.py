@@ -1,0 +1,231 @@
+"""Shared fixtures: real databases (a SQLite file, the real PostgreSQL) and real servers.
+
+PostgreSQL: the schema is built once per run in a template database, and every
+test gets a fresh ``CREATE DATABASE ... TEMPLATE`` copy (procrastinate's way).
+Without a server the PostgreSQL tests skip, except under ``CI=true``, where a
+missing database fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from storage import Storage, open_storage
+from syndicate.app import create_app
+from syndicate.auth import create_token
+from syndicate.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pg_dsn() -> str:
+    return os.environ.get("SYNDICATE_TEST_POSTGRES_DSN", DEFAULT_PG_DSN)
+
+
+def dsn_for(database: str) -> str:
+    parts = urlsplit(pg_dsn())
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def seed_articles() -> list[dict[str, Any]]:
+    articles: list[dict[str, Any]] = json.loads(
+        (FIXTURES / "articles.json").read_text("utf-8")
+    )["articles"]
+    return articles
+
+
+@pytest.fixture
+def seed_article(seed_articles: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(a for a in seed_articles if a["id"] == "liver-calcification")
+
+
+class PostgresServer:
+    """Creates the template once and hands out fresh databases."""
+
+    def __init__(self) -> None:
+        self.template = f"syndicate_tmpl_{os.getpid()}"
+        self.created: list[str] = []
+        self.ready = False
+
+    async def _admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(pg_dsn(), timeout=5)
+
+    async def setup(self) -> None:
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.template}"')
+            await conn.execute(f'CREATE DATABASE "{self.template}"')
+        finally:
+            await conn.close()
+        store = await open_storage(dsn_for(self.template))
+        await store.close()
+        self.ready = True
+
+    async def new_database(self) -> str:
+        name = f"syndicate_t_{uuid.uuid4().hex[:12]}"
+        conn = await self._admin()
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        return dsn_for(name)
+
+    async def drop(self, dsn: str) -> None:
+        name = urlsplit(dsn).path.lstrip("/")
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    async def teardown(self) -> None:
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | None]:
+    server = PostgresServer()
+    try:
+        asyncio.run(server.setup())
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        if _in_ci():
+            pytest.fail(f"CI=true but PostgreSQL at {pg_dsn()} is not usable: {exc}")
+        yield None
+        return
+    yield server
+    asyncio.run(server.teardown())
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A fresh, migrated-on-open database of the test's backend."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'syndicate.db'}"
+        return
+    postgres_server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    if postgres_server is None:
+        pytest.skip(f"no PostgreSQL at {pg_dsn()}")
+    dsn = await postgres_server.new_database()
+    yield dsn
+    await postgres_server.drop(dsn)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Storage]:
+    storage = await open_storage(database_url)
+    yield storage
+    await storage.close()
+
+
+class Client:
+    """A real HTTP client against a real server on 127.0.0.1, with token helpers."""
+
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.base_url = str(server.make_url("")).rstrip("/")
+        self.token: str | None = None
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def request(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> Any:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        use = token if token is not None else self.token
+        if use and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {use}"
+        return self.session.request(method, self.url(path), headers=headers, **kwargs)
+
+
+@pytest.fixture
+async def tokens(store: Storage) -> dict[str, str]:
+    operator, _ = await create_token(store, name="test-operator", role="operator")
+    partner, _ = await create_token(store, name="test-partner", role="partner")
+    return {"operator": operator, "partner": partner}
+
+
+ServerFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def start_server(store: Storage) -> AsyncIterator[ServerFactory]:
+    """Start the app on a real port: ``await start_server(**settings_overrides)``."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(*, storage: Storage | None = None, **overrides: Any) -> Client:
+        port = free_port()
+        settings = Settings(host="127.0.0.1", port=port, **overrides)
+        app = create_app(settings, storage=storage or store)
+        server = TestServer(app, host="127.0.0.1", port=port)
+        await server.start_server()
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        started.append((server, session))
+        return Client(server, session)
+
+    yield start
+    for server, session in started:
+        await session.close()
+        await server.close()
+
+
+@pytest.fixture
+async def client(start_server: ServerFactory, tokens: dict[str, str]) -> Client:
+    """The service on a real port, sending the operator token by default."""
+    c = await start_server()
+    c.token = tokens["operator"]
+    return c
+
+
+async def expect_problem(response: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
+    """Assert a problem+json answer with that status; return its body."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    body: dict[str, Any] = await response.json(content_type=None)
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> set[str]:
+    return {e["field"] for e in body.get("errors", [])}

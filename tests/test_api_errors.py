@@ -1,0 +1,114 @@
+"""Bad input gets a clear problem+json answer and changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Client, ServerFactory, error_fields, expect_problem
+
+from storage import Storage
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b'{"title": "x",', JSON, 400),
+        (b"", JSON, 400),
+        (b'{"title": "\xff\xfe"}', JSON, 400),
+        (b"[" * 100_000 + b"]" * 100_000, JSON, 400),
+        (b'{"title": "x"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"title": "x"}', {}, 415),
+        (b"[1, 2]", JSON, 422),
+        (b'"just a string"', JSON, 422),
+    ],
+    ids=["truncated", "empty", "invalid-utf8", "deep-nesting", "text-plain", "no-type",
+         "array", "string"],
+)  # fmt: skip
+async def test_malformed_bodies(
+    client: Client, store: Storage, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    async with client.request("POST", "/api/articles", data=body, headers=headers) as resp:
+        await expect_problem(resp, status)
+    assert await store.list_events() == []
+
+
+async def test_body_over_the_limit_is_413(
+    start_server: ServerFactory, tokens: dict[str, str], store: Storage
+) -> None:
+    client = await start_server(max_body_size=10_000)
+    client.token = tokens["operator"]
+    article = {"title": "Big", "content": "x" * 20_000, "topics": ["t"]}
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        await expect_problem(resp, 413)
+    article["content"] = "x" * 5_000
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        assert resp.status == 201
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"surprise": 1}, {"surprise"}),
+        ({"title": 42}, {"title"}),
+        ({"title": "   "}, {"title"}),
+        ({"topics": []}, {"topics"}),
+        ({"topics": ["Liver Health"]}, {"topics"}),
+        ({"topics": ["all"]}, {"topics"}),
+        ({"topics": [f"t{n}" for n in range(21)]}, {"topics"}),
+        ({"id": "../etc/passwd"}, {"id"}),
+        ({"id": ".."}, {"id"}),
+        ({"id": "x" * 129}, {"id"}),
+        ({"content_type": "pdf"}, {"content_type"}),
+        ({"published_at": "yesterday"}, {"published_at"}),
+        ({"url": "javascript:alert(1)"}, {"url"}),
+        ({"image": "/relative.png"}, {"image"}),
+        ({"language": "english please"}, {"language"}),
+        ({"title": None, "content": None}, {"title", "content"}),
+    ],
+)
+async def test_invalid_fields_are_named(
+    client: Client, store: Storage, seed_article: dict[str, Any], change: dict[str, Any],
+    fields: set[str],
+) -> None:  # fmt: skip
+    async with client.request("POST", "/api/articles", json={**seed_article, **change}) as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == fields
+    assert all(e["message"] for e in body["errors"])
+    assert await store.list_events() == []
+
+
+async def test_path_ids_are_checked(client: Client, seed_article: dict[str, Any]) -> None:
+    async with client.request("PUT", "/api/articles/..", json=seed_article) as resp:
+        assert resp.status in (404, 422)
+    async with client.request("GET", "/api/articles/a%20b") as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"id"}
+
+
+async def test_unknown_route_and_method_are_problems(client: Client) -> None:
+    async with client.request("GET", "/api/nothing-here") as resp:
+        await expect_problem(resp, 404)
+    async with client.request("PATCH", "/api/articles") as resp:
+        body = await expect_problem(resp, 405)
+        assert "GET" in resp.headers["Allow"]
+    assert body["status"] == 405
+
+
+async def test_control_characters_are_cleaned(client: Client) -> None:
+    article = {
+        "id": "ctl",
+        "title": "Nul\u0000 and\u0007 bell\ufffe",
+        "content": "<p>a\u0001b\u000bc\ud800d</p>",
+        "summary": "tab\tkept, \u001bescape gone",
+        "author": "A\u0000uthor",
+        "topics": ["t"],
+    }
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+    assert body["title"] == "Nul and bell"
+    assert body["content"] == "<p>abcd</p>"
+    assert body["summary"] == "tab kept, escape gone"
+    assert body["author"] == "Author"

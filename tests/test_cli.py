@@ -1,0 +1,198 @@
+"""The ``syndicate`` command as operators run it: real processes, real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import FIXTURES, free_port
+
+from storage import open_storage
+
+TOKEN_RE = re.compile(r"\bsyn_[A-Za-z0-9_-]{20,}\b")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    env.update(extra)
+    return env
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env or clean_env(),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class Served:
+    def __init__(self, proc: asyncio.subprocess.Process, base: str, output: str) -> None:
+        self.proc = proc
+        self.base = base
+        self.output = output
+
+    async def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=20)
+
+
+async def serve(database_url: str, *extra: str) -> Served:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", "serve", "--port", str(port),
+        "--database", database_url, *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=clean_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    async def read_until_listening() -> None:
+        assert proc.stdout is not None
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise AssertionError("serve exited early:\n" + "".join(lines))
+            lines.append(line)
+            if "listening on" in line:
+                return
+
+    await asyncio.wait_for(read_until_listening(), timeout=30)
+    return Served(proc, f"http://127.0.0.1:{port}", "".join(lines))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+async def test_newcomer_flow_serve_post_read_restart(
+    database_url: str, http: aiohttp.ClientSession, seed_article: dict[str, Any]
+) -> None:
+    served = await serve(database_url)
+    try:
+        tokens = TOKEN_RE.findall(served.output)
+        assert len(tokens) == 1, served.output
+        auth = {"Authorization": f"Bearer {tokens[0]}"}
+        async with http.post(f"{served.base}/api/articles", json=seed_article, headers=auth) as r:
+            assert r.status == 201, await r.text()
+        async with http.get(f"{served.base}/api/articles/liver-calcification", headers=auth) as r:
+            body = await r.json()
+        assert body["topics"] == ["liver-health"]
+    finally:
+        assert await served.stop() == 0
+
+    again = await serve(database_url)
+    try:
+        assert TOKEN_RE.findall(again.output) == [], "the bootstrap token is printed only once"
+        async with http.get(f"{again.base}/api/articles/liver-calcification", headers=auth) as r:
+            assert r.status == 200, "data and tokens survive a restart"
+            assert (await r.json())["title"] == seed_article["title"]
+    finally:
+        assert await again.stop() == 0
+
+
+async def test_token_create_prints_only_the_token(
+    database_url: str, http: aiohttp.ClientSession
+) -> None:
+    code, out, err = await run(
+        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url
+    )
+    assert code == 0, err
+    assert TOKEN_RE.fullmatch(out.strip()), out
+    store = await open_storage(database_url)
+    try:
+        from syndicate.auth import hash_token
+
+        token = await store.get_token_by_hash(hash_token(out.strip()))
+        assert token is not None and (token.name, token.role) == ("acme", "partner")
+    finally:
+        await store.close()
+    code, out, err = await run(
+        "token", "create", "--role", "operator", "--name", "acme", "--database", database_url
+    )
+    assert code == 1 and out == "" and "acme" in err
+
+
+async def test_import_fixtures_then_again_unchanged(database_url: str, tmp_path: Path) -> None:
+    code, out, err = await run(
+        "import", str(FIXTURES / "articles.json"), "--database", database_url, "--no-progress"
+    )
+    assert code == 0, err
+    assert "imported: 18 created, 0 updated, 0 unchanged, 0 rejected" in out
+    code, out, err = await run(
+        "import", str(FIXTURES / "articles.json"), "--database", database_url, "--no-progress"
+    )
+    assert "0 created, 0 updated, 18 unchanged, 0 rejected" in out
+    store = await open_storage(database_url)
+    try:
+        article = await store.get_article("liver-calcification")
+        assert article.topics == ("liver-health",)
+        assert len(await store.list_events(limit=1000)) == 18
+    finally:
+        await store.close()
+
+
+async def test_import_directory_with_ndjson_and_bad_items(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = [
+        json.dumps({"id": "n1", "title": "One", "content": "x", "topics": ["t"]}),
+        "{not json",
+        json.dumps({"id": "n2", "title": "Two", "content": "x", "topics": ["Bad Topic"]}),
+        "",
+        json.dumps({"id": "n3", "title": "Three", "content": "x", "topics": ["t"]}),
+    ]
+    (folder / "a.ndjson").write_text("\n".join(lines))
+    (folder / "b.json").write_text(json.dumps([{"id": "j1", "title": "J", "content": "x",
+                                                 "topics": ["t"]}]))  # fmt: skip
+    (folder / "notes.txt").write_text("ignored")
+    code, out, err = await run("import", str(folder), "--database", database_url)
+    assert code == 1
+    assert "3 created, 0 updated, 0 unchanged, 2 rejected" in out
+    assert "a.ndjson:2" in out and "a.ndjson:3" in out and "topics" in out
+    assert "importing" in err, "a progress bar is drawn on stderr"
+    store = await open_storage(database_url)
+    try:
+        ids = {a.id for a in await store.list_articles(limit=10)}
+    finally:
+        await store.close()
+    assert ids == {"n1", "n3", "j1"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SYNDICATE_PORT": "abc"}, "SYNDICATE_PORT='abc' is not a port number"),
+        ({"SYNDICATE_DATABASE": "mysql://x"}, "SYNDICATE_DATABASE"),
+        ({"SYNDICATE_MAX_BODY_SIZE": "-1"}, "SYNDICATE_MAX_BODY_SIZE='-1' must be at least 1"),
+        ({"SYNDICATE_BASE_URL": "ftp://x"}, "SYNDICATE_BASE_URL"),
+    ],
+)
+async def test_bad_settings_are_explained(env: dict[str, str], message: str) -> None:
+    code, out, err = await run("serve", env=clean_env(**env))
+    assert code == 2
+    assert message in err
+
+
+async def test_flags_override_environment(tmp_path: Path) -> None:
+    from syndicate.settings import load_settings
+
+    settings = load_settings({"port": "9000"}, {"SYNDICATE_PORT": "7000", "SYNDICATE_HOST": "::1"})
+    assert (settings.port, settings.host) == (9000, "::1")
+    assert settings.base_url == "http://[::1]:9000"

@@ -1,0 +1,279 @@
+"""One contract, every backend: each storage verb behaves the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage import (
+    ArticleExists,
+    ArticleNotFound,
+    DeliveryNotFound,
+    Storage,
+    SubscriptionNotFound,
+    TokenExists,
+    TopicNotFound,
+    open_storage,
+)
+from storage.records import ArticleDraft
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def draft(article_id: str = "a1", **changes: object) -> ArticleDraft:
+    base = ArticleDraft(
+        id=article_id,
+        guid=f"tag:example.org,2026:article/{article_id}",
+        slug=f"slug-{article_id}",
+        title=f"Title {article_id}",
+        summary="Summary",
+        content="<p>Body</p>",
+        content_type="html",
+        topics=("liver-health",),
+        published_at=T0,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def test_put_get_and_events(store: Storage) -> None:
+    created = await store.put_article(draft(), now=T0)
+    assert created.outcome == "created"
+    article = created.article
+    assert (article.version, article.created_at, article.updated_at) == (1, T0, T0)
+    assert article.published_at == T0 and article.published_at.tzinfo is not None
+    assert await store.get_article("a1") == article
+    assert await store.get_article_by_slug("slug-a1") == article
+
+    same = await store.put_article(draft(), now=T0 + timedelta(hours=1))
+    assert same.outcome == "unchanged" and same.article == article
+
+    later = T0 + timedelta(hours=2)
+    updated = await store.put_article(draft(title="New", author="Ann"), now=later)
+    assert updated.outcome == "updated"
+    assert (updated.article.version, updated.article.updated_at) == (2, later)
+    assert updated.article.guid == article.guid and updated.article.created_at == T0
+
+    events = await store.list_events()
+    assert [(e.type, e.article_id, e.topics) for e in events] == [
+        ("article.published", "a1", ("liver-health",)),
+        ("article.updated", "a1", ("liver-health",)),
+    ]
+    assert events[0].seq < events[1].seq
+    assert events[1].data["title"] == "New" and events[1].data["version"] == 2
+    assert events[1].created_at == later
+    assert await store.list_events(after=events[0].seq) == events[1:]
+    assert await store.list_events(limit=1) == events[:1]
+
+
+async def test_create_only_conflicts(store: Storage) -> None:
+    await store.put_article(draft())
+    with pytest.raises(ArticleExists):
+        await store.put_article(draft(title="Other"), create_only=True)
+    assert (await store.get_article("a1")).title == "Title a1"
+    assert len(await store.list_events()) == 1
+
+
+async def test_slugs_unique_and_kept(store: Storage) -> None:
+    await store.put_article(draft("a1", slug="same"))
+    second = await store.put_article(draft("a2", slug="same"))
+    assert second.article.slug == "same-2"
+    replaced = await store.put_article(draft("a2", slug="same", title="Changed"))
+    assert replaced.article.slug == "same-2", "a derived slug does not move on replace"
+    moved = await store.put_article(draft("a2", slug="chosen", slug_explicit=True))
+    assert moved.article.slug == "chosen"
+
+
+async def test_delete_tombstone_and_revive(store: Storage) -> None:
+    await store.put_article(draft(), now=T0)
+    gone_at = T0 + timedelta(days=1)
+    tomb = await store.delete_article("a1", now=gone_at)
+    assert tomb.deleted_at == gone_at and tomb.version == 2
+    assert (await store.get_article("a1")).deleted_at == gone_at
+    assert await store.list_articles() == []
+    assert await store.list_articles(topic="liver-health") == []
+    again = await store.delete_article("a1", now=gone_at + timedelta(hours=1))
+    assert again == tomb
+    assert [e.type for e in await store.list_events()] == ["article.published", "article.deleted"]
+    with pytest.raises(ArticleNotFound):
+        await store.delete_article("missing")
+    with pytest.raises(ArticleNotFound):
+        await store.get_article("missing")
+    with pytest.raises(ArticleExists):
+        await store.put_article(draft(), create_only=True)
+    revived = await store.put_article(draft(), now=gone_at + timedelta(days=1))
+    assert revived.outcome == "created" and revived.article.deleted_at is None
+    assert revived.article.version == 3
+    assert [a.id for a in await store.list_articles(topic="liver-health")] == ["a1"]
+    assert (await store.list_events())[-1].type == "article.published"
+
+
+async def test_list_order_topics_and_cursor(store: Storage) -> None:
+    for n in range(5):
+        topics = ("liver-health",) if n % 2 == 0 else ("kidney-health", "liver-health")
+        await store.put_article(draft(f"a{n}", published_at=T0 + timedelta(hours=n), topics=topics))
+    await store.put_article(draft("tie", published_at=T0 + timedelta(hours=4)))
+    everything = await store.list_articles(limit=10)
+    assert [a.id for a in everything] == ["tie", "a4", "a3", "a2", "a1", "a0"]
+    kidney = await store.list_articles(topic="kidney-health")
+    assert [a.id for a in kidney] == ["a3", "a1"]
+    first = await store.list_articles(limit=2)
+    rest = await store.list_articles(limit=10, before=(first[-1].published_at, first[-1].id))
+    assert [a.id for a in first + rest] == [a.id for a in everything]
+    assert await store.list_articles(topic="nothing") == []
+    moved = await store.put_article(draft("a0", topics=("kidney-health",)))
+    assert moved.outcome == "updated"
+    assert [a.id for a in await store.list_articles(topic="kidney-health")] == ["a3", "a1", "a0"]
+    assert "a0" not in [a.id for a in await store.list_articles(topic="liver-health")]
+
+
+async def test_batch_is_one_transaction_in_order(store: Storage) -> None:
+    results = await store.put_articles([draft("b1"), draft("b2"), draft("b1", title="Again")])
+    assert [r.outcome for r in results] == ["created", "created", "updated"]
+    assert [e.article_id for e in await store.list_events()] == ["b1", "b2", "b1"]
+    assert await store.put_articles([]) == []
+
+
+async def test_topics(store: Storage) -> None:
+    await store.put_article(draft("a1", topics=("liver-health", "diet")))
+    topics = await store.list_topics()
+    assert [(t.slug, t.title, t.article_count) for t in topics] == [
+        ("diet", "Diet", 1),
+        ("liver-health", "Liver health", 1),
+    ]
+    topic, created = await store.put_topic("liver-health", title="Liver", description="About")
+    assert not created and (topic.title, topic.description) == ("Liver", "About")
+    topic, created = await store.put_topic("empty", title="Empty", description="")
+    assert created and topic.article_count == 0
+    assert (await store.get_topic("empty")).title == "Empty"
+    with pytest.raises(TopicNotFound):
+        await store.get_topic("nope")
+    await store.put_article(draft("a2", topics=("liver-health",)))
+    assert (await store.get_topic("liver-health")).title == "Liver", "articles keep titles"
+
+
+async def test_tokens(store: Storage) -> None:
+    assert await store.count_tokens() == 0
+    token = await store.create_token(name="ops", role="operator", token_hash="h1", now=T0)
+    assert (token.name, token.role, token.created_at) == ("ops", "operator", T0)
+    with pytest.raises(TokenExists):
+        await store.create_token(name="ops", role="partner", token_hash="h2")
+    assert await store.get_token_by_hash("h1") == token
+    assert await store.get_token_by_hash("nope") is None
+    await store.touch_token(token.id, now=T0 + timedelta(minutes=1))
+    assert (await store.list_tokens())[0].last_used_at == T0 + timedelta(minutes=1)
+    assert await store.count_tokens() == 1
+    revoked = await store.revoke_token("ops", now=T0 + timedelta(hours=1))
+    assert revoked is not None and revoked.revoked_at == T0 + timedelta(hours=1)
+    assert await store.revoke_token("ops") is None
+    assert await store.get_token_by_hash("h1") is None
+    assert await store.count_tokens() == 0
+
+
+async def make_deliveries(store: Storage, count: int) -> tuple[int, list[str]]:
+    await store.put_article(draft())
+    seq = (await store.list_events())[-1].seq
+    ids = []
+    for n in range(count):
+        sub = await store.create_subscription(
+            id=f"sub{n}", kind="webhook", url=f"https://example.org/hook/{n}",
+            topics=["*"], events=["article.published"], secret="whsec_x", owner="acme",
+        )  # fmt: skip
+        ids.append(sub.id)
+    return seq, ids
+
+
+async def test_subscriptions_and_idempotent_fan_out(store: Storage) -> None:
+    seq, ids = await make_deliveries(store, 3)
+    sub = await store.get_subscription("sub0")
+    assert (sub.kind, sub.topics, sub.status, sub.owner) == ("webhook", ("*",), "active", "acme")
+    with pytest.raises(SubscriptionNotFound):
+        await store.get_subscription("nope")
+    assert await store.create_deliveries(seq, ids, now=T0) == 3
+    assert await store.create_deliveries(seq, ids, now=T0) == 0, "fan-out is idempotent"
+    claimed = await store.claim_deliveries(worker="w", limit=10, lease=timedelta(seconds=30),
+                                           now=T0)  # fmt: skip
+    assert sorted(d.subscription_id for d in claimed) == ids
+    delivery = await store.get_delivery(claimed[0].id)
+    assert (delivery.status, delivery.attempts, delivery.claimed_by) == ("pending", 0, "w")
+    assert delivery.claimed_until == T0 + timedelta(seconds=30)
+    with pytest.raises(DeliveryNotFound):
+        await store.get_delivery(999_999)
+
+
+async def test_claims_never_overlap_and_leases_expire(store: Storage) -> None:
+    seq, ids = await make_deliveries(store, 40)
+    await store.create_deliveries(seq, ids, now=T0)
+    lease = timedelta(seconds=30)
+    now = T0 + timedelta(seconds=1)
+
+    async def claimer(name: str) -> list[int]:
+        got: list[int] = []
+        while True:
+            batch = await store.claim_deliveries(worker=name, limit=3, lease=lease, now=now)
+            if not batch:
+                return got
+            got += [d.id for d in batch]
+            await asyncio.sleep(0)
+
+    a, b = await asyncio.gather(claimer("a"), claimer("b"))
+    assert not set(a) & set(b), "no delivery is handed to two workers"
+    assert len(a) + len(b) == 40
+    assert await store.claim_deliveries(worker="c", limit=100, lease=lease, now=now) == []
+
+    expired = now + lease + timedelta(seconds=1)
+    again = await store.claim_deliveries(worker="c", limit=100, lease=lease, now=expired)
+    assert len(again) == 40 and {d.claimed_by for d in again} == {"c"}
+
+    await store.release_delivery(again[0].id, worker="someone-else")
+    assert (await store.get_delivery(again[0].id)).claimed_by == "c"
+    await store.release_delivery(again[0].id, worker="c")
+    back = await store.claim_deliveries(worker="d", limit=100, lease=lease, now=expired)
+    assert [d.id for d in back] == [again[0].id]
+
+
+async def test_not_yet_due_is_not_claimed(store: Storage) -> None:
+    seq, ids = await make_deliveries(store, 1)
+    await store.create_deliveries(seq, ids, now=T0)
+    early = T0 - timedelta(seconds=1)
+    assert await store.claim_deliveries(worker="w", limit=5, lease=timedelta(seconds=5),
+                                        now=early) == []  # fmt: skip
+
+
+async def test_two_connections_claim_disjointly(database_url: str) -> None:
+    """Two independent Storage objects (as two processes would have) on one database."""
+    first = await open_storage(database_url)
+    second = await open_storage(database_url)
+    try:
+        seq, ids = await make_deliveries(first, 30)
+        await first.create_deliveries(seq, ids, now=T0)
+
+        async def drain(store: Storage, name: str) -> list[int]:
+            got: list[int] = []
+            while batch := await store.claim_deliveries(
+                worker=name, limit=2, lease=timedelta(minutes=1), now=T0
+            ):
+                got += [d.id for d in batch]
+            return got
+
+        a, b = await asyncio.gather(drain(first, "p1"), drain(second, "p2"))
+        assert not set(a) & set(b)
+        assert len(a) + len(b) == 30
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_data_survives_reopen(database_url: str) -> None:
+    first = await open_storage(database_url)
+    await first.put_article(draft(), now=T0)
+    await first.close()
+    await first.close()
+    second = await open_storage(database_url)
+    try:
+        assert (await second.get_article("a1")).published_at == T0
+        assert len(await second.list_events()) == 1
+    finally:
+        await second.close()

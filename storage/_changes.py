@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from .errors import ArticleExists
-from .records import Article, ArticleDraft, EventType, PutOutcome, default_topic_title
+from .records import Article, ArticleDraft, EventType, PutOutcome
 
 MAX_SLUG_SUFFIX = 10_000
 

@@ -358,7 +358,9 @@ class SQLiteStorage:
                 return candidate
         raise StorageError(f"no free slug for {base!r}")
 
-    async def _index_topics(self, conn: aiosqlite.Connection, article: Article, now: datetime):
+    async def _index_topics(
+        self, conn: aiosqlite.Connection, article: Article, now: datetime
+    ) -> None:
         await conn.execute(Q["delete_article_topics"], (article.id,))
         if article.deleted:
             return
@@ -415,6 +417,7 @@ class SQLiteStorage:
         self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
     ) -> list[Article]:
         when, last_id = (format_time(before[0]), before[1]) if before else (_AFTER_ALL, "")
+        params: tuple[str | int, ...]
         if topic is None:
             query, params = Q["list_articles"], (when, last_id, limit)
         else:

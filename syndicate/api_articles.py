@@ -89,7 +89,9 @@ async def batch_articles(request: web.Request) -> web.Response:
                       f"this one has {len(batch.articles)}")  # fmt: skip
     items = batch.articles
     fields = [f"articles.{i}" for i in range(len(items))]
-    results = await store_batch(request.app[STORAGE], items, host=settings.public_host, fields=fields)
+    results = await store_batch(
+        request.app[STORAGE], items, host=settings.public_host, fields=fields
+    )
     return json_response({**tally(results), "results": results})
 
 

@@ -52,7 +52,7 @@ def _bearer(request: web.Request) -> str | None:
 async def authenticate(request: web.Request, *roles: Role) -> Token:
     """The request's token, which must hold one of ``roles``: 401 without a
     valid one, 403 when it holds another role."""
-    cached = request.get(_TOKEN_KEY)
+    cached: Token | None = request.get(_TOKEN_KEY)
     if cached is not None:
         token = cached
     else:

@@ -90,7 +90,7 @@ def excerpt(text: str, length: int = SUMMARY_LENGTH) -> str:
         cut = cut[:space]
     else:
         cut = cut[:length]
-    return cut.rstrip(" ,;:.-–—") + "…"
+    return cut.rstrip(" ,;:.-\u2013\u2014") + "…"
 
 
 def summarize(content_html: str, length: int = SUMMARY_LENGTH) -> str:

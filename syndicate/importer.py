@@ -112,7 +112,11 @@ async def import_paths(
 
 
 async def _flush(
-    storage: Storage, pending: list[tuple[str, Any]], host: str, report: ImportReport, bar: tqdm
+    storage: Storage,
+    pending: list[tuple[str, Any]],
+    host: str,
+    report: ImportReport,
+    bar: tqdm[Any],
 ) -> None:
     if not pending:
         return

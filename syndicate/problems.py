@@ -1,10 +1,10 @@
 """RFC 9457 problem details: the one shape every error response takes.
 
-    Problem(status, title, detail, errors)   raised by handlers
-    error_middleware                         turns Problem, aiohttp's HTTP errors and
-                                             storage errors into problem+json; an
-                                             unexpected exception is logged and
-                                             answered 500 without details.
+Problem(status, title, detail, errors)   raised by handlers
+error_middleware                         turns Problem, aiohttp's HTTP errors and
+                                         storage errors into problem+json; an
+                                         unexpected exception is logged and
+                                         answered 500 without details.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, "malformed JSON: nested too deeply") from None
 
 
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None):
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         body=json.dumps(data, ensure_ascii=False).encode(),

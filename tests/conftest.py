@@ -55,9 +55,9 @@ def _in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def seed_articles() -> list[dict[str, Any]]:
-    articles: list[dict[str, Any]] = json.loads(
-        (FIXTURES / "articles.json").read_text("utf-8")
-    )["articles"]
+    articles: list[dict[str, Any]] = json.loads((FIXTURES / "articles.json").read_text("utf-8"))[
+        "articles"
+    ]
     return articles
 
 
@@ -119,7 +119,7 @@ def postgres_server() -> Iterator[PostgresServer | None]:
     server = PostgresServer()
     try:
         asyncio.run(server.setup())
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         if _in_ci():
             pytest.fail(f"CI=true but PostgreSQL at {pg_dsn()} is not usable: {exc}")
         yield None
@@ -168,9 +168,7 @@ class Client:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def request(
-        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
-    ) -> Any:
+    def request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", {}) or {})
         use = token if token is not None else self.token
         if use and "Authorization" not in headers:

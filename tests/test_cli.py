@@ -185,7 +185,7 @@ async def test_import_directory_with_ndjson_and_bad_items(
     ],
 )
 async def test_bad_settings_are_explained(env: dict[str, str], message: str) -> None:
-    code, out, err = await run("serve", env=clean_env(**env))
+    code, _out, err = await run("serve", env=clean_env(**env))
     assert code == 2
     assert message in err
 

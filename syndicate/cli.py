@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service")
     _add_settings_flags(serve, list(FIELDS))
 
+    worker = commands.add_parser("worker", help="run the delivery dispatcher only")
+    _add_settings_flags(worker, ["database", "db_pool_min", "db_pool_max", "log_level"])
+
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it")
@@ -83,6 +86,25 @@ async def _open(settings: Settings) -> Storage:
     )
 
 
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _worker(settings: Settings) -> int:
+    store = await _open(settings)
+    try:
+        print(f"Syndicate worker ready (database {settings.database}).", flush=True)
+        await _wait_for_signal()
+        print("Shutting down.", flush=True)
+    finally:
+        await store.close()
+    return 0
+
+
 async def _serve(settings: Settings) -> int:
     store = await _open(settings)
     try:
@@ -105,11 +127,7 @@ async def _serve(settings: Settings) -> int:
             f"(public base URL {settings.base_url}, database {settings.database})",
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _wait_for_signal()
         print("Shutting down.", flush=True)
         await runner.cleanup()
     finally:
@@ -168,6 +186,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
+        if args.command == "worker":
+            return asyncio.run(_worker(settings))
         if args.command == "token":
             return asyncio.run(_token_create(settings, args.role, args.name))
         if args.command == "import":

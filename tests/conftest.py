@@ -49,6 +49,13 @@ def free_port() -> int:
         return port
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child ``syndicate`` process: no inherited SYNDICATE_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
+    env.update(extra)
+    return env
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

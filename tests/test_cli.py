@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
@@ -14,17 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import FIXTURES, free_port
+from conftest import FIXTURES, clean_env, free_port
 
 from storage import open_storage
 
 TOKEN_RE = re.compile(r"\bsyn_[A-Za-z0-9_-]{20,}\b")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
-    env.update(extra)
-    return env
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

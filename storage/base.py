@@ -45,6 +45,9 @@ class Storage(Protocol):
     async def ping(self) -> None:
         """Round-trip to the database; raises ``StorageUnavailable`` when it is gone."""
 
+    async def schema_version(self) -> int:
+        """The highest migration applied."""
+
     # -- articles ---------------------------------------------------------------
 
     async def put_article(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -56,6 +57,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -77,7 +88,8 @@ class PostgresServer:
     """Creates the template once and hands out fresh databases."""
 
     def __init__(self) -> None:
-        self.template = f"syndicate_tmpl_{os.getpid()}"
+        self.prefix = f"syndicate_t{os.getpid()}_"
+        self.template = f"{self.prefix}tmpl"
         self.created: list[str] = []
         self.ready = False
 
@@ -87,7 +99,7 @@ class PostgresServer:
     async def setup(self) -> None:
         conn = await self._admin()
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.template}"')
+            await self._drop_leftovers(conn)
             await conn.execute(f'CREATE DATABASE "{self.template}"')
         finally:
             await conn.close()
@@ -95,8 +107,17 @@ class PostgresServer:
         await store.close()
         self.ready = True
 
+    @staticmethod
+    async def _drop_leftovers(conn: asyncpg.Connection) -> None:
+        """Databases of earlier runs that died before their teardown."""
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'syndicate_t%'")
+        for row in rows:
+            match = re.fullmatch(r"syndicate_t(\d+)_\w+", row["datname"])
+            if match and not _alive(int(match.group(1))):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+
     async def new_database(self) -> str:
-        name = f"syndicate_t_{uuid.uuid4().hex[:12]}"
+        name = f"{self.prefix}{uuid.uuid4().hex[:12]}"
         conn = await self._admin()
         try:
             await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
@@ -142,13 +163,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def database_url(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, postgres_server: PostgresServer | None
 ) -> AsyncIterator[str]:
     """A fresh, migrated-on-open database of the test's backend."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'syndicate.db'}"
         return
-    postgres_server: PostgresServer | None = request.getfixturevalue("postgres_server")
     if postgres_server is None:
         pytest.skip(f"no PostgreSQL at {pg_dsn()}")
     dsn = await postgres_server.new_database()

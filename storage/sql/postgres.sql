@@ -124,11 +124,15 @@ RETURNING *;
 SELECT * FROM subscriptions WHERE id = $1;
 
 -- name: insert_deliveries
+-- NOT EXISTS spares the identity sequence on re-runs; ON CONFLICT covers races.
 WITH created AS (
     INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-    SELECT $1, sid, 'pending', $3, $3
+    SELECT $1, s.sid, 'pending', $3, $3
       FROM unnest($2::text[]) WITH ORDINALITY AS s (sid, n)
-     ORDER BY n
+     WHERE NOT EXISTS (SELECT 1 FROM deliveries AS d
+                        WHERE d.event_seq = $1 AND d.subscription_id = s.sid)
+     GROUP BY s.sid
+     ORDER BY min(s.n)
     ON CONFLICT (event_seq, subscription_id) DO NOTHING
     RETURNING 1
 )

@@ -1,0 +1,531 @@
+"""The scale-out backend: PostgreSQL through an asyncpg connection pool.
+
+Several processes may share one database. Article writes serialise on one
+transaction-scoped advisory lock (``_WRITE_LOCK``), which gives them what the
+single SQLite writer gives for free: events commit in ``seq`` order and the
+read-decide-write of an article (does it exist, is the slug free) cannot race.
+Delivery claims use ``FOR UPDATE SKIP LOCKED`` so claimers never wait on each
+other. jsonb columns are decoded to Python objects by a codec set on every
+pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from . import _changes
+from ._sql import Migration, load_migrations, load_queries
+from .base import ListCursor
+from .errors import (
+    ArticleNotFound,
+    DeliveryNotFound,
+    StorageError,
+    StorageUnavailable,
+    SubscriptionNotFound,
+    TokenExists,
+    TopicNotFound,
+)
+from .records import (
+    Article,
+    ArticleDraft,
+    Delivery,
+    Event,
+    PutResult,
+    Role,
+    Subscription,
+    SubscriptionKind,
+    SubscriptionStatus,
+    Token,
+    Topic,
+    default_topic_title,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from _typeshed import DataclassInstance
+    from asyncpg.pool import PoolConnectionProxy
+
+    _Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+_R = TypeVar("_R", bound="DataclassInstance")
+
+logger = logging.getLogger(__name__)
+
+Q = load_queries("postgres")
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CLOSE_TIMEOUT = 10.0
+#: Advisory lock keys (fixed bigints; the hex spells "SYNDMIGR" and "SYNDWRIT").
+_MIGRATION_LOCK = 0x5359_4E44_4D49_4752
+_WRITE_LOCK = 0x5359_4E44_5752_4954
+#: Later than every stored time: the "no cursor" upper bound.
+_AFTER_ALL = datetime.max.replace(tzinfo=UTC)
+
+# OSError covers ConnectionError and TimeoutError (a connect timeout).
+# InternalClientError is what asyncpg raises when a connection the server has
+# just terminated is used before the close is noticed ("cannot switch to
+# state ..."), and for a stale statement cache: either way, the connection is done.
+_DISCONNECTS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """True for failures that say "the database cannot be reached", not "the query failed"."""
+    if isinstance(exc, _DISCONNECTS):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return not isinstance(exc, ValueError)  # ClientConfigurationError: a bad DSN
+    sqlstate = getattr(exc, "sqlstate", None)
+    return (
+        isinstance(exc, asyncpg.PostgresError)
+        and isinstance(sqlstate, str)
+        and sqlstate.startswith(("08", "57P"))
+    )
+
+
+@contextlib.contextmanager
+def wrap_exceptions() -> Iterator[None]:
+    """Map asyncpg and socket errors to the storage error tree."""
+    try:
+        yield
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+        OSError,
+    ) as exc:
+        if _is_disconnect(exc):
+            raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
+        if isinstance(exc, ValueError):
+            raise  # a bad DSN option, like the ValueError for a malformed URL
+        raise StorageError(f"PostgreSQL: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _connecting() -> Iterator[None]:
+    """A server that refuses a new connection for whatever reason (not accepting
+    connections, no such database, bad password) cannot be reached right now."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
+
+
+def _record(cls: type[_R], row: asyncpg.Record, *arrays: str) -> _R:
+    """``row`` as a ``cls``: the columns it has fields for, times in UTC, jsonb arrays as tuples."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in names:
+            values[key] = value.astimezone(UTC) if isinstance(value, datetime) else value
+    for key in arrays:
+        values[key] = tuple(values[key])
+    return cls(**values)
+
+
+def _article(row: asyncpg.Record) -> Article:
+    return _record(Article, row, "topics")
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return _record(Event, row, "topics")
+
+
+def _subscription(row: asyncpg.Record) -> Subscription:
+    return _record(Subscription, row, "topics", "events")
+
+
+_ARTICLE_COLUMNS = (
+    "id", "guid", "slug", "title", "summary", "content", "content_type", "topics", "author",
+    "url", "image", "language", "published_at", "updated_at", "created_at", "version",
+    "deleted_at",
+)  # fmt: skip
+
+
+def _article_params(article: Article) -> tuple[Any, ...]:
+    """In the column order of ``save_article`` (the jsonb codec takes the topics tuple)."""
+    return tuple(getattr(article, column) for column in _ARTICLE_COLUMNS)
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
+
+
+class PostgresStorage:
+    """``Storage`` on PostgreSQL. Create with ``await PostgresStorage.open(dsn)``."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        migrate: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> PostgresStorage:
+        migrations = load_migrations("postgres") if migrate else []
+        with wrap_exceptions():
+            with _connecting():
+                pool = await asyncpg.create_pool(
+                    dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                    timeout=connect_timeout,
+                )  # fmt: skip
+            try:
+                if migrate:
+                    await cls._migrate(pool, migrations)
+            except BaseException:
+                pool.terminate()
+                raise
+        return cls(pool)
+
+    @staticmethod
+    async def _migrate(pool: asyncpg.Pool[asyncpg.Record], migrations: list[Migration]) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            # Processes starting together queue on the lock; each then re-reads
+            # the version, so only the first applies anything.
+            await conn.execute(Q["advisory_xact_lock"], _MIGRATION_LOCK)
+            await conn.execute(Q["create_schema_version"])
+            current = await conn.fetchval(Q["schema_version"])
+            for migration in migrations:
+                if migration.version <= current:
+                    continue
+                logger.info("applying migration", extra={"migration": migration.name})
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    Q["record_migration"], migration.version, migration.name, utcnow()
+                )
+
+    async def schema_version(self) -> int:
+        rows = await self._fetch(Q["schema_version"])
+        return int(rows[0][0])
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._pool.close(), DEFAULT_CLOSE_TIMEOUT)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("closing the pool failed; terminating it", extra={"error": str(exc)})
+            self._pool.terminate()
+
+    async def ping(self) -> None:
+        await self._fetch(Q["ping"])
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is gone. If so, every pooled
+        connection is marked for replacement: one dead connection usually means
+        the server restarted, and the idle ones have not noticed yet."""
+        if not _is_disconnect(exc):
+            return False
+        logger.warning("PostgreSQL connection lost", extra={"error": str(exc)})
+        await self._pool.expire_connections()
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[_Conn]:
+        with _connecting():
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run a read, retried once on a fresh connection if the first was dead."""
+        with wrap_exceptions():
+            for attempt in range(2):
+                async with self._acquire() as conn:
+                    try:
+                        return await conn.fetch(sql, *args)
+                    except Exception as exc:
+                        if not await self._lost(exc) or attempt:
+                            raise
+        raise AssertionError("unreachable")
+
+    async def _fetch_one(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_Conn]:
+        """One transaction on a pooled connection. A connection found dead at
+        BEGIN (nothing done yet) is replaced once; later failures propagate."""
+        with wrap_exceptions():
+            for attempt in range(2):
+                async with self._acquire() as conn:
+                    transaction = conn.transaction()
+                    try:
+                        await transaction.start()
+                    except Exception as exc:
+                        if not await self._lost(exc) or attempt:
+                            raise
+                        continue
+                    try:
+                        yield conn
+                    except Exception as exc:
+                        if not await self._lost(exc):
+                            await transaction.rollback()
+                        raise
+                    # On cancellation the pool's reset on release rolls back.
+                    try:
+                        await transaction.commit()
+                    except Exception as exc:
+                        await self._lost(exc)
+                        raise
+                    return
+
+    @staticmethod
+    async def _lock_writes(conn: _Conn) -> None:
+        # A sequence hands out seq at INSERT, but transactions commit in any
+        # order: a consumer that already read seq N+1 would never see N if N
+        # committed later. Holding one lock from before the INSERT until COMMIT
+        # makes seq order commit order. Taken first thing in an article write,
+        # it also keeps the existence and slug checks from racing.
+        await conn.execute(Q["advisory_xact_lock"], _WRITE_LOCK)
+
+    # -- articles ---------------------------------------------------------------
+
+    async def _put(
+        self, conn: _Conn, draft: ArticleDraft, *, create_only: bool, now: datetime
+    ) -> PutResult:
+        row = await conn.fetchrow(Q["get_article"], draft.id)
+        existing = _article(row) if row else None
+        wanted = _changes.wanted_slug(existing, draft)
+        slug = await self._unique_slug(conn, wanted, draft.id) if wanted else None
+        change = _changes.plan_put(existing, draft, slug=slug, now=now, create_only=create_only)
+        if change.event is None:
+            return PutResult(change.article, change.outcome)
+        article = change.article
+        await conn.execute(Q["save_article"], *_article_params(article))
+        await self._index_topics(conn, article, now)
+        await self._record_event(conn, change.event, article, now)
+        return PutResult(article, change.outcome)
+
+    @staticmethod
+    async def _unique_slug(conn: _Conn, base: str, article_id: str) -> str:
+        for candidate in _changes.slug_candidates(base):
+            owner = await conn.fetchval(Q["slug_owner"], candidate)
+            if owner is None or owner == article_id:
+                return candidate
+        raise StorageError(f"no free slug for {base!r}")
+
+    @staticmethod
+    async def _index_topics(conn: _Conn, article: Article, now: datetime) -> None:
+        await conn.execute(Q["delete_article_topics"], article.id)
+        if article.deleted:
+            return
+        topics = list(article.topics)
+        titles = [default_topic_title(t) for t in topics]
+        await conn.execute(Q["ensure_topics"], topics, titles, now)
+        await conn.execute(Q["insert_article_topics"], topics, article.id, article.published_at)
+
+    @staticmethod
+    async def _record_event(conn: _Conn, event: str, article: Article, now: datetime) -> int:
+        topics = list(article.topics)
+        seq = await conn.fetchval(
+            Q["insert_event"], event, article.id, topics, article.to_json(), now
+        )
+        return int(seq)
+
+    async def put_article(
+        self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
+    ) -> PutResult:
+        async with self._transaction() as conn:
+            await self._lock_writes(conn)
+            return await self._put(conn, draft, create_only=create_only, now=now or utcnow())
+
+    async def put_articles(
+        self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
+    ) -> list[PutResult]:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            await self._lock_writes(conn)
+            return [await self._put(conn, d, create_only=False, now=stamp) for d in drafts]
+
+    async def get_article(self, article_id: str) -> Article:
+        row = await self._fetch_one(Q["get_article"], article_id)
+        if row is None:
+            raise ArticleNotFound(article_id)
+        return _article(row)
+
+    async def get_article_by_slug(self, slug: str) -> Article:
+        row = await self._fetch_one(Q["get_article_by_slug"], slug)
+        if row is None:
+            raise ArticleNotFound(slug)
+        return _article(row)
+
+    async def list_articles(
+        self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
+    ) -> list[Article]:
+        when, last_id = before if before else (_AFTER_ALL, "")
+        if topic is None:
+            rows = await self._fetch(Q["list_articles"], when, last_id, limit)
+        else:
+            rows = await self._fetch(Q["list_articles_in_topic"], topic, when, last_id, limit)
+        return [_article(r) for r in rows]
+
+    async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            await self._lock_writes(conn)
+            row = await conn.fetchrow(Q["get_article"], article_id)
+            if row is None:
+                raise ArticleNotFound(article_id)
+            existing = _article(row)
+            tombstone = _changes.plan_delete(existing, now=stamp)
+            if tombstone is None:
+                return existing
+            await conn.execute(Q["save_article"], *_article_params(tombstone))
+            await self._index_topics(conn, tombstone, stamp)
+            await self._record_event(conn, "article.deleted", tombstone, stamp)
+            return tombstone
+
+    # -- topics -----------------------------------------------------------------
+
+    async def list_topics(self) -> list[Topic]:
+        return [_record(Topic, r) for r in await self._fetch(Q["list_topics"])]
+
+    async def get_topic(self, slug: str) -> Topic:
+        row = await self._fetch_one(Q["get_topic"], slug)
+        if row is None:
+            raise TopicNotFound(slug)
+        return _record(Topic, row)
+
+    async def put_topic(
+        self, slug: str, *, title: str, description: str, now: datetime | None = None
+    ) -> tuple[Topic, bool]:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            # DO NOTHING waits for a concurrent insert of the same slug, so
+            # exactly one caller reports "created".
+            created = await conn.fetchval(Q["insert_topic"], slug, title, description, stamp)
+            if created is None:
+                await conn.execute(Q["update_topic"], slug, title, description, stamp)
+            row = await conn.fetchrow(Q["get_topic"], slug)
+        assert row is not None
+        return _record(Topic, row), created is not None
+
+    # -- events -----------------------------------------------------------------
+
+    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        return [_event(r) for r in await self._fetch(Q["list_events"], after, limit)]
+
+    # -- tokens -----------------------------------------------------------------
+
+    async def create_token(
+        self, *, name: str, role: Role, token_hash: str, now: datetime | None = None
+    ) -> Token:
+        async with self._transaction() as conn:
+            try:
+                row = await conn.fetchrow(
+                    Q["insert_token"], name, role, token_hash, now or utcnow()
+                )
+            except asyncpg.UniqueViolationError:
+                raise TokenExists(name) from None
+        assert row is not None
+        return _record(Token, row)
+
+    async def get_token_by_hash(self, token_hash: str) -> Token | None:
+        row = await self._fetch_one(Q["get_token_by_hash"], token_hash)
+        return _record(Token, row) if row else None
+
+    async def touch_token(self, token_id: int, *, now: datetime | None = None) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["touch_token"], now or utcnow(), token_id)
+
+    async def count_tokens(self) -> int:
+        rows = await self._fetch(Q["count_tokens"])
+        return int(rows[0][0])
+
+    async def list_tokens(self) -> list[Token]:
+        return [_record(Token, r) for r in await self._fetch(Q["list_tokens"])]
+
+    async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(Q["revoke_token"], now or utcnow(), name)
+        return _record(Token, row) if row else None
+
+    # -- subscriptions and deliveries ------------------------------------------
+
+    async def create_subscription(
+        self,
+        *,
+        id: str,
+        kind: SubscriptionKind,
+        url: str,
+        topics: Sequence[str],
+        events: Sequence[str],
+        secret: str | None,
+        owner: str | None = None,
+        status: SubscriptionStatus = "active",
+        description: str = "",
+        lease_expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> Subscription:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                Q["insert_subscription"], id, kind, owner, url, list(topics), list(events),
+                secret, status, description, lease_expires_at, stamp,
+            )  # fmt: skip
+        assert row is not None
+        return _subscription(row)
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        row = await self._fetch_one(Q["get_subscription"], subscription_id)
+        if row is None:
+            raise SubscriptionNotFound(subscription_id)
+        return _subscription(row)
+
+    async def create_deliveries(
+        self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
+    ) -> int:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            created = await conn.fetchval(
+                Q["insert_deliveries"], event_seq, list(subscription_ids), stamp
+            )
+        return int(created)
+
+    async def get_delivery(self, delivery_id: int) -> Delivery:
+        row = await self._fetch_one(Q["get_delivery"], delivery_id)
+        if row is None:
+            raise DeliveryNotFound(delivery_id)
+        return _record(Delivery, row)
+
+    async def claim_deliveries(
+        self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
+    ) -> list[Delivery]:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            rows = await conn.fetch(Q["claim_deliveries"], stamp + lease, worker, stamp, limit)
+        return sorted((_record(Delivery, r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+
+    async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["release_delivery"], delivery_id, worker)

@@ -23,6 +23,7 @@ from .records import (
     ArticleDraft,
     Delivery,
     Event,
+    FeedState,
     PutResult,
     Role,
     Subscription,
@@ -72,9 +73,15 @@ class Storage(Protocol):
         """As ``get_article``, looked up by slug."""
 
     async def list_articles(
-        self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
+        self,
+        *,
+        topic: str | None = None,
+        limit: int = 50,
+        before: ListCursor | None = None,
+        after: ListCursor | None = None,
     ) -> list[Article]:
-        """Live articles newest first by (published_at, id), strictly before ``before``."""
+        """Live articles newest first by (published_at, id), strictly before ``before``.
+        With ``after`` instead: the ones strictly newer, OLDEST first."""
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
         """Tombstone the article and write ``article.deleted``; deleting a
@@ -92,6 +99,11 @@ class Storage(Protocol):
         self, slug: str, *, title: str, description: str, now: datetime | None = None
     ) -> tuple[Topic, bool]:
         """Create or update a topic; returns it and whether it was created."""
+
+    async def feed_state(self, topic: str | None) -> FeedState:
+        """One indexed lookup: the last change to the topic's feed (``None``:
+        every topic). Writes mark every topic an article enters or leaves.
+        ``TopicNotFound`` for an unknown topic."""
 
     # -- the event log ----------------------------------------------------------
 

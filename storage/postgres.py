@@ -39,6 +39,7 @@ from .records import (
     ArticleDraft,
     Delivery,
     Event,
+    FeedState,
     PutResult,
     Role,
     Subscription,
@@ -323,7 +324,9 @@ class PostgresStorage:
         article = change.article
         await conn.execute(Q["save_article"], *_article_params(article))
         await self._index_topics(conn, article, now)
-        await self._record_event(conn, change.event, article, now)
+        seq = await self._record_event(conn, change.event, article, now)
+        touched = set(article.topics) | set(existing.topics if existing else ())
+        await conn.execute(Q["mark_topics_changed"], seq, now, sorted(touched))
         return PutResult(article, change.outcome)
 
     @staticmethod
@@ -380,13 +383,22 @@ class PostgresStorage:
         return _article(row)
 
     async def list_articles(
-        self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
+        self,
+        *,
+        topic: str | None = None,
+        limit: int = 50,
+        before: ListCursor | None = None,
+        after: ListCursor | None = None,
     ) -> list[Article]:
-        when, last_id = before if before else (_AFTER_ALL, "")
-        if topic is None:
-            rows = await self._fetch(Q["list_articles"], when, last_id, limit)
+        if after is not None:
+            (when, last_id), name = after, "list_articles_after"
         else:
-            rows = await self._fetch(Q["list_articles_in_topic"], topic, when, last_id, limit)
+            (when, last_id), name = before or (_AFTER_ALL, ""), "list_articles"
+        if topic is None:
+            rows = await self._fetch(Q[name], when, last_id, limit)
+        else:
+            rows = await self._fetch(Q[name.replace("articles", "articles_in_topic")], topic,
+                                     when, last_id, limit)  # fmt: skip
         return [_article(r) for r in rows]
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
@@ -402,7 +414,8 @@ class PostgresStorage:
                 return existing
             await conn.execute(Q["save_article"], *_article_params(tombstone))
             await self._index_topics(conn, tombstone, stamp)
-            await self._record_event(conn, "article.deleted", tombstone, stamp)
+            seq = await self._record_event(conn, "article.deleted", tombstone, stamp)
+            await conn.execute(Q["mark_topics_changed"], seq, stamp, list(tombstone.topics))
             return tombstone
 
     # -- topics -----------------------------------------------------------------
@@ -429,6 +442,17 @@ class PostgresStorage:
             row = await conn.fetchrow(Q["get_topic"], slug)
         assert row is not None
         return _record(Topic, row), created is not None
+
+    async def feed_state(self, topic: str | None) -> FeedState:
+        if topic is None:
+            row = await self._fetch_one(Q["all_feed_state"])
+        else:
+            row = await self._fetch_one(Q["topic_feed_state"], topic)
+            if row is None:
+                raise TopicNotFound(topic)
+        if row is None:
+            return FeedState(0, None, None)
+        return _record(FeedState, row)
 
     # -- events -----------------------------------------------------------------
 

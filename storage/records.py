@@ -135,6 +135,18 @@ class Topic:
     created_at: datetime
     updated_at: datetime
     article_count: int = 0
+    changed_seq: int = 0
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a cached feed depends on: the last event touching it and the topic's
+    own edits. ``seq == 0`` and ``changed_at is None`` when nothing happened yet."""
+
+    seq: int
+    changed_at: datetime | None
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from .records import (
     ArticleDraft,
     Delivery,
     Event,
+    FeedState,
     PutResult,
     Role,
     Subscription,
@@ -134,6 +135,8 @@ def _topic(row: sqlite3.Row) -> Topic:
         created_at=parse_time(row["created_at"]),
         updated_at=parse_time(row["updated_at"]),
         article_count=row["article_count"],
+        changed_seq=row["changed_seq"],
+        changed_at=_pt(row["changed_at"]),
     )
 
 
@@ -348,8 +351,18 @@ class SQLiteStorage:
         else:
             await conn.execute(Q["update_article"], params)
         await self._index_topics(conn, article, now)
-        await self._record_event(conn, change.event, article, now)
+        seq = await self._record_event(conn, change.event, article, now)
+        touched = set(article.topics) | set(existing.topics if existing else ())
+        await self._mark_changed(conn, touched, seq, now)
         return PutResult(article, change.outcome)
+
+    @staticmethod
+    async def _mark_changed(
+        conn: aiosqlite.Connection, topics: set[str], seq: int, now: datetime
+    ) -> None:
+        await conn.execute(
+            Q["mark_topics_changed"], (seq, format_time(now), json.dumps(sorted(topics)))
+        )
 
     async def _unique_slug(self, conn: aiosqlite.Connection, base: str, article_id: str) -> str:
         for candidate in _changes.slug_candidates(base):
@@ -414,14 +427,23 @@ class SQLiteStorage:
             return _article(rows[0])
 
     async def list_articles(
-        self, *, topic: str | None = None, limit: int = 50, before: ListCursor | None = None
+        self,
+        *,
+        topic: str | None = None,
+        limit: int = 50,
+        before: ListCursor | None = None,
+        after: ListCursor | None = None,
     ) -> list[Article]:
-        when, last_id = (format_time(before[0]), before[1]) if before else (_AFTER_ALL, "")
-        params: tuple[str | int, ...]
-        if topic is None:
-            query, params = Q["list_articles"], (when, last_id, limit)
+        if after is not None:
+            when, last_id = format_time(after[0]), after[1]
+            name = "list_articles_after" if topic is None else "list_articles_in_topic_after"
         else:
-            query, params = Q["list_articles_in_topic"], (topic, when, last_id, limit)
+            when, last_id = (format_time(before[0]), before[1]) if before else (_AFTER_ALL, "")
+            name = "list_articles" if topic is None else "list_articles_in_topic"
+        params: tuple[str | int, ...] = (when, last_id, limit)
+        query = Q[name]
+        if topic is not None:
+            params = (topic, *params)
         async with self._read(query, params) as rows:
             return [_article(r) for r in rows]
 
@@ -437,7 +459,8 @@ class SQLiteStorage:
                 return existing
             await conn.execute(Q["update_article"], _article_params(tombstone))
             await self._index_topics(conn, tombstone, stamp)
-            await self._record_event(conn, "article.deleted", tombstone, stamp)
+            seq = await self._record_event(conn, "article.deleted", tombstone, stamp)
+            await self._mark_changed(conn, set(tombstone.topics), seq, stamp)
             return tombstone
 
     # -- topics -----------------------------------------------------------------
@@ -463,6 +486,20 @@ class SQLiteStorage:
             row = await self._one(conn, Q["get_topic"], (slug,))
         assert row is not None
         return _topic(row), not existed
+
+    async def feed_state(self, topic: str | None) -> FeedState:
+        params: tuple[str, ...] = ()
+        if topic is None:
+            query = Q["all_feed_state"]
+        else:
+            query, params = Q["topic_feed_state"], (topic,)
+        async with self._read(query, params) as rows:
+            if not rows:
+                if topic is not None:
+                    raise TopicNotFound(topic)
+                return FeedState(0, None, None)
+            row = rows[0]
+            return FeedState(row["seq"], _pt(row["changed_at"]), _pt(row["updated_at"]))
 
     # -- events -----------------------------------------------------------------
 

@@ -277,3 +277,46 @@ async def test_data_survives_reopen(database_url: str) -> None:
         assert len(await second.list_events()) == 1
     finally:
         await second.close()
+
+
+async def test_feed_state_marks_every_topic_an_article_touches(store: Storage) -> None:
+    assert await store.feed_state(None) == await store.feed_state(None)
+    assert (await store.feed_state(None)).seq == 0
+    with pytest.raises(TopicNotFound):
+        await store.feed_state("nope")
+    await store.put_article(draft("a1", topics=("liver-health",)), now=T0)
+    liver = await store.feed_state("liver-health")
+    assert liver.seq > 0 and liver.changed_at == T0
+    assert (await store.feed_state(None)).seq == liver.seq
+
+    later = T0 + timedelta(hours=1)
+    await store.put_article(draft("a2", topics=("diet",)), now=later)
+    assert await store.feed_state("liver-health") == liver, "other topics are untouched"
+    await store.put_article(draft("a2", topics=("diet",)), now=later + timedelta(hours=1))
+    assert (await store.feed_state("diet")).changed_at == later, "unchanged writes mark nothing"
+
+    moved_at = T0 + timedelta(hours=3)
+    await store.put_article(draft("a1", topics=("diet",)), now=moved_at)
+    assert (await store.feed_state("liver-health")).changed_at == moved_at, "left the topic"
+    assert (await store.feed_state("diet")).changed_at == moved_at, "entered the topic"
+
+    deleted_at = T0 + timedelta(hours=4)
+    await store.delete_article("a2", now=deleted_at)
+    diet = await store.feed_state("diet")
+    assert diet.changed_at == deleted_at and diet.seq == (await store.feed_state(None)).seq
+    assert (await store.feed_state(None)).changed_at == deleted_at
+
+    await store.put_topic("diet", title="Diet & food", description="")
+    assert (await store.feed_state("diet")).updated_at != diet.updated_at
+
+
+async def test_list_after_gives_newer_oldest_first(store: Storage) -> None:
+    for n in range(4):
+        await store.put_article(draft(f"a{n}", published_at=T0 + timedelta(hours=n)))
+    a1 = await store.get_article("a1")
+    newer = await store.list_articles(after=(a1.published_at, a1.id), limit=5)
+    assert [a.id for a in newer] == ["a2", "a3"]
+    in_topic = await store.list_articles(
+        topic="liver-health", after=(a1.published_at, a1.id), limit=1
+    )
+    assert [a.id for a in in_topic] == ["a2"]

@@ -162,3 +162,25 @@ RETURNING d.*;
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = $1 AND claimed_by = $2;
+
+-- name: mark_topics_changed
+UPDATE topics SET changed_seq = $1, changed_at = $2 WHERE slug = ANY($3::text[]);
+
+-- name: topic_feed_state
+SELECT changed_seq AS seq, changed_at, updated_at FROM topics WHERE slug = $1;
+
+-- name: all_feed_state
+SELECT seq, created_at AS changed_at, NULL::timestamptz AS updated_at
+  FROM events ORDER BY seq DESC LIMIT 1;
+
+-- name: list_articles_after
+SELECT * FROM articles
+ WHERE deleted_at IS NULL AND (published_at, id) > ($1, $2)
+ ORDER BY published_at, id
+ LIMIT $3;
+
+-- name: list_articles_in_topic_after
+SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
+ WHERE t.topic = $1 AND (t.published_at, t.article_id) > ($2, $3)
+ ORDER BY t.published_at, t.article_id
+ LIMIT $4;

@@ -123,3 +123,25 @@ RETURNING *;
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = ? AND claimed_by = ?;
+
+-- name: mark_topics_changed
+UPDATE topics SET changed_seq = ?, changed_at = ?
+ WHERE slug IN (SELECT value FROM json_each(?));
+
+-- name: topic_feed_state
+SELECT changed_seq AS seq, changed_at, updated_at FROM topics WHERE slug = ?;
+
+-- name: all_feed_state
+SELECT seq, created_at AS changed_at, NULL AS updated_at FROM events ORDER BY seq DESC LIMIT 1;
+
+-- name: list_articles_after
+SELECT * FROM articles
+ WHERE deleted_at IS NULL AND (published_at, id) > (?, ?)
+ ORDER BY published_at, id
+ LIMIT ?;
+
+-- name: list_articles_in_topic_after
+SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
+ WHERE t.topic = ? AND (t.published_at, t.article_id) > (?, ?)
+ ORDER BY t.published_at, t.article_id
+ LIMIT ?;

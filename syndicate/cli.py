@@ -38,6 +38,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "max_batch_size": "most articles in one batch request (default 1000)",
         "db_pool_min": "PostgreSQL pool: fewest connections (default 1)",
         "db_pool_max": "PostgreSQL pool: most connections (default 10)",
+        "feed_items": "entries per feed page (default 50)",
+        "feed_max_age": "Cache-Control max-age of feeds, seconds (default 300)",
+        "feed_page_max_age": "Cache-Control max-age of older feed pages (default 86400)",
         "log_level": "debug, info, warning or error (default info)",
     }
     for name in fields:

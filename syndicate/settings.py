@@ -21,6 +21,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 DEFAULT_DB_POOL_MIN = 1
 DEFAULT_DB_POOL_MAX = 10
+DEFAULT_FEED_ITEMS = 50
+MAX_FEED_ITEMS = 500
+DEFAULT_FEED_MAX_AGE = 300
+DEFAULT_FEED_PAGE_MAX_AGE = 86400
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -40,6 +44,9 @@ class Settings:
     max_body_size: largest accepted request body in bytes (413 beyond).
     max_batch_size: most articles in one ``POST /api/articles/batch``.
     db_pool_min, db_pool_max: PostgreSQL connection pool sizes.
+    feed_items: entries per feed page (default 50).
+    feed_max_age: ``Cache-Control: max-age`` of a feed's first page, seconds (default 300).
+    feed_page_max_age: the same for older pages (``?before=``), which rarely change.
     log_level: debug, info, warning or error.
     """
 
@@ -51,6 +58,9 @@ class Settings:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     db_pool_min: int = DEFAULT_DB_POOL_MIN
     db_pool_max: int = DEFAULT_DB_POOL_MAX
+    feed_items: int = DEFAULT_FEED_ITEMS
+    feed_max_age: int = DEFAULT_FEED_MAX_AGE
+    feed_page_max_age: int = DEFAULT_FEED_PAGE_MAX_AGE
     log_level: str = DEFAULT_LOG_LEVEL
 
     def __post_init__(self) -> None:
@@ -70,6 +80,8 @@ class Settings:
                 f"database {self.database!r} is not sqlite:///path or postgresql://... "
                 "(SYNDICATE_DATABASE / --database)"
             )
+        if self.feed_items > MAX_FEED_ITEMS:
+            raise SettingsError(f"SYNDICATE_FEED_ITEMS must be at most {MAX_FEED_ITEMS}")
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SYNDICATE_DB_POOL_MIN is larger than SYNDICATE_DB_POOL_MAX")
 
@@ -101,6 +113,16 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _seconds(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value
+
+
 def _log_level(name: str, raw: str) -> str:
     if raw.lower() not in LOG_LEVELS:
         raise SettingsError(f"{name}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -121,6 +143,9 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "max_batch_size": ("SYNDICATE_MAX_BATCH_SIZE", _positive_int),
     "db_pool_min": ("SYNDICATE_DB_POOL_MIN", _positive_int),
     "db_pool_max": ("SYNDICATE_DB_POOL_MAX", _positive_int),
+    "feed_items": ("SYNDICATE_FEED_ITEMS", _positive_int),
+    "feed_max_age": ("SYNDICATE_FEED_MAX_AGE", _seconds),
+    "feed_page_max_age": ("SYNDICATE_FEED_PAGE_MAX_AGE", _seconds),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
 }
 

@@ -1,0 +1,219 @@
+"""Topic feeds over HTTP: rendering cache, validators, conditional GET, gzip, paging.
+
+A read of an unchanged feed costs one indexed lookup (``Storage.feed_state``)
+and no rendering: the rendered bytes are cached per (topic, format, page) with
+the state they were rendered from. Every write marks the topics it touches, so
+any instance sharing the database sees the change on its next read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from urllib.parse import quote
+
+from aiohttp import web
+
+import feeds
+from storage import Storage
+from storage.records import Article, FeedState, default_topic_title
+
+from .articles import BadCursor, decode_cursor, encode_cursor, permalink
+from .keys import SETTINGS, STORAGE
+from .problems import invalid
+from .settings import Settings
+
+ALL = "all"
+DEFAULT_CACHE_ENTRIES = 256
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+routes = web.RouteTableDef()
+
+CacheKey = tuple[str, str, str]
+StateToken = tuple[int, datetime | None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    gzipped: bytes
+    etag: str
+    last_modified: datetime
+    link: str
+
+
+class FeedCache:
+    """Rendered feeds by (topic, format, page), each valid for one feed state."""
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[CacheKey, tuple[StateToken, Rendered]] = OrderedDict()
+        self.hits = 0
+        self.renders = 0
+
+    def get(self, key: CacheKey, token: StateToken) -> Rendered | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != token:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: CacheKey, token: StateToken, rendered: Rendered) -> None:
+        self.renders += 1
+        self._entries[key] = (token, rendered)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+FEED_CACHE = web.AppKey("feed_cache", FeedCache)
+
+
+def feed_url(base_url: str, topic: str, fmt: str) -> str:
+    return f"{base_url}/feeds/{topic}.{fmt}"
+
+
+def topic_url(base_url: str, topic: str) -> str:
+    return f"{base_url}/" if topic == ALL else f"{base_url}/topics/{topic}"
+
+
+def _last_modified(state: FeedState, fallback: datetime) -> datetime:
+    times = [t for t in (state.changed_at, state.updated_at) if t is not None]
+    return max(times) if times else fallback
+
+
+async def _render(
+    storage: Storage,
+    settings: Settings,
+    topic: str,
+    fmt: feeds.FeedFormat,
+    before_raw: str,
+    state: FeedState,
+) -> Rendered:
+    base = settings.base_url
+    scope = None if topic == ALL else topic
+    if scope is None:
+        title, description, created = "All topics", f"Every article from {base}", _EPOCH
+    else:
+        record = await storage.get_topic(scope)
+        title = record.title
+        description = record.description or f"Articles about {record.title.lower()}"
+        created = record.created_at
+    before = decode_cursor(before_raw) if before_raw else None
+    limit = settings.feed_items
+    articles = await storage.list_articles(topic=scope, limit=limit + 1, before=before)
+    page = articles[:limit]
+    self_url = feed_url(base, topic, fmt)
+    first_url = self_url
+    if before_raw:
+        self_url += f"?before={quote(before_raw, safe='')}"
+    next_url = None
+    if len(articles) > limit:
+        next_url = f"{first_url}?before={encode_cursor(page[-1])}"
+    updated = _last_modified(state, created)
+    hub = f"{base}/hub"
+    info = feeds.FeedInfo(
+        id=feed_url(base, topic, "atom"),
+        title=title,
+        description=description,
+        home_url=topic_url(base, topic),
+        self_url=self_url,
+        updated=updated,
+        hub_url=hub,
+        first_url=first_url,
+        next_url=next_url,
+    )
+    titles = {scope: title} if scope else {}
+    items = [_item(base, a, titles) for a in page]
+    body = feeds.render(fmt, info, items)
+    return Rendered(
+        body=body,
+        gzipped=gzip.compress(body, compresslevel=6, mtime=0),
+        etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+        last_modified=updated,
+        link=f'<{hub}>; rel="hub", <{self_url}>; rel="self"',
+    )
+
+
+def _item(base: str, article: Article, titles: dict[str, str]) -> feeds.FeedItem:
+    categories = [
+        feeds.Category(t, titles.get(t) or default_topic_title(t), f"{base}/topics/")
+        for t in article.topics
+    ]
+    return feeds.FeedItem(article, article.url or permalink(base, article), categories)
+
+
+def _accepts_gzip(header: str) -> bool:
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=").strip()
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return True
+    return False
+
+
+def _not_modified(request: web.Request, rendered: Rendered, etags: tuple[str, str]) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match wins; If-Modified-Since only without it."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in wanted or bool(wanted & set(etags))
+    if_modified_since = request.headers.get("If-Modified-Since")
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return rendered.last_modified.replace(microsecond=0) <= since
+    return False
+
+
+@routes.get(r"/feeds/{topic:[a-z0-9][a-z0-9-]{0,63}}.{fmt:(rss|atom|json)}")
+async def feed(request: web.Request) -> web.StreamResponse:
+    topic = request.match_info["topic"]
+    fmt: feeds.FeedFormat = request.match_info["fmt"]  # type: ignore[assignment]
+    before_raw = request.query.get("before", "")
+    if before_raw:
+        try:
+            decode_cursor(before_raw)
+        except BadCursor as exc:
+            raise invalid("before", str(exc)) from None
+    storage = request.app[STORAGE]
+    settings = request.app[SETTINGS]
+    cache = request.app[FEED_CACHE]
+    state = await storage.feed_state(None if topic == ALL else topic)
+    token: StateToken = (state.seq, state.updated_at)
+    key = (topic, fmt, before_raw)
+    rendered = cache.get(key, token)
+    if rendered is None:
+        rendered = await _render(storage, settings, topic, fmt, before_raw, state)
+        cache.put(key, token, rendered)
+
+    gzip_etag = rendered.etag[:-1] + '-gzip"'
+    use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    max_age = settings.feed_page_max_age if before_raw else settings.feed_max_age
+    headers = {
+        "ETag": gzip_etag if use_gzip else rendered.etag,
+        "Last-Modified": format_datetime(rendered.last_modified.astimezone(UTC), usegmt=True),
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept-Encoding",
+        "Link": rendered.link,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if _not_modified(request, rendered, (rendered.etag, gzip_etag)):
+        return web.Response(status=304, headers=headers)
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+    response = web.Response(body=rendered.gzipped if use_gzip else rendered.body, headers=headers)
+    response.headers["Content-Type"] = feeds.CONTENT_TYPES[fmt]
+    return response

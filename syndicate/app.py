@@ -8,7 +8,7 @@ from aiohttp import web
 
 from storage import Storage, open_storage
 
-from . import api_articles, health
+from . import api_articles, feed_http, health, pages
 from .keys import SETTINGS, STORAGE
 from .problems import error_middleware
 from .settings import Settings
@@ -22,12 +22,15 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
         middlewares=[error_middleware],
     )
     app[SETTINGS] = settings
+    app[feed_http.FEED_CACHE] = feed_http.FeedCache()
     if storage is not None:
         app[STORAGE] = storage
     else:
         app.cleanup_ctx.append(_storage_ctx)
     app.add_routes(health.routes)
     app.add_routes(api_articles.routes)
+    app.add_routes(feed_http.routes)
+    app.add_routes(pages.routes)
     return app
 
 

@@ -339,6 +339,7 @@ class PostgresStorage:
 
     @staticmethod
     async def _index_topics(conn: _Conn, article: Article, now: datetime) -> None:
+        await conn.execute(Q["uncount_article_topics"], article.id)
         await conn.execute(Q["delete_article_topics"], article.id)
         if article.deleted:
             return
@@ -346,6 +347,7 @@ class PostgresStorage:
         titles = [default_topic_title(t) for t in topics]
         await conn.execute(Q["ensure_topics"], topics, titles, now)
         await conn.execute(Q["insert_article_topics"], topics, article.id, article.published_at)
+        await conn.execute(Q["count_article_topics"], topics)
 
     @staticmethod
     async def _record_event(conn: _Conn, event: str, article: Article, now: datetime) -> int:

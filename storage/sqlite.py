@@ -374,6 +374,7 @@ class SQLiteStorage:
     async def _index_topics(
         self, conn: aiosqlite.Connection, article: Article, now: datetime
     ) -> None:
+        await conn.execute(Q["uncount_article_topics"], (article.id,))
         await conn.execute(Q["delete_article_topics"], (article.id,))
         if article.deleted:
             return
@@ -383,6 +384,7 @@ class SQLiteStorage:
             title = default_topic_title(topic)
             await conn.execute(Q["ensure_topic"], (topic, title, stamp, stamp))
             await conn.execute(Q["insert_article_topic"], (topic, article.id, published))
+        await conn.execute(Q["count_article_topics"], (json.dumps(list(article.topics)),))
 
     async def _record_event(
         self, conn: aiosqlite.Connection, event: str, article: Article, now: datetime

@@ -320,3 +320,23 @@ async def test_list_after_gives_newer_oldest_first(store: Storage) -> None:
         topic="liver-health", after=(a1.published_at, a1.id), limit=1
     )
     assert [a.id for a in in_topic] == ["a2"]
+
+
+async def test_topic_counts_follow_every_write(store: Storage) -> None:
+    async def counts() -> dict[str, int]:
+        return {t.slug: t.article_count for t in await store.list_topics()}
+
+    await store.put_articles(
+        [draft("a1", topics=("liver", "diet")), draft("a2", topics=("liver",))]
+    )
+    assert await counts() == {"diet": 1, "liver": 2}
+    await store.put_article(draft("a1", topics=("diet",)))
+    assert await counts() == {"diet": 1, "liver": 1}
+    await store.put_article(draft("a1", topics=("diet",)))
+    assert await counts() == {"diet": 1, "liver": 1}, "unchanged writes count nothing"
+    await store.delete_article("a2")
+    await store.delete_article("a2")
+    assert await counts() == {"diet": 1, "liver": 0}
+    await store.put_article(draft("a2", topics=("liver", "diet")))
+    assert await counts() == {"diet": 2, "liver": 1}
+    assert (await store.get_topic("diet")).article_count == 2

@@ -49,6 +49,13 @@ SELECT slug, title, '', $3, $3
   FROM unnest($1::text[], $2::text[]) AS t (slug, title)
 ON CONFLICT (slug) DO NOTHING;
 
+-- name: uncount_article_topics
+UPDATE topics SET article_count = article_count - 1
+ WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = $1);
+
+-- name: count_article_topics
+UPDATE topics SET article_count = article_count + 1 WHERE slug = ANY($1::text[]);
+
 -- name: delete_article_topics
 DELETE FROM article_topics WHERE article_id = $1;
 
@@ -74,14 +81,10 @@ SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
  LIMIT $4;
 
 -- name: list_topics
-SELECT t.*, (SELECT count(*) FROM article_topics AS at WHERE at.topic = t.slug) AS article_count
-  FROM topics AS t
- ORDER BY t.slug;
+SELECT * FROM topics ORDER BY slug;
 
 -- name: get_topic
-SELECT t.*, (SELECT count(*) FROM article_topics AS at WHERE at.topic = t.slug) AS article_count
-  FROM topics AS t
- WHERE t.slug = $1;
+SELECT * FROM topics WHERE slug = $1;
 
 -- name: insert_topic
 INSERT INTO topics (slug, title, description, created_at, updated_at)

@@ -30,6 +30,14 @@ INSERT INTO topics (slug, title, description, created_at, updated_at)
 VALUES (?, ?, '', ?, ?)
 ON CONFLICT (slug) DO NOTHING;
 
+-- name: uncount_article_topics
+UPDATE topics SET article_count = article_count - 1
+ WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = ?);
+
+-- name: count_article_topics
+UPDATE topics SET article_count = article_count + 1
+ WHERE slug IN (SELECT value FROM json_each(?));
+
 -- name: delete_article_topics
 DELETE FROM article_topics WHERE article_id = ?;
 
@@ -54,14 +62,10 @@ SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
  LIMIT ?;
 
 -- name: list_topics
-SELECT t.*, (SELECT count(*) FROM article_topics AS at WHERE at.topic = t.slug) AS article_count
-  FROM topics AS t
- ORDER BY t.slug;
+SELECT * FROM topics ORDER BY slug;
 
 -- name: get_topic
-SELECT t.*, (SELECT count(*) FROM article_topics AS at WHERE at.topic = t.slug) AS article_count
-  FROM topics AS t
- WHERE t.slug = ?;
+SELECT * FROM topics WHERE slug = ?;
 
 -- name: upsert_topic
 INSERT INTO topics (slug, title, description, created_at, updated_at)

@@ -3,3 +3,8 @@
 ALTER TABLE topics
     ADD COLUMN changed_seq bigint NOT NULL DEFAULT 0,
     ADD COLUMN changed_at timestamptz;
+
+-- Live articles per topic, kept up to date by every write (counting on read
+-- would scan a whole topic).
+ALTER TABLE topics ADD COLUMN article_count bigint NOT NULL DEFAULT 0;
+UPDATE topics SET article_count = (SELECT count(*) FROM article_topics WHERE topic = topics.slug);

@@ -24,7 +24,7 @@ from storage.records import Article, Topic, default_topic_title
 from .articles import BadCursor, decode_cursor, encode_cursor, permalink
 from .content import excerpt
 from .keys import SETTINGS, STORAGE
-from .models import SLUG_PATTERN, valid_topic
+from .models import SLUG_PATTERN, valid_article_id, valid_topic
 
 routes = web.RouteTableDef()
 
@@ -222,7 +222,7 @@ async def article_page(request: web.Request) -> web.Response:
     try:
         article = await store.get_article_by_slug(slug)
     except ArticleNotFound:
-        return _not_found(request, "article")
+        return await _redirect_from_id(request, slug)
     if article.deleted:
         return _error(request, 410, "This article was deleted", "It is no longer published here.")
     topics = [await _topic_or_default(store, t) for t in article.topics]
@@ -240,6 +240,18 @@ async def article_page(request: web.Request) -> web.Response:
         recommended=await _recommended(store, article),
         excerpt_length=RECOMMENDED_EXCERPT_LENGTH,
     )
+
+
+async def _redirect_from_id(request: web.Request, slug: str) -> web.Response:
+    """``/articles/{id}`` is a stable alias: it moves to the article's slug page."""
+    if not valid_article_id(slug):
+        return _not_found(request, "article")
+    try:
+        article = await request.app[STORAGE].get_article(slug)
+    except ArticleNotFound:
+        return _not_found(request, "article")
+    location = permalink(request.app[SETTINGS].base_url, article)
+    return web.Response(status=301, headers={"Location": location, **SECURITY_HEADERS})
 
 
 async def _topic_or_default(store: Storage, slug: str) -> Topic:

@@ -343,3 +343,20 @@ async def test_head_answers_without_a_body(
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "public, max-age=60"
         assert await resp.read() == b""
+
+
+async def test_article_id_redirects_to_its_page(
+    client: Client, seed_article: dict[str, Any]
+) -> None:
+    async with client.request("PUT", "/api/articles/liver-calcification", json=seed_article) as r:
+        assert r.status == 201
+    async with client.request("GET", "/articles/liver-calcification", allow_redirects=False) as r:
+        assert r.status == 301
+        assert r.headers["Location"] == (
+            f"{client.base_url}/articles/what-does-liver-calcification-mean"
+        )
+    async with client.request("GET", "/articles/liver-calcification") as r:
+        assert r.status == 200
+        assert "What does liver calcification mean?" in await r.text()
+    async with client.request("GET", "/articles/no-such-id", allow_redirects=False) as r:
+        assert r.status == 404

@@ -14,14 +14,17 @@ Contract for every backend:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from .records import (
     Article,
     ArticleDraft,
     Delivery,
+    DeliveryOutcome,
+    DeliveryStats,
+    DeliveryStatus,
     Event,
     FeedState,
     PutResult,
@@ -147,12 +150,41 @@ class Storage(Protocol):
         status: SubscriptionStatus = "active",
         description: str = "",
         lease_expires_at: datetime | None = None,
+        topic_url: str | None = None,
         now: datetime | None = None,
     ) -> Subscription:
-        """Store a new subscription."""
+        """Store a new subscription (``topic_url``: the WebSub ``hub.topic``)."""
 
     async def get_subscription(self, subscription_id: str) -> Subscription:
         """One subscription; ``SubscriptionNotFound`` otherwise."""
+
+    async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
+        """The ones that exist, by id (missing ids are left out)."""
+
+    async def list_subscriptions(
+        self,
+        *,
+        owner: str | None = None,
+        kind: SubscriptionKind | None = None,
+        limit: int = 100,
+        after_id: str | None = None,
+    ) -> list[Subscription]:
+        """Subscriptions ordered by id (ids sort by creation), strictly after
+        ``after_id``; ``owner`` / ``kind`` filter when given."""
+
+    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
+        """Every subscription that should receive new events: status ``active``
+        and, when it has a lease, a lease that has not expired at ``now``."""
+
+    async def update_subscription(
+        self, subscription_id: str, changes: Mapping[str, Any], *, now: datetime | None = None
+    ) -> Subscription:
+        """Set the given fields and ``updated_at``. Keys are among
+        ``SUBSCRIPTION_MUTABLE`` (records.py); others raise ``ValueError``.
+        ``SubscriptionNotFound`` when it does not exist."""
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        """Remove it and its deliveries; ``SubscriptionNotFound`` when missing."""
 
     async def create_deliveries(
         self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
@@ -161,8 +193,69 @@ class Storage(Protocol):
         Idempotent: existing (event, subscription) pairs are left alone.
         Returns how many were created."""
 
+    async def fan_out(
+        self,
+        pairs: Sequence[tuple[int, str]],
+        *,
+        cursor: str,
+        up_to: int,
+        now: datetime | None = None,
+    ) -> int:
+        """In one transaction: create a pending delivery, due ``now``, for each
+        (event seq, subscription id) pair that has none yet (idempotent), and
+        move the named fan-out cursor forward to ``up_to`` (never backward).
+        Returns how many deliveries were created."""
+
+    async def get_cursor(self, name: str) -> int:
+        """The named fan-out cursor: the last event seq fanned out (0 at first)."""
+
+    async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
+        """The events with those seqs, by seq."""
+
     async def get_delivery(self, delivery_id: int) -> Delivery:
         """One delivery; ``DeliveryNotFound`` otherwise."""
+
+    async def list_deliveries(
+        self,
+        subscription_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        """A subscription's deliveries, newest (highest id) first, strictly
+        below ``before_id``; ``status`` filters when given."""
+
+    async def complete_deliveries(
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        *,
+        worker: str,
+        disable_after: timedelta,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Record attempts in one transaction. For each outcome: ``attempts``
+        +1, the new status, ``next_attempt_at`` (when given), the last status
+        code / error / response body (as given) / latency, ``delivered_at``
+        when delivered, and the lease cleared. The subscription: on success
+        ``last_success_at = now`` and ``failing_since`` cleared; on failure
+        ``failing_since`` set if unset. A webhook subscription whose
+        ``failing_since`` is older than ``now - disable_after`` becomes
+        ``disabled``. Returns the ids of subscriptions disabled by this call.
+        Outcomes for deliveries that no longer exist are ignored."""
+
+    async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
+        """Make one delivery due now (status ``pending``, lease cleared), whatever
+        its status; ``DeliveryNotFound`` otherwise."""
+
+    async def recover_deliveries(
+        self, subscription_id: str, *, since: datetime, now: datetime | None = None
+    ) -> int:
+        """Make every ``failed`` or ``dead`` delivery of the subscription created
+        at or after ``since`` due now (status ``pending``); returns how many."""
+
+    async def delivery_stats(self, *, now: datetime | None = None) -> DeliveryStats:
+        """Queue depth over all subscriptions."""
 
     async def claim_deliveries(
         self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None

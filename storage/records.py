@@ -18,6 +18,14 @@ SubscriptionStatus = Literal["active", "pending", "disabled"]
 DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
 
 ROLES: tuple[Role, ...] = ("operator", "partner")
+#: Subscription fields ``update_subscription`` may change.
+SUBSCRIPTION_MUTABLE = frozenset(
+    {
+        "url", "topics", "events", "description", "status", "secret", "previous_secret",
+        "previous_secret_expires_at", "lease_expires_at", "last_success_at", "failing_since",
+        "topic_url",
+    }
+)  # fmt: skip
 
 
 def utcnow() -> datetime:
@@ -189,6 +197,37 @@ class Subscription:
     lease_expires_at: datetime | None = None
     last_success_at: datetime | None = None
     failing_since: datetime | None = None
+    topic_url: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """The result of one attempt, as the dispatcher reports it.
+
+    ``status`` is the delivery's new status: ``delivered``, ``failed`` (retried
+    at ``next_attempt_at``) or ``dead``. ``succeeded`` says whether the
+    endpoint accepted it (it drives the subscription's failure window).
+    """
+
+    delivery_id: int
+    subscription_id: str
+    status: DeliveryStatus
+    succeeded: bool
+    next_attempt_at: datetime | None = None
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """Queue depth for metrics: not yet delivered (pending or failed), due now, and
+    when the oldest undelivered one was created."""
+
+    pending: int
+    due: int
+    oldest_pending_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 from .errors import ArticleExists
-from .records import Article, ArticleDraft, EventType, PutOutcome
+from .records import SUBSCRIPTION_MUTABLE, Article, ArticleDraft, EventType, PutOutcome
 
 MAX_SLUG_SUFFIX = 10_000
 
@@ -96,3 +97,29 @@ def plan_delete(existing: Article, *, now: datetime) -> Article | None:
     return dataclasses.replace(
         existing, deleted_at=now, updated_at=now, version=existing.version + 1
     )
+
+
+SUBSCRIPTION_TIME_FIELDS = frozenset(
+    {"previous_secret_expires_at", "lease_expires_at", "last_success_at", "failing_since"}
+)
+
+
+def subscription_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``update_subscription``'s changes, checked: ``ValueError`` for any key outside
+    ``SUBSCRIPTION_MUTABLE`` or a value of the wrong shape. Topics and events come
+    back as lists; backends encode the values for their columns."""
+    unknown = set(changes) - SUBSCRIPTION_MUTABLE
+    if unknown:
+        raise ValueError(f"subscription fields that cannot be changed: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for column in sorted(changes):
+        value = changes[column]
+        if column in ("topics", "events"):
+            if isinstance(value, str | bytes):
+                raise ValueError(f"{column} must be a sequence of strings, not one string")
+            value = list(value)
+        elif column in SUBSCRIPTION_TIME_FIELDS and value is not None:
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                raise ValueError(f"{column} must be an aware datetime or None")
+        values[column] = value
+    return values

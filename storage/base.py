@@ -240,8 +240,9 @@ class Storage(Protocol):
         when delivered, and the lease cleared. The subscription: on success
         ``last_success_at = now`` and ``failing_since`` cleared; on failure
         ``failing_since`` set if unset. A webhook subscription whose
-        ``failing_since`` is older than ``now - disable_after`` becomes
-        ``disabled``. Returns the ids of subscriptions disabled by this call.
+        ``failing_since`` is at or before ``now - disable_after`` becomes
+        ``disabled``. Returns the ids of subscriptions disabled
+        by this call.
         Outcomes for deliveries that no longer exist are ignored."""
 
     async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
@@ -266,3 +267,9 @@ class Storage(Protocol):
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         """Give a claimed delivery back before its lease runs out."""
+
+    async def defer_deliveries(
+        self, delivery_ids: Sequence[int], *, worker: str, until: datetime
+    ) -> None:
+        """Give claimed deliveries back, due again at ``until``, without counting
+        an attempt (the dispatcher's backlog for one host is full)."""

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +38,9 @@ from .records import (
     Article,
     ArticleDraft,
     Delivery,
+    DeliveryOutcome,
+    DeliveryStats,
+    DeliveryStatus,
     Event,
     FeedState,
     PutResult,
@@ -71,7 +74,8 @@ _MIGRATION_LOCK = 0x5359_4E44_4D49_4752
 _WRITE_LOCK = 0x5359_4E44_5752_4954
 #: Later than every stored time: the "no cursor" upper bound.
 _AFTER_ALL = datetime.max.replace(tzinfo=UTC)
-
+#: Above every delivery id: the "no cursor" upper bound.
+_ABOVE_ALL_IDS = 2**63 - 1
 # OSError covers ConnectionError and TimeoutError (a connect timeout).
 # InternalClientError is what asyncpg raises when a connection the server has
 # just terminated is used before the close is noticed ("cannot switch to
@@ -511,13 +515,14 @@ class PostgresStorage:
         status: SubscriptionStatus = "active",
         description: str = "",
         lease_expires_at: datetime | None = None,
+        topic_url: str | None = None,
         now: datetime | None = None,
     ) -> Subscription:
         stamp = now or utcnow()
         async with self._transaction() as conn:
             row = await conn.fetchrow(
                 Q["insert_subscription"], id, kind, owner, url, list(topics), list(events),
-                secret, status, description, lease_expires_at, stamp,
+                secret, status, description, lease_expires_at, topic_url, stamp,
             )  # fmt: skip
         assert row is not None
         return _subscription(row)
@@ -527,6 +532,48 @@ class PostgresStorage:
         if row is None:
             raise SubscriptionNotFound(subscription_id)
         return _subscription(row)
+
+    async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
+        rows = await self._fetch(Q["get_subscriptions"], list(subscription_ids))
+        return {r["id"]: _subscription(r) for r in rows}
+
+    async def list_subscriptions(
+        self,
+        *,
+        owner: str | None = None,
+        kind: SubscriptionKind | None = None,
+        limit: int = 100,
+        after_id: str | None = None,
+    ) -> list[Subscription]:
+        if owner is None:
+            rows = await self._fetch(Q["list_subscriptions"], after_id or "", kind, limit)
+        else:
+            rows = await self._fetch(Q["list_owner_subscriptions"], after_id or "", kind, limit,
+                                     owner)  # fmt: skip
+        return [_subscription(r) for r in rows]
+
+    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
+        rows = await self._fetch(Q["list_active_subscriptions"], now or utcnow())
+        return [_subscription(r) for r in rows]
+
+    async def update_subscription(
+        self, subscription_id: str, changes: Mapping[str, Any], *, now: datetime | None = None
+    ) -> Subscription:
+        values = _changes.subscription_changes(changes)
+        # Column names come from SUBSCRIPTION_MUTABLE (checked above), values are bound.
+        assignments = "".join(f"{column} = ${n}, " for n, column in enumerate(values, start=3))
+        sql = Q["update_subscription"].format(assignments=assignments)
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(sql, subscription_id, now or utcnow(), *values.values())
+        if row is None:
+            raise SubscriptionNotFound(subscription_id)
+        return _subscription(row)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        async with self._transaction() as conn:
+            deleted = await conn.fetchval(Q["delete_subscription"], subscription_id)
+        if deleted is None:
+            raise SubscriptionNotFound(subscription_id)
 
     async def create_deliveries(
         self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
@@ -538,11 +585,103 @@ class PostgresStorage:
             )
         return int(created)
 
+    async def fan_out(
+        self,
+        pairs: Sequence[tuple[int, str]],
+        *,
+        cursor: str,
+        up_to: int,
+        now: datetime | None = None,
+    ) -> int:
+        seqs = [seq for seq, _ in pairs]
+        subscription_ids = [sid for _, sid in pairs]
+        async with self._transaction() as conn:
+            created = await conn.fetchval(Q["fan_out"], seqs, subscription_ids, now or utcnow())
+            await conn.execute(Q["move_cursor"], cursor, up_to)
+        return int(created)
+
+    async def get_cursor(self, name: str) -> int:
+        row = await self._fetch_one(Q["get_cursor"], name)
+        return int(row[0]) if row else 0
+
+    async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
+        rows = await self._fetch(Q["get_events"], list(seqs))
+        return {r["seq"]: _event(r) for r in rows}
+
     async def get_delivery(self, delivery_id: int) -> Delivery:
         row = await self._fetch_one(Q["get_delivery"], delivery_id)
         if row is None:
             raise DeliveryNotFound(delivery_id)
         return _record(Delivery, row)
+
+    async def list_deliveries(
+        self,
+        subscription_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        below = _ABOVE_ALL_IDS if before_id is None else before_id
+        if status is None:
+            rows = await self._fetch(Q["list_deliveries"], subscription_id, below, limit)
+        else:
+            rows = await self._fetch(Q["list_deliveries_with_status"], subscription_id, below,
+                                     limit, status)  # fmt: skip
+        return [_record(Delivery, r) for r in rows]
+
+    async def complete_deliveries(
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        *,
+        worker: str,
+        disable_after: timedelta,
+        now: datetime | None = None,
+    ) -> list[str]:
+        if not outcomes:
+            return []
+        stamp = now or utcnow()
+        # In id order, so two batches sharing rows lock them in the same order.
+        outcomes = sorted(outcomes, key=lambda o: o.delivery_id)
+        columns = (
+            [o.delivery_id for o in outcomes], [o.status for o in outcomes],
+            [o.next_attempt_at for o in outcomes], [o.status_code for o in outcomes],
+            [o.error for o in outcomes], [o.response_body for o in outcomes],
+            [o.latency_ms for o in outcomes], [o.succeeded for o in outcomes],
+        )  # fmt: skip
+        cutoff = stamp - disable_after
+        async with self._transaction() as conn:
+            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp)
+            candidates = [
+                r["id"] for r in touched
+                if r["kind"] == "webhook" and r["status"] == "active"
+                and r["failing_since"] is not None and r["failing_since"] <= cutoff
+            ]  # fmt: skip
+            if not candidates:
+                return []
+            rows = await conn.fetch(Q["disable_failing_subscriptions"], candidates, stamp, cutoff)
+        return sorted(r["id"] for r in rows)
+
+    async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(Q["retry_delivery"], delivery_id, now or utcnow())
+        if row is None:
+            raise DeliveryNotFound(delivery_id)
+        return _record(Delivery, row)
+
+    async def recover_deliveries(
+        self, subscription_id: str, *, since: datetime, now: datetime | None = None
+    ) -> int:
+        async with self._transaction() as conn:
+            count = await conn.fetchval(
+                Q["recover_deliveries"], subscription_id, since, now or utcnow()
+            )
+        return int(count)
+
+    async def delivery_stats(self, *, now: datetime | None = None) -> DeliveryStats:
+        row = await self._fetch_one(Q["delivery_stats"], now or utcnow())
+        assert row is not None
+        return _record(DeliveryStats, row)
 
     async def claim_deliveries(
         self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
@@ -555,3 +694,9 @@ class PostgresStorage:
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         async with self._transaction() as conn:
             await conn.execute(Q["release_delivery"], delivery_id, worker)
+
+    async def defer_deliveries(
+        self, delivery_ids: Sequence[int], *, worker: str, until: datetime
+    ) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["defer_deliveries"], list(delivery_ids), worker, until)

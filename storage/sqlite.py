@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,19 @@ import aiosqlite
 
 from . import _changes
 from ._sql import load_migrations, load_queries
+from ._sqlite_rows import (
+    article_params,
+    outcome_params,
+    subscription_values,
+    text_time,
+    time_text,
+    to_article,
+    to_delivery,
+    to_event,
+    to_subscription,
+    to_token,
+    to_topic,
+)
 from .base import ListCursor
 from .errors import (
     ArticleNotFound,
@@ -36,6 +49,9 @@ from .records import (
     Article,
     ArticleDraft,
     Delivery,
+    DeliveryOutcome,
+    DeliveryStats,
+    DeliveryStatus,
     Event,
     FeedState,
     PutResult,
@@ -47,7 +63,6 @@ from .records import (
     Topic,
     default_topic_title,
     format_time,
-    parse_time,
     utcnow,
 )
 
@@ -57,6 +72,8 @@ Q = load_queries("sqlite")
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 #: Sorts after every stored time: the "no cursor" upper bound.
 _AFTER_ALL = "~"
+#: Above every delivery id: the "no cursor" upper bound.
+_ABOVE_ALL_IDS = 2**63 - 1
 
 
 @contextlib.contextmanager
@@ -73,133 +90,6 @@ def wrap_exceptions() -> Iterator[None]:
         if isinstance(exc, ValueError) and "closed" not in str(exc):
             raise
         raise StorageError(f"SQLite: {exc}") from exc
-
-
-def _t(value: datetime | None) -> str | None:
-    return None if value is None else format_time(value)
-
-
-def _pt(value: str | None) -> datetime | None:
-    return None if value is None else parse_time(value)
-
-
-def _article(row: sqlite3.Row) -> Article:
-    return Article(
-        id=row["id"],
-        guid=row["guid"],
-        slug=row["slug"],
-        title=row["title"],
-        summary=row["summary"],
-        content=row["content"],
-        content_type=row["content_type"],
-        topics=tuple(json.loads(row["topics"])),
-        author=row["author"],
-        url=row["url"],
-        image=row["image"],
-        language=row["language"],
-        published_at=parse_time(row["published_at"]),
-        updated_at=parse_time(row["updated_at"]),
-        created_at=parse_time(row["created_at"]),
-        version=row["version"],
-        deleted_at=_pt(row["deleted_at"]),
-    )
-
-
-def _article_params(article: Article) -> dict[str, Any]:
-    return {
-        "id": article.id,
-        "guid": article.guid,
-        "slug": article.slug,
-        "title": article.title,
-        "summary": article.summary,
-        "content": article.content,
-        "content_type": article.content_type,
-        "topics": json.dumps(list(article.topics)),
-        "author": article.author,
-        "url": article.url,
-        "image": article.image,
-        "language": article.language,
-        "published_at": format_time(article.published_at),
-        "updated_at": format_time(article.updated_at),
-        "created_at": format_time(article.created_at),
-        "version": article.version,
-        "deleted_at": _t(article.deleted_at),
-    }
-
-
-def _topic(row: sqlite3.Row) -> Topic:
-    return Topic(
-        slug=row["slug"],
-        title=row["title"],
-        description=row["description"],
-        created_at=parse_time(row["created_at"]),
-        updated_at=parse_time(row["updated_at"]),
-        article_count=row["article_count"],
-        changed_seq=row["changed_seq"],
-        changed_at=_pt(row["changed_at"]),
-    )
-
-
-def _token(row: sqlite3.Row) -> Token:
-    return Token(
-        id=row["id"],
-        name=row["name"],
-        role=row["role"],
-        created_at=parse_time(row["created_at"]),
-        last_used_at=_pt(row["last_used_at"]),
-        revoked_at=_pt(row["revoked_at"]),
-    )
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(
-        seq=row["seq"],
-        type=row["type"],
-        article_id=row["article_id"],
-        topics=tuple(json.loads(row["topics"])),
-        data=json.loads(row["data"]),
-        created_at=parse_time(row["created_at"]),
-    )
-
-
-def _subscription(row: sqlite3.Row) -> Subscription:
-    return Subscription(
-        id=row["id"],
-        kind=row["kind"],
-        owner=row["owner"],
-        url=row["url"],
-        topics=tuple(json.loads(row["topics"])),
-        events=tuple(json.loads(row["events"])),
-        secret=row["secret"],
-        status=row["status"],
-        description=row["description"],
-        created_at=parse_time(row["created_at"]),
-        updated_at=parse_time(row["updated_at"]),
-        previous_secret=row["previous_secret"],
-        previous_secret_expires_at=_pt(row["previous_secret_expires_at"]),
-        lease_expires_at=_pt(row["lease_expires_at"]),
-        last_success_at=_pt(row["last_success_at"]),
-        failing_since=_pt(row["failing_since"]),
-    )
-
-
-def _delivery(row: sqlite3.Row) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_seq=row["event_seq"],
-        subscription_id=row["subscription_id"],
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=parse_time(row["next_attempt_at"]),
-        created_at=parse_time(row["created_at"]),
-        claimed_until=_pt(row["claimed_until"]),
-        claimed_by=row["claimed_by"],
-        last_status_code=row["last_status_code"],
-        last_error=row["last_error"],
-        last_response_body=row["last_response_body"],
-        last_latency_ms=row["last_latency_ms"],
-        delivered_at=_pt(row["delivered_at"]),
-    )
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -308,7 +198,9 @@ class SQLiteStorage:
     # -- plumbing ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> AsyncIterator[list[Any]]:
+    async def _read(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> AsyncIterator[list[Any]]:
         with wrap_exceptions():
             async with self._reader.execute(sql, params) as cur:
                 rows = await cur.fetchall()
@@ -338,14 +230,14 @@ class SQLiteStorage:
         self, conn: aiosqlite.Connection, draft: ArticleDraft, *, create_only: bool, now: datetime
     ) -> PutResult:
         row = await self._one(conn, Q["get_article"], (draft.id,))
-        existing = _article(row) if row else None
+        existing = to_article(row) if row else None
         wanted = _changes.wanted_slug(existing, draft)
         slug = await self._unique_slug(conn, wanted, draft.id) if wanted else None
         change = _changes.plan_put(existing, draft, slug=slug, now=now, create_only=create_only)
         if change.event is None:
             return PutResult(change.article, change.outcome)
         article = change.article
-        params = _article_params(article)
+        params = article_params(article)
         if existing is None:
             await conn.execute(Q["insert_article"], params)
         else:
@@ -420,13 +312,13 @@ class SQLiteStorage:
         async with self._read(Q["get_article"], (article_id,)) as rows:
             if not rows:
                 raise ArticleNotFound(article_id)
-            return _article(rows[0])
+            return to_article(rows[0])
 
     async def get_article_by_slug(self, slug: str) -> Article:
         async with self._read(Q["get_article_by_slug"], (slug,)) as rows:
             if not rows:
                 raise ArticleNotFound(slug)
-            return _article(rows[0])
+            return to_article(rows[0])
 
     async def list_articles(
         self,
@@ -447,7 +339,7 @@ class SQLiteStorage:
         if topic is not None:
             params = (topic, *params)
         async with self._read(query, params) as rows:
-            return [_article(r) for r in rows]
+            return [to_article(r) for r in rows]
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
         stamp = now or utcnow()
@@ -455,11 +347,11 @@ class SQLiteStorage:
             row = await self._one(conn, Q["get_article"], (article_id,))
             if row is None:
                 raise ArticleNotFound(article_id)
-            existing = _article(row)
+            existing = to_article(row)
             tombstone = _changes.plan_delete(existing, now=stamp)
             if tombstone is None:
                 return existing
-            await conn.execute(Q["update_article"], _article_params(tombstone))
+            await conn.execute(Q["update_article"], article_params(tombstone))
             await self._index_topics(conn, tombstone, stamp)
             seq = await self._record_event(conn, "article.deleted", tombstone, stamp)
             await self._mark_changed(conn, set(tombstone.topics), seq, stamp)
@@ -469,13 +361,13 @@ class SQLiteStorage:
 
     async def list_topics(self) -> list[Topic]:
         async with self._read(Q["list_topics"]) as rows:
-            return [_topic(r) for r in rows]
+            return [to_topic(r) for r in rows]
 
     async def get_topic(self, slug: str) -> Topic:
         async with self._read(Q["get_topic"], (slug,)) as rows:
             if not rows:
                 raise TopicNotFound(slug)
-            return _topic(rows[0])
+            return to_topic(rows[0])
 
     async def put_topic(
         self, slug: str, *, title: str, description: str, now: datetime | None = None
@@ -487,7 +379,7 @@ class SQLiteStorage:
             await conn.execute(Q["upsert_topic"], params)
             row = await self._one(conn, Q["get_topic"], (slug,))
         assert row is not None
-        return _topic(row), not existed
+        return to_topic(row), not existed
 
     async def feed_state(self, topic: str | None) -> FeedState:
         params: tuple[str, ...] = ()
@@ -501,13 +393,13 @@ class SQLiteStorage:
                     raise TopicNotFound(topic)
                 return FeedState(0, None, None)
             row = rows[0]
-            return FeedState(row["seq"], _pt(row["changed_at"]), _pt(row["updated_at"]))
+            return FeedState(row["seq"], text_time(row["changed_at"]), text_time(row["updated_at"]))
 
     # -- events -----------------------------------------------------------------
 
     async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         async with self._read(Q["list_events"], (after, limit)) as rows:
-            return [_event(r) for r in rows]
+            return [to_event(r) for r in rows]
 
     # -- tokens -----------------------------------------------------------------
 
@@ -523,11 +415,11 @@ class SQLiteStorage:
                 raise TokenExists(name) from None
             raise
         assert row is not None
-        return _token(row)
+        return to_token(row)
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
         async with self._read(Q["get_token_by_hash"], (token_hash,)) as rows:
-            return _token(rows[0]) if rows else None
+            return to_token(rows[0]) if rows else None
 
     async def touch_token(self, token_id: int, *, now: datetime | None = None) -> None:
         async with self._transaction() as conn:
@@ -539,12 +431,12 @@ class SQLiteStorage:
 
     async def list_tokens(self) -> list[Token]:
         async with self._read(Q["list_tokens"]) as rows:
-            return [_token(r) for r in rows]
+            return [to_token(r) for r in rows]
 
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
         async with self._transaction() as conn:
             row = await self._one(conn, Q["revoke_token"], (format_time(now or utcnow()), name))
-        return _token(row) if row else None
+        return to_token(row) if row else None
 
     # -- subscriptions and deliveries ------------------------------------------
 
@@ -561,6 +453,7 @@ class SQLiteStorage:
         status: SubscriptionStatus = "active",
         description: str = "",
         lease_expires_at: datetime | None = None,
+        topic_url: str | None = None,
         now: datetime | None = None,
     ) -> Subscription:
         params = {
@@ -573,19 +466,65 @@ class SQLiteStorage:
             "secret": secret,
             "status": status,
             "description": description,
-            "lease_expires_at": _t(lease_expires_at),
+            "lease_expires_at": time_text(lease_expires_at),
+            "topic_url": topic_url,
             "now": format_time(now or utcnow()),
         }
         async with self._transaction() as conn:
             row = await self._one(conn, Q["insert_subscription"], params)
         assert row is not None
-        return _subscription(row)
+        return to_subscription(row)
 
     async def get_subscription(self, subscription_id: str) -> Subscription:
         async with self._read(Q["get_subscription"], (subscription_id,)) as rows:
             if not rows:
                 raise SubscriptionNotFound(subscription_id)
-            return _subscription(rows[0])
+            return to_subscription(rows[0])
+
+    async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
+        async with self._read(
+            Q["get_subscriptions"], (json.dumps(list(subscription_ids)),)
+        ) as rows:
+            return {r["id"]: to_subscription(r) for r in rows}
+
+    async def list_subscriptions(
+        self,
+        *,
+        owner: str | None = None,
+        kind: SubscriptionKind | None = None,
+        limit: int = 100,
+        after_id: str | None = None,
+    ) -> list[Subscription]:
+        params = {"owner": owner, "kind": kind, "after_id": after_id or "", "limit": limit}
+        name = "list_subscriptions" if owner is None else "list_owner_subscriptions"
+        async with self._read(Q[name], params) as rows:
+            return [to_subscription(r) for r in rows]
+
+    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
+        async with self._read(
+            Q["list_active_subscriptions"], (format_time(now or utcnow()),)
+        ) as rows:
+            return [to_subscription(r) for r in rows]
+
+    async def update_subscription(
+        self, subscription_id: str, changes: Mapping[str, Any], *, now: datetime | None = None
+    ) -> Subscription:
+        values = subscription_values(changes)
+        # Column names come from SUBSCRIPTION_MUTABLE (checked above), values are bound.
+        assignments = "".join(f"{column} = :{column}, " for column in values)
+        sql = Q["update_subscription"].format(assignments=assignments)
+        params = {**values, "id": subscription_id, "now": format_time(now or utcnow())}
+        async with self._transaction() as conn:
+            row = await self._one(conn, sql, params)
+        if row is None:
+            raise SubscriptionNotFound(subscription_id)
+        return to_subscription(row)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        async with self._transaction() as conn:
+            row = await self._one(conn, Q["delete_subscription"], (subscription_id,))
+        if row is None:
+            raise SubscriptionNotFound(subscription_id)
 
     async def create_deliveries(
         self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
@@ -598,11 +537,113 @@ class SQLiteStorage:
             )
             return conn.total_changes - before
 
+    async def fan_out(
+        self,
+        pairs: Sequence[tuple[int, str]],
+        *,
+        cursor: str,
+        up_to: int,
+        now: datetime | None = None,
+    ) -> int:
+        stamp = format_time(now or utcnow())
+        async with self._transaction() as conn:
+            before = conn.total_changes
+            await conn.executemany(Q["fan_out_delivery"], [(s, sid, stamp) for s, sid in pairs])
+            created = conn.total_changes - before
+            await conn.execute(Q["move_cursor"], (cursor, up_to))
+        return created
+
+    async def get_cursor(self, name: str) -> int:
+        async with self._read(Q["get_cursor"], (name,)) as rows:
+            return int(rows[0][0]) if rows else 0
+
+    async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
+        async with self._read(Q["get_events"], (json.dumps(list(seqs)),)) as rows:
+            return {r["seq"]: to_event(r) for r in rows}
+
     async def get_delivery(self, delivery_id: int) -> Delivery:
         async with self._read(Q["get_delivery"], (delivery_id,)) as rows:
             if not rows:
                 raise DeliveryNotFound(delivery_id)
-            return _delivery(rows[0])
+            return to_delivery(rows[0])
+
+    async def list_deliveries(
+        self,
+        subscription_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        params = {
+            "subscription_id": subscription_id,
+            "status": status,
+            "before_id": _ABOVE_ALL_IDS if before_id is None else before_id,
+            "limit": limit,
+        }
+        name = "list_deliveries" if status is None else "list_deliveries_with_status"
+        async with self._read(Q[name], params) as rows:
+            return [to_delivery(r) for r in rows]
+
+    async def complete_deliveries(
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        *,
+        worker: str,
+        disable_after: timedelta,
+        now: datetime | None = None,
+    ) -> list[str]:
+        if not outcomes:
+            return []
+        stamp = now or utcnow()
+        at = format_time(stamp)
+        ids = json.dumps([o.delivery_id for o in outcomes])
+        async with self._transaction() as conn:
+            async with conn.execute(Q["deliveries_of"], (ids,)) as cur:
+                owners = {r["id"]: r["subscription_id"] for r in await cur.fetchall()}
+            live = [o for o in outcomes if o.delivery_id in owners]
+            await conn.executemany(Q["complete_delivery"], [outcome_params(o, at) for o in live])
+            succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
+            failed = {owners[o.delivery_id] for o in live} - succeeded
+            if succeeded:
+                await conn.execute(
+                    Q["subscriptions_succeeded"], (at, json.dumps(sorted(succeeded)))
+                )
+            if not failed:
+                return []
+            await conn.execute(Q["subscriptions_failed"], (at, json.dumps(sorted(failed))))
+            params = {
+                "ids": json.dumps(sorted(failed)),
+                "now": at,
+                "cutoff": format_time(stamp - disable_after),
+            }
+            async with conn.execute(Q["disable_failing_subscriptions"], params) as cur:
+                return sorted(r["id"] for r in await cur.fetchall())
+
+    async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
+        async with self._transaction() as conn:
+            params = (format_time(now or utcnow()), delivery_id)
+            row = await self._one(conn, Q["retry_delivery"], params)
+        if row is None:
+            raise DeliveryNotFound(delivery_id)
+        return to_delivery(row)
+
+    async def recover_deliveries(
+        self, subscription_id: str, *, since: datetime, now: datetime | None = None
+    ) -> int:
+        params = {
+            "subscription_id": subscription_id,
+            "since": format_time(since),
+            "now": format_time(now or utcnow()),
+        }
+        async with self._transaction() as conn:
+            async with conn.execute(Q["recover_deliveries"], params) as cur:
+                return cur.rowcount
+
+    async def delivery_stats(self, *, now: datetime | None = None) -> DeliveryStats:
+        async with self._read(Q["delivery_stats"], (format_time(now or utcnow()),)) as rows:
+            row = rows[0]
+            return DeliveryStats(row["pending"], row["due"], text_time(row["oldest_pending_at"]))
 
     async def claim_deliveries(
         self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
@@ -617,8 +658,15 @@ class SQLiteStorage:
         async with self._transaction() as conn:
             async with conn.execute(Q["claim_deliveries"], params) as cur:
                 rows = await cur.fetchall()
-        return sorted((_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+        return sorted((to_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         async with self._transaction() as conn:
             await conn.execute(Q["release_delivery"], (delivery_id, worker))
+
+    async def defer_deliveries(
+        self, delivery_ids: Sequence[int], *, worker: str, until: datetime
+    ) -> None:
+        params = (format_time(until), json.dumps(list(delivery_ids)), worker)
+        async with self._transaction() as conn:
+            await conn.execute(Q["defer_deliveries"], params)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from storage.records import PutResult, Topic, default_topic_title, format_time
 
@@ -15,27 +14,15 @@ from .articles import (
     decode_cursor,
     encode_cursor,
     to_draft,
-    validation_errors,
 )
 from .auth import authenticate
 from .batch import store_batch, tally
-from .keys import SETTINGS, STORAGE
+from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
-from .problems import Problem, invalid, invalid_fields, json_response, read_json
+from .problems import Problem, invalid, json_response, read_json, validate
 from .settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 routes = web.RouteTableDef()
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(model: type[M], data: Any, *, prefix: str = "") -> M:
-    """Validate a JSON value against a model; 422 naming every bad field."""
-    if not isinstance(data, dict):
-        raise invalid_fields([{"field": prefix or "body", "message": "expected a JSON object"}])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_fields(validation_errors(exc, prefix)) from None
 
 
 def _path_id(request: web.Request) -> str:
@@ -52,11 +39,12 @@ def _put_status(result: PutResult) -> int:
 @routes.post("/api/articles")
 async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
-    item = _validate(ArticleIn, await read_json(request))
+    item = validate(ArticleIn, await read_json(request))
     settings = request.app[SETTINGS]
     result = await request.app[STORAGE].put_article(
         to_draft(item, host=settings.public_host), create_only=True
     )
+    request.app[DELIVERY].notify()
     body = article_json(result.article, settings.base_url)
     return json_response(body, status=201, headers={"Location": f"/api/articles/{body['id']}"})
 
@@ -65,12 +53,14 @@ async def create_article(request: web.Request) -> web.Response:
 async def put_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     article_id = _path_id(request)
-    item = _validate(ArticleIn, await read_json(request))
+    item = validate(ArticleIn, await read_json(request))
     if item.id is not None and item.id != article_id:
         raise invalid("id", f"does not match the id in the URL ({article_id!r})")
     settings = request.app[SETTINGS]
     draft = to_draft(item, host=settings.public_host, article_id=article_id)
     result = await request.app[STORAGE].put_article(draft)
+    if result.outcome != "unchanged":
+        request.app[DELIVERY].notify()
     headers = {"Location": f"/api/articles/{article_id}"} if result.outcome == "created" else {}
     return json_response(
         article_json(result.article, settings.base_url),
@@ -83,7 +73,7 @@ async def put_article(request: web.Request) -> web.Response:
 async def batch_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     settings = request.app[SETTINGS]
-    batch = _validate(BatchIn, await read_json(request))
+    batch = validate(BatchIn, await read_json(request))
     if len(batch.articles) > settings.max_batch_size:
         raise Problem(413, f"a batch holds at most {settings.max_batch_size} articles; "
                       f"this one has {len(batch.articles)}")  # fmt: skip
@@ -92,6 +82,7 @@ async def batch_articles(request: web.Request) -> web.Response:
     results = await store_batch(
         request.app[STORAGE], items, host=settings.public_host, fields=fields
     )
+    request.app[DELIVERY].notify()
     return json_response({**tally(results), "results": results})
 
 
@@ -143,6 +134,7 @@ async def list_articles(request: web.Request) -> web.Response:
 async def delete_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     await request.app[STORAGE].delete_article(_path_id(request))
+    request.app[DELIVERY].notify()
     return web.Response(status=204)
 
 
@@ -172,7 +164,7 @@ async def put_topic(request: web.Request) -> web.Response:
         raise invalid("slug", "not a topic slug (lower-case letters, digits and '-')")
     if slug == "all":
         raise invalid("slug", "'all' is reserved for the feed of every topic")
-    body = _validate(TopicIn, await read_json(request))
+    body = validate(TopicIn, await read_json(request))
     topic, created = await request.app[STORAGE].put_topic(
         slug, title=body.title or default_topic_title(slug), description=body.description
     )

@@ -8,27 +8,33 @@ from aiohttp import web
 
 from storage import Storage, open_storage
 
-from . import api_articles, feed_http, health, pages
-from .keys import SETTINGS, STORAGE
+from . import api_articles, api_subscriptions, feed_http, health, metrics, pages
+from .delivery import DeliveryService
+from .keys import DELIVERY, SETTINGS, STORAGE
 from .problems import error_middleware
 from .settings import Settings
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
     """Build the app. With ``storage`` given the caller owns it (and closes it);
-    otherwise the app opens ``settings.database`` on startup and closes it on cleanup."""
+    otherwise the app opens ``settings.database`` on startup and closes it on cleanup.
+    The delivery fan-out and dispatcher run as background tasks of the app."""
     app = web.Application(
         client_max_size=settings.max_body_size,
         middlewares=[error_middleware],
     )
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()
+    app[metrics.METRICS] = metrics.Metrics()
     if storage is not None:
         app[STORAGE] = storage
     else:
         app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_delivery_ctx)
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     app.add_routes(api_articles.routes)
+    app.add_routes(api_subscriptions.routes)
     app.add_routes(feed_http.routes)
     app.add_routes(pages.routes)
     return app
@@ -44,3 +50,14 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+async def _delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = DeliveryService(app[STORAGE], app[SETTINGS], metrics=app[metrics.METRICS])
+    app[DELIVERY] = service
+    await service.start()
+    service.notify()
+    try:
+        yield
+    finally:
+        await service.stop()

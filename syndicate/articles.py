@@ -13,8 +13,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import ValidationError
-
 from storage.base import ListCursor
 from storage.records import Article, ArticleDraft, format_time, parse_time, utcnow
 
@@ -90,22 +88,6 @@ def deleted_article_json(article: Article) -> dict[str, Any]:
         "topics": list(article.topics),
         "deleted_at": format_time(article.deleted_at) if article.deleted_at else None,
     }
-
-
-def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """pydantic errors as ``[{field, message}]`` with dotted field paths."""
-    errors = []
-    for error in exc.errors(include_url=False):
-        loc = [str(part) for part in error["loc"]]
-        field = ".".join(loc) if loc else "body"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        message = message.removeprefix("Value error, ")
-        if prefix:
-            field = f"{prefix}.{field}" if field != "body" else prefix
-        errors.append({"field": field, "message": message})
-    return errors
 
 
 class BadCursor(ValueError):

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from storage import Storage
 from storage.records import ArticleDraft
 
-from .articles import to_draft, validation_errors
+from .articles import to_draft
 from .models import ArticleIn
+from .problems import validation_errors
 
 STATUSES = ("created", "updated", "unchanged", "rejected")
 

@@ -18,13 +18,20 @@ import storage as storage_pkg
 from storage import Storage, open_storage
 from storage.records import ROLES
 
+from .api_subscriptions import DELIVERY_STATUSES
 from .app import create_app
 from .auth import create_token
+from .delivery import DeliveryService
 from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
 from .settings import FIELDS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger("syndicate")
 BOOTSTRAP_TOKEN_NAME = "operator"
+BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
+SERVE_ONLY = frozenset(
+    {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
+     "feed_page_max_age"}
+)  # fmt: skip
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
@@ -41,13 +48,26 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "feed_items": "entries per feed page (default 50)",
         "feed_max_age": "Cache-Control max-age of feeds, seconds (default 300)",
         "feed_page_max_age": "Cache-Control max-age of older feed pages (default 86400)",
+        "retry_schedule": "delays before each retry: 5s,5m,30m,2h,5h,10h,10h (default)",
+        "delivery_connect_timeout": "connect timeout per delivery attempt (default 5s)",
+        "delivery_timeout": "total timeout per delivery attempt (default 15s)",
+        "max_in_flight": "delivery requests in flight at once (default 256)",
+        "max_per_host": "delivery requests in flight per host (default 8)",
+        "disable_after": "disable a webhook failing this long without success (default 5d)",
+        "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
+        "allow_private_targets": "allow private/loopback subscription targets (dev only)",
         "log_level": "debug, info, warning or error (default info)",
     }
     for name in fields:
         env = FIELDS[name][0]
-        parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, help=f"{helps[name]} [{env}]"
-        )
+        flag = "--" + name.replace("_", "-")
+        if name in BOOLEAN_FIELDS:
+            parser.add_argument(
+                flag, dest=name, action="store_const", const="true", default=None,
+                help=f"{helps[name]} [{env}=1]",
+            )  # fmt: skip
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=f"{helps[name]} [{env}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serve, list(FIELDS))
 
     worker = commands.add_parser("worker", help="run the delivery dispatcher only")
-    _add_settings_flags(worker, ["database", "db_pool_min", "db_pool_max", "log_level"])
+    _add_settings_flags(worker, [f for f in FIELDS if f not in SERVE_ONLY])
+
+    deliveries = commands.add_parser("deliveries", help="show recent webhook deliveries")
+    deliveries.add_argument("--subscription", help="only this subscription id")
+    deliveries.add_argument("--status", choices=DELIVERY_STATUSES)
+    deliveries.add_argument("--limit", type=int, default=50)
+    _add_settings_flags(deliveries, ["database", "log_level"])
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -99,12 +125,41 @@ async def _wait_for_signal() -> None:
 
 async def _worker(settings: Settings) -> int:
     store = await _open(settings)
+    service = DeliveryService(store, settings)
     try:
+        await service.start()
+        service.notify()
         print(f"Syndicate worker ready (database {settings.database}).", flush=True)
         await _wait_for_signal()
         print("Shutting down.", flush=True)
     finally:
+        await service.stop()
         await store.close()
+    return 0
+
+
+async def _deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    store = await _open(settings)
+    try:
+        if args.subscription:
+            subs = [await store.get_subscription(args.subscription)]
+        else:
+            subs = await store.list_subscriptions(limit=1000)
+        rows = []
+        for sub in subs:
+            for d in await store.list_deliveries(sub.id, status=args.status, limit=args.limit):
+                rows.append((d, sub))
+    finally:
+        await store.close()
+    rows.sort(key=lambda pair: pair[0].id, reverse=True)
+    header = f"{'ID':>8}  {'STATUS':<9} {'TRIES':>5} {'CODE':>4}  {'SUBSCRIPTION':<30} LAST ERROR"
+    print(header)
+    for d, sub in rows[: args.limit]:
+        code = str(d.last_status_code or "-")
+        error = (d.last_error or "").replace("\n", " ")[:60]
+        print(f"{d.id:>8}  {d.status:<9} {d.attempts:>5} {code:>4}  {sub.id:<30} {error}")
+    counts = {s: sum(1 for d, _ in rows if d.status == s) for s in DELIVERY_STATUSES}
+    print("  ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
 
 
@@ -191,6 +246,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(_serve(settings))
         if args.command == "worker":
             return asyncio.run(_worker(settings))
+        if args.command == "deliveries":
+            return asyncio.run(_deliveries(settings, args))
         if args.command == "token":
             return asyncio.run(_token_create(settings, args.role, args.name))
         if args.command == "import":

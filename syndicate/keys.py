@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from storage import Storage
 
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .delivery import DeliveryService
+
 STORAGE = web.AppKey("storage", Storage)
 SETTINGS = web.AppKey("settings", Settings)
+DELIVERY: web.AppKey[DeliveryService] = web.AppKey("delivery")

@@ -197,3 +197,58 @@ class BatchResult(BaseModel):
     unchanged: int
     rejected: int
     results: list[BatchItemResult]
+
+
+EventType = Literal["article.published", "article.updated", "article.deleted"]
+
+
+def _subscription_topics(value: list[str]) -> list[str]:
+    if "*" in value:
+        if len(value) != 1:
+            raise ValueError('"*" (every topic) cannot be combined with other topics')
+        return value
+    seen: list[str] = []
+    for topic in value:
+        if not valid_topic(topic):
+            raise ValueError(f'{topic!r} is not a topic slug (or "*" for every topic)')
+        if topic not in seen:
+            seen.append(topic)
+    return seen
+
+
+class SubscriptionIn(_Input):
+    """A partner's webhook subscription."""
+
+    url: str = Field(max_length=MAX_URL, description="Absolute http(s) URL that receives POSTs.")
+    topics: list[str] = Field(min_length=1, max_length=100, description='Topic slugs, or ["*"].')
+    events: list[EventType] | None = Field(
+        default=None, description="Event types to receive; all when omitted."
+    )
+    description: str = Field(default="", max_length=500)
+
+    _check_url = field_validator("url")(lambda cls, v: _absolute_url(v))
+    _check_topics = field_validator("topics")(lambda cls, v: _subscription_topics(v))
+
+
+class SubscriptionPatch(_Input):
+    url: str | None = Field(default=None, max_length=MAX_URL)
+    topics: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    events: list[EventType] | None = None
+    description: str | None = Field(default=None, max_length=500)
+    status: Literal["active", "disabled"] | None = Field(
+        default=None, description="active re-enables a disabled subscription."
+    )
+
+    _check_url = field_validator("url")(lambda cls, v: _absolute_url(v))
+    _check_topics = field_validator("topics")(
+        lambda cls, v: None if v is None else _subscription_topics(v)
+    )
+
+
+class RecoverIn(_Input):
+    since: datetime = Field(description="RFC 3339; failed and dead deliveries since then.")
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -13,9 +13,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 import storage
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://syndicate.invalid/problems/"
 
+M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -146,3 +148,29 @@ def json_response(
         charset="utf-8",
         headers=headers,
     )
+
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """pydantic errors as ``[{field, message}]`` with dotted field paths."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc) if loc else "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        message = message.removeprefix("Value error, ")
+        if prefix:
+            field = f"{prefix}.{field}" if field != "body" else prefix
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
+    """Validate a JSON value against a model; 422 naming every bad field."""
+    if not isinstance(data, dict):
+        raise invalid_fields([{"field": prefix or "body", "message": "expected a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_fields(validation_errors(exc, prefix)) from None

@@ -25,7 +25,15 @@ DEFAULT_FEED_ITEMS = 50
 MAX_FEED_ITEMS = 500
 DEFAULT_FEED_MAX_AGE = 300
 DEFAULT_FEED_PAGE_MAX_AGE = 86400
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+DEFAULT_DELIVERY_CONNECT_TIMEOUT = 5.0
+DEFAULT_DELIVERY_TIMEOUT = 15.0
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_MAX_PER_HOST = 8
+DEFAULT_DISABLE_AFTER = 5 * 86400.0
+DEFAULT_SECRET_GRACE = 86400.0
 DEFAULT_LOG_LEVEL = "info"
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -47,6 +55,14 @@ class Settings:
     feed_items: entries per feed page (default 50).
     feed_max_age: ``Cache-Control: max-age`` of a feed's first page, seconds (default 300).
     feed_page_max_age: the same for older pages (``?before=``), which rarely change.
+    retry_schedule: delays before each retry, seconds (default 5s, 5m, 30m, 2h, 5h, 10h, 10h).
+    delivery_connect_timeout, delivery_timeout: per attempt, seconds (defaults 5 and 15).
+    max_in_flight, max_per_host: concurrent delivery requests overall and per host.
+    disable_after: a webhook subscription failing this long without a success is
+        disabled, seconds (default 5 days).
+    secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).
+    allow_private_targets: let subscriptions reach private, loopback and other
+        non-public addresses (local development and tests only).
     log_level: debug, info, warning or error.
     """
 
@@ -61,6 +77,14 @@ class Settings:
     feed_items: int = DEFAULT_FEED_ITEMS
     feed_max_age: int = DEFAULT_FEED_MAX_AGE
     feed_page_max_age: int = DEFAULT_FEED_PAGE_MAX_AGE
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    delivery_connect_timeout: float = DEFAULT_DELIVERY_CONNECT_TIMEOUT
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_per_host: int = DEFAULT_MAX_PER_HOST
+    disable_after: float = DEFAULT_DISABLE_AFTER
+    secret_grace: float = DEFAULT_SECRET_GRACE
+    allow_private_targets: bool = False
     log_level: str = DEFAULT_LOG_LEVEL
 
     def __post_init__(self) -> None:
@@ -123,6 +147,58 @@ def _seconds(name: str, raw: str) -> int:
     return value
 
 
+def parse_duration(text: str) -> float:
+    """``"90"`` / ``"1.5"`` are seconds; ``"500ms"``, ``"5s"``, ``"5m"``, ``"2h"``, ``"1d"``."""
+    text = text.strip().lower()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].strip():
+            number, factor = text[: -len(unit)].strip(), _UNITS[unit]
+            break
+    else:
+        number, factor = text, 1.0
+    value = float(number) * factor
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _duration(name: str, raw: str) -> float:
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a duration (seconds, or a number with ms, s, m, h or d)"
+        ) from None
+
+
+def _schedule(name: str, raw: str) -> tuple[float, ...]:
+    parts = [p for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise SettingsError(f"{name}={raw!r} is empty: give delays like 5s,5m,30m")
+    try:
+        return tuple(parse_duration(p) for p in parts)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a comma-separated list of delays (e.g. 5s,5m,30m,2h or 1,1,1)"
+        ) from None
+
+
+def _positive_float(name: str, raw: str) -> float:
+    value = _duration(name, raw)
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be more than zero")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a yes/no value (1, 0, true, false)")
+
+
 def _log_level(name: str, raw: str) -> str:
     if raw.lower() not in LOG_LEVELS:
         raise SettingsError(f"{name}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -146,6 +222,14 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "feed_items": ("SYNDICATE_FEED_ITEMS", _positive_int),
     "feed_max_age": ("SYNDICATE_FEED_MAX_AGE", _seconds),
     "feed_page_max_age": ("SYNDICATE_FEED_PAGE_MAX_AGE", _seconds),
+    "retry_schedule": ("SYNDICATE_RETRY_SCHEDULE", _schedule),
+    "delivery_connect_timeout": ("SYNDICATE_DELIVERY_CONNECT_TIMEOUT", _positive_float),
+    "delivery_timeout": ("SYNDICATE_DELIVERY_TIMEOUT", _positive_float),
+    "max_in_flight": ("SYNDICATE_MAX_IN_FLIGHT", _positive_int),
+    "max_per_host": ("SYNDICATE_MAX_PER_HOST", _positive_int),
+    "disable_after": ("SYNDICATE_DISABLE_AFTER", _positive_float),
+    "secret_grace": ("SYNDICATE_SECRET_GRACE", _duration),
+    "allow_private_targets": ("SYNDICATE_ALLOW_PRIVATE_TARGETS", _flag),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
 }
 

@@ -119,8 +119,8 @@ UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNI
 
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,
-                           lease_expires_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                           lease_expires_at, topic_url, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
 RETURNING *;
 
 -- name: get_subscription
@@ -187,3 +187,151 @@ SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
  WHERE t.topic = $1 AND (t.published_at, t.article_id) > ($2, $3)
  ORDER BY t.published_at, t.article_id
  LIMIT $4;
+
+-- name: get_subscriptions
+SELECT * FROM subscriptions WHERE id = ANY($1::text[]);
+
+-- name: list_subscriptions
+SELECT * FROM subscriptions
+ WHERE id > $1 AND ($2::text IS NULL OR kind = $2)
+ ORDER BY id
+ LIMIT $3;
+
+-- name: list_owner_subscriptions
+SELECT * FROM subscriptions
+ WHERE owner = $4 AND id > $1 AND ($2::text IS NULL OR kind = $2)
+ ORDER BY id
+ LIMIT $3;
+
+-- name: list_active_subscriptions
+SELECT * FROM subscriptions
+ WHERE status = 'active' AND (lease_expires_at IS NULL OR lease_expires_at > $1)
+ ORDER BY id;
+
+-- name: update_subscription
+-- A template: the caller fills in one "column = $n, " per changed column, with
+-- names taken from SUBSCRIPTION_MUTABLE only, never from its input.
+UPDATE subscriptions SET {assignments}updated_at = $2 WHERE id = $1
+RETURNING *;
+
+-- name: delete_subscription
+DELETE FROM subscriptions WHERE id = $1 RETURNING id;
+
+-- name: fan_out
+-- ($1[i], $2[i]) = (event seq, subscription id). Pairs whose subscription was
+-- deleted meanwhile are skipped; NOT EXISTS spares the identity sequence on
+-- re-runs, ON CONFLICT covers races.
+WITH created AS (
+    INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
+    SELECT p.seq, p.sid, 'pending', $3, $3
+      FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p (seq, sid, n)
+     WHERE EXISTS (SELECT 1 FROM subscriptions AS s WHERE s.id = p.sid)
+       AND NOT EXISTS (SELECT 1 FROM deliveries AS d
+                        WHERE d.event_seq = p.seq AND d.subscription_id = p.sid)
+     GROUP BY p.seq, p.sid
+     ORDER BY min(p.n)
+    ON CONFLICT (event_seq, subscription_id) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM created;
+
+-- name: move_cursor
+INSERT INTO fanout_cursors (name, seq) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET seq = greatest(fanout_cursors.seq, excluded.seq);
+
+-- name: get_cursor
+SELECT seq FROM fanout_cursors WHERE name = $1;
+
+-- name: get_events
+SELECT * FROM events WHERE seq = ANY($1::bigint[]) ORDER BY seq;
+
+-- name: list_deliveries
+SELECT * FROM deliveries
+ WHERE subscription_id = $1 AND id < $2
+ ORDER BY id DESC
+ LIMIT $3;
+
+-- name: list_deliveries_with_status
+SELECT * FROM deliveries
+ WHERE subscription_id = $1 AND id < $2 AND status = $4
+ ORDER BY id DESC
+ LIMIT $3;
+
+-- name: complete_deliveries
+-- The whole batch in one statement: record each attempt (deliveries gone since
+-- the claim drop out of the join), then the failure window of every touched
+-- subscription, locked in id order so concurrent batches cannot deadlock (NO KEY
+-- UPDATE: fan-out's foreign key checks still pass). Returns the touched
+-- subscriptions; the caller disables the ones past the window.
+WITH o AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[],
+                         $5::text[], $6::text[], $7::double precision[], $8::boolean[])
+               AS o (id, status, next_attempt_at, status_code, error, response_body,
+                     latency_ms, succeeded)
+),
+done AS (
+    UPDATE deliveries AS d
+       SET attempts = d.attempts + 1,
+           status = o.status,
+           next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+           last_status_code = o.status_code,
+           last_error = o.error,
+           last_response_body = o.response_body,
+           last_latency_ms = o.latency_ms,
+           delivered_at = CASE WHEN o.status = 'delivered' THEN $9 ELSE d.delivered_at END,
+           claimed_until = NULL,
+           claimed_by = NULL
+      FROM o
+     WHERE d.id = o.id
+    RETURNING d.subscription_id, o.succeeded
+),
+touched AS (
+    SELECT subscription_id AS id, bool_or(succeeded) AS succeeded
+      FROM done
+     GROUP BY subscription_id
+),
+locked AS (
+    SELECT s.id, t.succeeded
+      FROM subscriptions AS s JOIN touched AS t ON t.id = s.id
+     ORDER BY s.id
+       FOR NO KEY UPDATE OF s
+)
+UPDATE subscriptions AS s
+   SET last_success_at = CASE WHEN l.succeeded THEN $9 ELSE s.last_success_at END,
+       failing_since = CASE WHEN l.succeeded THEN NULL ELSE coalesce(s.failing_since, $9) END
+  FROM locked AS l
+ WHERE s.id = l.id
+RETURNING s.id, s.kind, s.status, s.failing_since;
+
+-- name: disable_failing_subscriptions
+UPDATE subscriptions SET status = 'disabled', updated_at = $2
+ WHERE id = ANY($1::text[])
+   AND kind = 'webhook' AND status = 'active' AND failing_since <= $3
+RETURNING id;
+
+-- name: retry_delivery
+UPDATE deliveries
+   SET status = 'pending', next_attempt_at = $2, claimed_until = NULL, claimed_by = NULL
+ WHERE id = $1
+RETURNING *;
+
+-- name: recover_deliveries
+WITH recovered AS (
+    UPDATE deliveries
+       SET status = 'pending', next_attempt_at = $3, claimed_until = NULL, claimed_by = NULL
+     WHERE subscription_id = $1 AND status IN ('failed', 'dead') AND created_at >= $2
+    RETURNING 1
+)
+SELECT count(*) FROM recovered;
+
+-- name: delivery_stats
+SELECT count(*) AS pending,
+       count(*) FILTER (WHERE next_attempt_at <= $1) AS due,
+       min(created_at) AS oldest_pending_at
+  FROM deliveries
+ WHERE status IN ('pending', 'failed');
+
+-- name: defer_deliveries
+-- Back to the queue, due later, no attempt counted; only while still ours.
+UPDATE deliveries SET next_attempt_at = $3, claimed_until = NULL, claimed_by = NULL
+ WHERE id = ANY($1::bigint[]) AND claimed_by = $2;

@@ -97,9 +97,9 @@ UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING
 
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,
-                           lease_expires_at, created_at, updated_at)
+                           lease_expires_at, topic_url, created_at, updated_at)
 VALUES (:id, :kind, :owner, :url, :topics, :events, :secret, :status, :description,
-        :lease_expires_at, :now, :now)
+        :lease_expires_at, :topic_url, :now, :now)
 RETURNING *;
 
 -- name: get_subscription
@@ -149,3 +149,115 @@ SELECT a.* FROM article_topics AS t JOIN articles AS a ON a.id = t.article_id
  WHERE t.topic = ? AND (t.published_at, t.article_id) > (?, ?)
  ORDER BY t.published_at, t.article_id
  LIMIT ?;
+
+-- name: get_subscriptions
+SELECT * FROM subscriptions WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: list_subscriptions
+SELECT * FROM subscriptions
+ WHERE id > :after_id AND (:kind IS NULL OR kind = :kind)
+ ORDER BY id
+ LIMIT :limit;
+
+-- name: list_owner_subscriptions
+SELECT * FROM subscriptions
+ WHERE owner = :owner AND id > :after_id AND (:kind IS NULL OR kind = :kind)
+ ORDER BY id
+ LIMIT :limit;
+
+-- name: list_active_subscriptions
+SELECT * FROM subscriptions
+ WHERE status = 'active' AND (lease_expires_at IS NULL OR lease_expires_at > ?)
+ ORDER BY id;
+
+-- name: update_subscription
+-- A template: the caller fills in one "column = :column, " per changed column,
+-- with names taken from SUBSCRIPTION_MUTABLE only, never from its input.
+UPDATE subscriptions SET {assignments}updated_at = :now WHERE id = :id
+RETURNING *;
+
+-- name: delete_subscription
+DELETE FROM subscriptions WHERE id = ? RETURNING id;
+
+-- name: fan_out_delivery
+-- Pairs whose subscription was deleted meanwhile are skipped, not an error.
+INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
+SELECT ?1, id, 'pending', ?3, ?3 FROM subscriptions WHERE id = ?2
+ON CONFLICT (event_seq, subscription_id) DO NOTHING;
+
+-- name: move_cursor
+INSERT INTO fanout_cursors (name, seq) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq);
+
+-- name: get_cursor
+SELECT seq FROM fanout_cursors WHERE name = ?;
+
+-- name: get_events
+SELECT * FROM events WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq;
+
+-- name: list_deliveries
+SELECT * FROM deliveries
+ WHERE subscription_id = :subscription_id AND id < :before_id
+ ORDER BY id DESC
+ LIMIT :limit;
+
+-- name: list_deliveries_with_status
+SELECT * FROM deliveries
+ WHERE subscription_id = :subscription_id AND status = :status AND id < :before_id
+ ORDER BY id DESC
+ LIMIT :limit;
+
+-- name: deliveries_of
+SELECT id, subscription_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: complete_delivery
+UPDATE deliveries
+   SET attempts = attempts + 1,
+       status = :status,
+       next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
+       last_status_code = :status_code,
+       last_error = :error,
+       last_response_body = :response_body,
+       last_latency_ms = :latency_ms,
+       delivered_at = CASE WHEN :status = 'delivered' THEN :now ELSE delivered_at END,
+       claimed_until = NULL,
+       claimed_by = NULL
+ WHERE id = :id;
+
+-- name: subscriptions_succeeded
+UPDATE subscriptions SET last_success_at = ?, failing_since = NULL
+ WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: subscriptions_failed
+UPDATE subscriptions SET failing_since = coalesce(failing_since, ?)
+ WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: disable_failing_subscriptions
+UPDATE subscriptions SET status = 'disabled', updated_at = :now
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND kind = 'webhook' AND status = 'active' AND failing_since <= :cutoff
+RETURNING id;
+
+-- name: retry_delivery
+UPDATE deliveries
+   SET status = 'pending', next_attempt_at = ?, claimed_until = NULL, claimed_by = NULL
+ WHERE id = ?
+RETURNING *;
+
+-- name: recover_deliveries
+UPDATE deliveries
+   SET status = 'pending', next_attempt_at = :now, claimed_until = NULL, claimed_by = NULL
+ WHERE subscription_id = :subscription_id AND status IN ('failed', 'dead')
+   AND created_at >= :since;
+
+-- name: delivery_stats
+SELECT count(*) AS pending,
+       count(*) FILTER (WHERE next_attempt_at <= ?) AS due,
+       min(created_at) AS oldest_pending_at
+  FROM deliveries
+ WHERE status IN ('pending', 'failed');
+
+-- name: defer_deliveries
+-- Back to the queue, due later, no attempt counted; only while still ours.
+UPDATE deliveries SET next_attempt_at = ?, claimed_until = NULL, claimed_by = NULL
+ WHERE id IN (SELECT value FROM json_each(?)) AND claimed_by = ?;

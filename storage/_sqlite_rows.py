@@ -1,0 +1,174 @@
+"""SQLite rows to records and back: times are fixed-width RFC 3339 text, lists JSON text."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ._changes import SUBSCRIPTION_TIME_FIELDS, subscription_changes
+from .records import (
+    Article,
+    Delivery,
+    DeliveryOutcome,
+    Event,
+    Subscription,
+    Token,
+    Topic,
+    format_time,
+    parse_time,
+)
+
+
+def time_text(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def text_time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
+
+
+def to_article(row: sqlite3.Row) -> Article:
+    return Article(
+        id=row["id"],
+        guid=row["guid"],
+        slug=row["slug"],
+        title=row["title"],
+        summary=row["summary"],
+        content=row["content"],
+        content_type=row["content_type"],
+        topics=tuple(json.loads(row["topics"])),
+        author=row["author"],
+        url=row["url"],
+        image=row["image"],
+        language=row["language"],
+        published_at=parse_time(row["published_at"]),
+        updated_at=parse_time(row["updated_at"]),
+        created_at=parse_time(row["created_at"]),
+        version=row["version"],
+        deleted_at=text_time(row["deleted_at"]),
+    )
+
+
+def article_params(article: Article) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "guid": article.guid,
+        "slug": article.slug,
+        "title": article.title,
+        "summary": article.summary,
+        "content": article.content,
+        "content_type": article.content_type,
+        "topics": json.dumps(list(article.topics)),
+        "author": article.author,
+        "url": article.url,
+        "image": article.image,
+        "language": article.language,
+        "published_at": format_time(article.published_at),
+        "updated_at": format_time(article.updated_at),
+        "created_at": format_time(article.created_at),
+        "version": article.version,
+        "deleted_at": time_text(article.deleted_at),
+    }
+
+
+def to_topic(row: sqlite3.Row) -> Topic:
+    return Topic(
+        slug=row["slug"],
+        title=row["title"],
+        description=row["description"],
+        created_at=parse_time(row["created_at"]),
+        updated_at=parse_time(row["updated_at"]),
+        article_count=row["article_count"],
+        changed_seq=row["changed_seq"],
+        changed_at=text_time(row["changed_at"]),
+    )
+
+
+def to_token(row: sqlite3.Row) -> Token:
+    return Token(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        created_at=parse_time(row["created_at"]),
+        last_used_at=text_time(row["last_used_at"]),
+        revoked_at=text_time(row["revoked_at"]),
+    )
+
+
+def to_event(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        type=row["type"],
+        article_id=row["article_id"],
+        topics=tuple(json.loads(row["topics"])),
+        data=json.loads(row["data"]),
+        created_at=parse_time(row["created_at"]),
+    )
+
+
+def to_subscription(row: sqlite3.Row) -> Subscription:
+    return Subscription(
+        id=row["id"],
+        kind=row["kind"],
+        owner=row["owner"],
+        url=row["url"],
+        topics=tuple(json.loads(row["topics"])),
+        events=tuple(json.loads(row["events"])),
+        secret=row["secret"],
+        status=row["status"],
+        description=row["description"],
+        created_at=parse_time(row["created_at"]),
+        updated_at=parse_time(row["updated_at"]),
+        previous_secret=row["previous_secret"],
+        previous_secret_expires_at=text_time(row["previous_secret_expires_at"]),
+        lease_expires_at=text_time(row["lease_expires_at"]),
+        last_success_at=text_time(row["last_success_at"]),
+        failing_since=text_time(row["failing_since"]),
+        topic_url=row["topic_url"],
+    )
+
+
+def to_delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_seq=row["event_seq"],
+        subscription_id=row["subscription_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=parse_time(row["next_attempt_at"]),
+        created_at=parse_time(row["created_at"]),
+        claimed_until=text_time(row["claimed_until"]),
+        claimed_by=row["claimed_by"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        last_response_body=row["last_response_body"],
+        last_latency_ms=row["last_latency_ms"],
+        delivered_at=text_time(row["delivered_at"]),
+    )
+
+
+def subscription_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``update_subscription``'s checked changes encoded for SQLite's columns."""
+    values = subscription_changes(changes)
+    for column, value in values.items():
+        if column in ("topics", "events"):
+            values[column] = json.dumps(value)
+        elif column in SUBSCRIPTION_TIME_FIELDS:
+            values[column] = time_text(value)
+    return values
+
+
+def outcome_params(outcome: DeliveryOutcome, now: str) -> dict[str, Any]:
+    return {
+        "id": outcome.delivery_id,
+        "status": outcome.status,
+        "next_attempt_at": time_text(outcome.next_attempt_at),
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "response_body": outcome.response_body,
+        "latency_ms": outcome.latency_ms,
+        "now": now,
+    }

@@ -1,0 +1,15 @@
+-- Push delivery: the WebSub hub.topic of a subscription, named fan-out cursors
+-- (the last event seq turned into deliveries), and indexes for the delivery verbs.
+ALTER TABLE subscriptions ADD COLUMN topic_url text;
+
+CREATE TABLE fanout_cursors (
+    name text COLLATE "C" PRIMARY KEY,
+    seq  bigint NOT NULL
+);
+
+-- A subscription's deliveries by status: "recover since T" and filtered listings.
+CREATE INDEX deliveries_subscription_status ON deliveries (subscription_id, status, created_at);
+
+-- Partner listings: one owner's subscriptions in id order.
+DROP INDEX subscriptions_owner;
+CREATE INDEX subscriptions_owner ON subscriptions (owner, id);

@@ -1,0 +1,459 @@
+"""Push delivery: the fan-out (events -> deliveries) and the dispatcher (deliveries -> HTTP).
+
+FanOut        reads the event log past its cursor, creates one delivery per
+              matching subscription (idempotent; the cursor lives in the
+              database, so several processes may run it).
+Dispatcher    claims due deliveries under a lease, sends them with global and
+              per-host caps, and writes outcomes back in batches.
+Sender        the one seam for outbound HTTP (``send(request) -> Attempt``),
+              one shared ClientSession behind the egress guard.
+DeliveryService   the three together, started and stopped as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from storage import Storage, StorageError
+from storage.records import Delivery, DeliveryOutcome, Event, Subscription, utcnow
+
+from . import webhooks
+from .egress import Resolver, make_connector
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "Syndicate-Webhooks/0.1 (+https://www.standardwebhooks.com/)"
+MAX_RESPONSE_READ = 64 * 1024
+MAX_RESPONSE_STORED = 4096
+CLAIM_BATCH = 200
+POLL_INTERVAL = 1.0
+FLUSH_INTERVAL = 0.02
+JITTER = 0.2
+#: Deliveries held for one host beyond this many times its cap are put back for later.
+HOST_BACKLOG_FACTOR = 4
+HOST_DEFER_SECONDS = 2.0
+FANOUT_CURSOR = "deliveries"
+FANOUT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one HTTP attempt came to. ``status`` is None when no response arrived."""
+
+    status: int | None
+    latency_ms: float
+    body: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def next_delay(
+    attempts_done: int,
+    schedule: Sequence[float],
+    *,
+    retry_after: float | None = None,
+    rng: Callable[[], float] = random.random,
+) -> float | None:
+    """Seconds until the next try after ``attempts_done`` failed attempts, or None
+    when the schedule is used up (the delivery is dead). ±20% jitter; a server's
+    ``Retry-After`` replaces the scheduled delay, bounded by the schedule's longest."""
+    if attempts_done > len(schedule):
+        return None
+    delay = schedule[attempts_done - 1]
+    if retry_after is not None:
+        return min(max(retry_after, 1.0), max(schedule))
+    return delay * (1 - JITTER + 2 * JITTER * rng())
+
+
+class Sender:
+    """Outbound HTTP for deliveries: no redirects, bounded time and body size."""
+
+    def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
+        self.settings = settings
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = make_connector(
+            allow_private=self.settings.allow_private_targets,
+            limit=self.settings.max_in_flight,
+            limit_per_host=self.settings.max_per_host,
+            resolver=self._resolver,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self.settings.delivery_timeout,
+                sock_connect=self.settings.delivery_connect_timeout,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: OutboundRequest) -> Attempt:
+        assert self._session is not None, "Sender.start() first"
+        started = time.monotonic()
+
+        def elapsed() -> float:
+            return round((time.monotonic() - started) * 1000, 3)
+
+        try:
+            async with self._session.post(
+                request.url, data=request.body, headers=request.headers, allow_redirects=False
+            ) as response:
+                body = await _read_capped(response, MAX_RESPONSE_READ)
+                text = body[:MAX_RESPONSE_STORED].decode("utf-8", "replace")
+                error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+                if 300 <= response.status < 400:
+                    location = response.headers.get("Location", "")
+                    error = f"HTTP {response.status} redirect to {location!r} (not followed)"
+                return Attempt(
+                    status=response.status,
+                    latency_ms=elapsed(),
+                    body=text,
+                    error=error,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After"), utcnow())
+                    if response.status in (429, 503)
+                    else None,
+                )
+        except TimeoutError:
+            return Attempt(None, elapsed(), error=f"timed out after {elapsed() / 1000:.1f}s")
+        except aiohttp.ClientError as exc:
+            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
+        except OSError as exc:
+            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while total < cap:
+        chunk = await response.content.read(cap - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def webhook_request(
+    delivery: Delivery, event: Event, subscription: Subscription, base_url: str, now: datetime
+) -> OutboundRequest:
+    body = webhooks.event_body(event, base_url)
+    msg_id = webhooks.message_id(delivery.id)
+    timestamp = int(now.timestamp())
+    keys = webhooks.signing_secrets(subscription, now)
+    return OutboundRequest(
+        url=subscription.url,
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": webhooks.signature_header(keys, msg_id, timestamp, body),
+        },
+    )
+
+
+class FanOut:
+    """Turns new events into deliveries. Woken after local commits; polls for others'."""
+
+    def __init__(self, storage: Storage, *, on_created: Callable[[], None]) -> None:
+        self.storage = storage
+        self.on_created = on_created
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Fan out one batch of events; returns how many events it covered."""
+        cursor = await self.storage.get_cursor(FANOUT_CURSOR)
+        events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH)
+        if not events:
+            return 0
+        subscriptions = [
+            s for s in await self.storage.list_active_subscriptions() if s.kind == "webhook"
+        ]
+        pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
+        created = await self.storage.fan_out(pairs, cursor=FANOUT_CURSOR, up_to=events[-1].seq)
+        if created:
+            self.on_created()
+        return len(events)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if await self.run_once():
+                    continue
+            except StorageError as exc:
+                logger.warning("fan-out failed; retrying", extra={"error": str(exc)})
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+
+@dataclass
+class _Host:
+    limit: asyncio.Semaphore
+    held: int = 0
+
+
+@dataclass
+class Dispatcher:
+    """Claims due deliveries and sends them; one per process."""
+
+    storage: Storage
+    settings: Settings
+    sender: Sender
+    metrics: Metrics | None = None
+    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+
+    def __post_init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        self._hosts: dict[str, _Host] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: list[DeliveryOutcome] = []
+        self._outcomes_ready = asyncio.Event()
+        self._held = 0
+        # Long enough for a delivery to wait out its host's backlog and time out.
+        self.lease = timedelta(seconds=self.settings.delivery_timeout * (HOST_BACKLOG_FACTOR + 2))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        flusher = asyncio.create_task(self._flush_loop())
+        try:
+            await self._claim_loop()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+
+    async def _claim_loop(self) -> None:
+        limit = self.settings.max_in_flight * 2
+        while True:
+            room = limit - self._held
+            claimed: list[Delivery] = []
+            if room > 0:
+                try:
+                    claimed = await self.storage.claim_deliveries(
+                        worker=self.worker_id, limit=min(room, CLAIM_BATCH), lease=self.lease
+                    )
+                    if claimed:
+                        await self._start(claimed)
+                except StorageError as exc:
+                    logger.warning("claiming deliveries failed", extra={"error": str(exc)})
+            if len(claimed) == min(room, CLAIM_BATCH) and room > 0:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    async def _start(self, claimed: list[Delivery]) -> None:
+        events = await self.storage.get_events(sorted({d.event_seq for d in claimed}))
+        subscriptions = await self.storage.get_subscriptions(
+            sorted({d.subscription_id for d in claimed})
+        )
+        deferred: list[Delivery] = []
+        for delivery in claimed:
+            subscription = subscriptions.get(delivery.subscription_id)
+            event = events.get(delivery.event_seq)
+            if subscription is None or event is None:
+                self._record(_gone(delivery, "the subscription or event no longer exists"))
+                continue
+            host = self._host(subscription.url)
+            if host.held >= self.settings.max_per_host * HOST_BACKLOG_FACTOR:
+                deferred.append(delivery)
+                continue
+            host.held += 1
+            self._held += 1
+            task = asyncio.create_task(self._deliver(delivery, event, subscription, host))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if deferred:
+            until = utcnow() + timedelta(seconds=HOST_DEFER_SECONDS)
+            await self.storage.defer_deliveries(
+                [d.id for d in deferred], worker=self.worker_id, until=until
+            )
+
+    def _host(self, url: str) -> _Host:
+        key = (urlsplit(url).hostname or "").lower()
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(asyncio.Semaphore(self.settings.max_per_host))
+        return host
+
+    async def _deliver(
+        self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
+    ) -> None:
+        try:
+            if subscription.status != "active":
+                self._record(_gone(delivery, f"the subscription is {subscription.status}"))
+                return
+            async with host.limit, self._slots:
+                now = utcnow()
+                request = webhook_request(
+                    delivery, event, subscription, self.settings.base_url, now
+                )
+                attempt = await self.sender.send(request)
+            self._record(self._outcome(delivery, attempt))
+        finally:
+            host.held -= 1
+            self._held -= 1
+
+    def _outcome(self, delivery: Delivery, attempt: Attempt) -> DeliveryOutcome:
+        if self.metrics is not None:
+            self.metrics.observe_attempt(attempt)
+        common = {
+            "delivery_id": delivery.id,
+            "subscription_id": delivery.subscription_id,
+            "status_code": attempt.status,
+            "error": attempt.error,
+            "response_body": attempt.body,
+            "latency_ms": attempt.latency_ms,
+        }
+        if attempt.ok:
+            return DeliveryOutcome(status="delivered", succeeded=True, **common)  # type: ignore[arg-type]
+        delay = next_delay(
+            delivery.attempts + 1, self.settings.retry_schedule, retry_after=attempt.retry_after
+        )
+        if delay is None:
+            return DeliveryOutcome(status="dead", succeeded=False, **common)  # type: ignore[arg-type]
+        return DeliveryOutcome(
+            status="failed",
+            succeeded=False,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+            **common,  # type: ignore[arg-type]
+        )
+
+    def _record(self, outcome: DeliveryOutcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcomes_ready.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            self._outcomes_ready.clear()
+            try:
+                disabled = await self.storage.complete_deliveries(
+                    batch,
+                    worker=self.worker_id,
+                    disable_after=timedelta(seconds=self.settings.disable_after),
+                )
+            except StorageError as exc:
+                logger.warning("recording outcomes failed; retrying", extra={"error": str(exc)})
+                self._outcomes = batch + self._outcomes
+                await asyncio.sleep(1.0)
+                continue
+            if self.metrics is not None:
+                self.metrics.count_outcomes(batch)
+            for subscription_id in disabled:
+                logger.warning(
+                    "subscription disabled after failing too long",
+                    extra={"subscription": subscription_id},
+                )
+
+
+def _gone(delivery: Delivery, reason: str) -> DeliveryOutcome:
+    return DeliveryOutcome(
+        delivery_id=delivery.id,
+        subscription_id=delivery.subscription_id,
+        status="dead",
+        succeeded=False,
+        error=reason,
+    )
+
+
+class DeliveryService:
+    """Sender + FanOut + Dispatcher, run as background tasks of one process."""
+
+    def __init__(
+        self, storage: Storage, settings: Settings, *, metrics: Metrics | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:  # fmt: skip
+        self.sender = Sender(settings, resolver=resolver)
+        self.dispatcher = Dispatcher(storage, settings, self.sender, metrics=metrics)
+        self.fanout = FanOut(storage, on_created=self.dispatcher.wake)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self) -> None:
+        """Something was committed here: fan out now rather than at the next poll."""
+        self.fanout.wake()
+
+    async def start(self) -> None:
+        await self.sender.start()
+        self._tasks = [
+            asyncio.create_task(self.fanout.run(), name="syndicate-fanout"),
+            asyncio.create_task(self.dispatcher.run(), name="syndicate-dispatcher"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.sender.close()

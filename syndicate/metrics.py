@@ -1,0 +1,88 @@
+"""Prometheus metrics on ``/metrics``: delivery outcomes, attempt latency, queue depth."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from storage import StorageError
+from storage.records import DeliveryOutcome, utcnow
+
+from .keys import STORAGE
+
+if TYPE_CHECKING:
+    from .delivery import Attempt
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests, workers) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "syndicate_deliveries_total",
+            "Delivery attempts by outcome (delivered, failed, dead).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.attempt_seconds = Histogram(
+            "syndicate_delivery_attempt_seconds",
+            "Time from request start to response (or error) per delivery attempt.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "syndicate_deliveries_pending",
+            "Deliveries not yet delivered (pending or waiting for a retry).",
+            registry=self.registry,
+        )
+        self.due = Gauge("syndicate_deliveries_due", "Deliveries due now.", registry=self.registry)
+        self.oldest_pending_age = Gauge(
+            "syndicate_oldest_pending_delivery_age_seconds",
+            "Age of the oldest undelivered delivery (0 when none).",
+            registry=self.registry,
+        )
+        for outcome in ("delivered", "failed", "dead"):
+            self.deliveries.labels(outcome)
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        self.attempt_seconds.observe(attempt.latency_ms / 1000)
+
+    def count_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        for outcome in outcomes:
+            self.deliveries.labels(outcome.status).inc()
+
+
+METRICS = web.AppKey("metrics", Metrics)
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    now = utcnow()
+    try:
+        stats = await request.app[STORAGE].delivery_stats(now=now)
+    except StorageError:
+        pass  # the queue gauges keep their last values; the rest is still useful
+    else:
+        registry.pending.set(stats.pending)
+        registry.due.set(stats.due)
+        age = (now - stats.oldest_pending_at).total_seconds() if stats.oldest_pending_at else 0
+        registry.oldest_pending_age.set(max(0.0, age))
+    return web.Response(
+        body=generate_latest(registry.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,82 @@
+"""Standard Webhooks: secrets, signatures, message bodies, and which events go where."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from storage.records import Article, Event, Subscription, format_time
+
+from .articles import article_json, deleted_article_json
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+EVENT_TYPES = ("article.published", "article.updated", "article.deleted")
+ALL_TOPICS = "*"
+
+
+def new_secret() -> str:
+    """``whsec_`` + base64 of 32 random bytes (Standard Webhooks' format)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==")
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64 HMAC-SHA256>`` signature over ``id.timestamp.body``."""
+    signed = msg_id.encode() + b"." + str(timestamp).encode() + b"." + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Space-separated signatures, one per valid secret (two during rotation)."""
+    return " ".join(sign(s, msg_id, timestamp, body) for s in secrets_)
+
+
+def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
+    """The current secret, plus the previous one while its grace period lasts."""
+    keys = [subscription.secret] if subscription.secret else []
+    expires = subscription.previous_secret_expires_at
+    if subscription.previous_secret and expires is not None and expires > now:
+        keys.append(subscription.previous_secret)
+    return keys
+
+
+def message_id(delivery_id: int) -> str:
+    """Stable for one (event, subscription), so receivers can drop duplicates."""
+    return f"msg_{delivery_id}"
+
+
+def event_body(event: Event, base_url: str) -> bytes:
+    """``{"type", "timestamp", "data"}``: the same bytes on every attempt."""
+    article = Article.from_json(event.data)
+    data = (
+        deleted_article_json(article)
+        if event.type == "article.deleted"
+        else article_json(article, base_url)
+    )
+    return encode({"type": event.type, "timestamp": format_time(event.created_at), "data": data})
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def matches(subscription: Subscription, event: Event) -> bool:
+    """Does this webhook subscription want this event? Topics ``["*"]`` means all;
+    no event filter means every type. A subscription never receives events from
+    before it existed."""
+    if event.created_at < subscription.created_at:
+        return False
+    if subscription.events and event.type not in subscription.events:
+        return False
+    return ALL_TOPICS in subscription.topics or bool(set(subscription.topics) & set(event.topics))

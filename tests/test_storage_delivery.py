@@ -1,0 +1,609 @@
+"""Push delivery storage verbs: the same contract on SQLite and PostgreSQL.
+
+Subscriptions (listing, updates, deletion), fan-out with its cursor, the
+delivery queue (listing, completing batches, retries, recovery, stats) and the
+webhook failure window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from storage import (
+    DeliveryNotFound,
+    Storage,
+    SubscriptionNotFound,
+    open_storage,
+)
+from storage.records import ArticleDraft, DeliveryOutcome, DeliveryStats
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+WINDOW = timedelta(days=5)
+
+
+def draft(article_id: str = "a1", **changes: object) -> ArticleDraft:
+    base = ArticleDraft(
+        id=article_id,
+        guid=f"tag:example.org,2026:article/{article_id}",
+        slug=f"slug-{article_id}",
+        title=f"Title {article_id}",
+        summary="Summary",
+        content="<p>Body</p>",
+        content_type="html",
+        topics=("liver-health",),
+        published_at=T0,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def subscribe(store: Storage, sub_id: str, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "id": sub_id,
+        "kind": "webhook",
+        "url": f"https://example.org/hook/{sub_id}",
+        "topics": ["*"],
+        "events": ["article.published"],
+        "secret": "whsec_x",
+        "owner": "acme",
+        "now": T0,
+    }
+    fields.update(overrides)
+    await store.create_subscription(**fields)
+
+
+async def publish(store: Storage, count: int, *, prefix: str = "a") -> list[int]:
+    """``count`` new articles; the seqs of their events."""
+    for n in range(count):
+        await store.put_article(draft(f"{prefix}{n}"), now=T0)
+    events = await store.list_events(limit=10_000)
+    return [e.seq for e in events[-count:]]
+
+
+async def queue(store: Storage, subs: list[str], events: int = 1, *, now: datetime = T0) -> None:
+    """Subscriptions ``subs`` and one pending delivery per (event, subscription)."""
+    for sub_id in subs:
+        await subscribe(store, sub_id)
+    seqs = await publish(store, events)
+    pairs = [(seq, sid) for seq in seqs for sid in subs]
+    assert await store.fan_out(pairs, cursor="main", up_to=seqs[-1], now=now) == len(pairs)
+
+
+def outcome(delivery_id: int, sub_id: str, status: str, **fields: Any) -> DeliveryOutcome:
+    succeeded = fields.pop("succeeded", status == "delivered")
+    return DeliveryOutcome(
+        delivery_id=delivery_id,
+        subscription_id=sub_id,
+        status=status,  # type: ignore[arg-type]
+        succeeded=succeeded,
+        **fields,
+    )
+
+
+async def fail(store: Storage, sub_id: str, *, now: datetime) -> list[str]:
+    """Record one failed attempt on the subscription's newest delivery."""
+    newest = (await store.list_deliveries(sub_id, limit=1))[0]
+    retry_at = now + timedelta(minutes=5)
+    return await store.complete_deliveries(
+        [outcome(newest.id, sub_id, "failed", status_code=500, next_attempt_at=retry_at)],
+        worker="w",
+        disable_after=WINDOW,
+        now=now,
+    )
+
+
+# -- subscriptions -------------------------------------------------------------
+
+
+async def test_topic_url_and_get_subscriptions(store: Storage) -> None:
+    await subscribe(store, "s1")
+    await subscribe(
+        store, "s2", kind="websub", secret=None, owner=None,
+        topic_url="https://feeds.example.org/feeds/liver-health.atom",
+    )  # fmt: skip
+    websub = await store.get_subscription("s2")
+    assert websub.topic_url == "https://feeds.example.org/feeds/liver-health.atom"
+    assert (await store.get_subscription("s1")).topic_url is None
+    found = await store.get_subscriptions(["s2", "s1", "missing", "s1"])
+    assert set(found) == {"s1", "s2"}
+    assert found["s2"] == websub
+    assert await store.get_subscriptions([]) == {}
+
+
+async def test_list_subscriptions_filters_and_pages(store: Storage) -> None:
+    await subscribe(store, "s1", owner="acme")
+    await subscribe(store, "s2", owner="other")
+    await subscribe(store, "s3", owner="acme", kind="websub")
+    await subscribe(store, "s4", owner=None, kind="websub")
+    await subscribe(store, "s5", owner="acme")
+
+    async def ids(**kwargs: Any) -> list[str]:
+        return [s.id for s in await store.list_subscriptions(**kwargs)]
+
+    assert await ids() == ["s1", "s2", "s3", "s4", "s5"]
+    assert await ids(owner="acme") == ["s1", "s3", "s5"]
+    assert await ids(kind="websub") == ["s3", "s4"]
+    assert await ids(owner="acme", kind="webhook") == ["s1", "s5"]
+    assert await ids(owner="nobody") == []
+    assert await ids(limit=2) == ["s1", "s2"]
+    assert await ids(limit=2, after_id="s2") == ["s3", "s4"]
+    assert await ids(owner="acme", limit=1, after_id="s1") == ["s3"]
+    assert await ids(after_id="s5") == []
+
+
+async def test_list_active_subscriptions(store: Storage) -> None:
+    now = T0 + timedelta(days=1)
+    await subscribe(store, "no-lease")
+    await subscribe(store, "lease-ahead", kind="websub", lease_expires_at=now + timedelta(hours=1))
+    await subscribe(store, "lease-over", kind="websub", lease_expires_at=now - timedelta(hours=1))
+    await subscribe(store, "lease-ends-now", kind="websub", lease_expires_at=now)
+    await subscribe(store, "pending", kind="websub", status="pending")
+    await subscribe(store, "disabled", status="disabled")
+    active = await store.list_active_subscriptions(now=now)
+    assert [s.id for s in active] == ["lease-ahead", "no-lease"]
+    later = await store.list_active_subscriptions(now=now + timedelta(hours=2))
+    assert [s.id for s in later] == ["no-lease"]
+
+
+async def test_update_subscription(store: Storage) -> None:
+    await subscribe(store, "s1")
+    later = T0 + timedelta(hours=1)
+    expires = T0 + timedelta(days=1)
+    changes = {
+        "url": "https://example.org/new",
+        "topics": ("diet", "liver-health"),
+        "events": ["article.published", "article.deleted"],
+        "description": "Partner feed",
+        "secret": "whsec_new",
+        "previous_secret": "whsec_x",
+        "previous_secret_expires_at": expires,
+        "topic_url": "https://feeds.example.org/feeds/diet.rss",
+    }
+    updated = await store.update_subscription("s1", changes, now=later)
+    assert updated == await store.get_subscription("s1")
+    assert updated.url == "https://example.org/new"
+    assert updated.topics == ("diet", "liver-health")
+    assert updated.events == ("article.published", "article.deleted")
+    assert (updated.description, updated.secret) == ("Partner feed", "whsec_new")
+    assert updated.previous_secret == "whsec_x"
+    assert updated.previous_secret_expires_at == expires
+    assert updated.topic_url == "https://feeds.example.org/feeds/diet.rss"
+    assert (updated.created_at, updated.updated_at) == (T0, later)
+    assert (updated.kind, updated.owner) == ("webhook", "acme"), "untouched fields stay"
+
+    cleared = await store.update_subscription(
+        "s1",
+        {"previous_secret": None, "previous_secret_expires_at": None, "status": "disabled",
+         "failing_since": later, "last_success_at": T0, "lease_expires_at": expires},
+        now=later + timedelta(minutes=1),
+    )  # fmt: skip
+    assert cleared.previous_secret is None and cleared.previous_secret_expires_at is None
+    assert (cleared.status, cleared.failing_since, cleared.last_success_at) == (
+        "disabled", later, T0,
+    )  # fmt: skip
+    assert cleared.lease_expires_at == expires and cleared.secret == "whsec_new"
+
+    touched = await store.update_subscription("s1", {}, now=later + timedelta(hours=1))
+    assert touched.updated_at == later + timedelta(hours=1)
+    assert dataclasses.replace(touched, updated_at=cleared.updated_at) == cleared
+
+    with pytest.raises(SubscriptionNotFound):
+        await store.update_subscription("nope", {"description": "x"}, now=later)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"id": "other"},
+        {"kind": "websub", "description": "x"},
+        {"owner": "mallory"},
+        {"created_at": T0},
+        {"description = 'x', status": "disabled"},
+        {"topics": "liver-health"},
+        {"failing_since": "2026-11-20T08:00:00Z"},
+        {"lease_expires_at": datetime(2026, 11, 20, 8, 0)},
+    ],
+)
+async def test_update_subscription_rejects_bad_changes(
+    store: Storage, changes: dict[str, Any]
+) -> None:
+    await subscribe(store, "s1")
+    before = await store.get_subscription("s1")
+    with pytest.raises(ValueError):
+        await store.update_subscription("s1", changes, now=T0 + timedelta(hours=1))
+    with pytest.raises(ValueError):
+        await store.update_subscription("missing", changes)
+    assert await store.get_subscription("s1") == before
+
+
+async def test_delete_subscription_takes_its_deliveries(store: Storage) -> None:
+    await queue(store, ["s1", "s2"], events=2)
+    gone = [d.id for d in await store.list_deliveries("s1")]
+    assert len(gone) == 2
+    await store.delete_subscription("s1")
+    with pytest.raises(SubscriptionNotFound):
+        await store.get_subscription("s1")
+    with pytest.raises(SubscriptionNotFound):
+        await store.delete_subscription("s1")
+    for delivery_id in gone:
+        with pytest.raises(DeliveryNotFound):
+            await store.get_delivery(delivery_id)
+    assert await store.list_deliveries("s1") == []
+    assert len(await store.list_deliveries("s2")) == 2
+    assert (await store.delivery_stats(now=T0)).pending == 2
+
+
+# -- fan-out -------------------------------------------------------------------
+
+
+async def test_fan_out_is_idempotent_and_the_cursor_only_moves_forward(store: Storage) -> None:
+    await subscribe(store, "s1")
+    await subscribe(store, "s2")
+    first, second = await publish(store, 2)
+    assert await store.get_cursor("main") == 0
+
+    pairs = [(first, "s1"), (first, "s2"), (second, "s1")]
+    assert await store.fan_out(pairs, cursor="main", up_to=second, now=T0) == 3
+    assert await store.get_cursor("main") == second
+    assert await store.get_cursor("other") == 0
+
+    later = T0 + timedelta(minutes=1)
+    again = [*pairs, (second, "s2"), (second, "s2")]
+    assert await store.fan_out(again, cursor="main", up_to=first, now=later) == 1
+    assert await store.get_cursor("main") == second, "never backward"
+    assert await store.fan_out([], cursor="main", up_to=second + 10, now=later) == 0
+    assert await store.get_cursor("main") == second + 10
+    assert await store.fan_out([], cursor="other", up_to=first, now=later) == 0
+    assert await store.get_cursor("other") == first
+
+    s1 = await store.list_deliveries("s1")
+    assert [d.event_seq for d in s1] == [second, first]
+    for delivery in s1:
+        assert (delivery.status, delivery.attempts) == ("pending", 0)
+        assert delivery.next_attempt_at == delivery.created_at == T0
+        assert delivery.claimed_by is None and delivery.delivered_at is None
+    (late,) = await store.list_deliveries("s2", limit=1)
+    assert (late.event_seq, late.created_at, late.next_attempt_at) == (second, later, later)
+
+
+async def test_fan_out_skips_subscriptions_deleted_meanwhile(store: Storage) -> None:
+    await subscribe(store, "s1")
+    (seq,) = await publish(store, 1)
+    pairs = [(seq, "s1"), (seq, "deleted-meanwhile")]
+    assert await store.fan_out(pairs, cursor="main", up_to=seq, now=T0) == 1
+    assert await store.get_cursor("main") == seq
+
+
+async def test_fan_out_two_thousand_pairs_in_one_call(store: Storage) -> None:
+    subs = [f"s{n:03d}" for n in range(100)]
+    for sub_id in subs:
+        await subscribe(store, sub_id)
+    seqs = await publish(store, 20)
+    pairs = [(seq, sid) for seq in seqs for sid in subs]
+    assert len(pairs) == 2000
+    assert await store.fan_out(pairs, cursor="main", up_to=seqs[-1], now=T0) == 2000
+    assert await store.fan_out(pairs, cursor="main", up_to=seqs[-1], now=T0) == 0
+    stats = await store.delivery_stats(now=T0)
+    assert (stats.pending, stats.due) == (2000, 2000)
+    assert len(await store.list_deliveries("s042", limit=100)) == 20
+
+
+async def test_get_events_by_seq(store: Storage) -> None:
+    seqs = await publish(store, 3)
+    everything = {e.seq: e for e in await store.list_events()}
+    found = await store.get_events([seqs[2], seqs[0], 999_999])
+    assert found == {seqs[0]: everything[seqs[0]], seqs[2]: everything[seqs[2]]}
+    assert found[seqs[0]].data["id"] == "a0" and found[seqs[0]].created_at == T0
+    assert await store.get_events([]) == {}
+
+
+# -- the delivery queue --------------------------------------------------------
+
+
+async def test_list_deliveries_order_filter_and_cursor(store: Storage) -> None:
+    await queue(store, ["s1", "s2"], events=5)
+    listed = await store.list_deliveries("s1")
+    ids = [d.id for d in listed]
+    assert len(ids) == 5 and ids == sorted(ids, reverse=True), "newest id first"
+    assert {d.subscription_id for d in listed} == {"s1"}
+
+    assert [d.id for d in await store.list_deliveries("s1", limit=2)] == ids[:2]
+    page = await store.list_deliveries("s1", limit=2, before_id=ids[1])
+    assert [d.id for d in page] == ids[2:4]
+    assert await store.list_deliveries("s1", before_id=ids[-1]) == []
+
+    done = T0 + timedelta(seconds=5)
+    await store.complete_deliveries(
+        [outcome(ids[0], "s1", "delivered"), outcome(ids[2], "s1", "dead", succeeded=False),
+         outcome(ids[3], "s1", "delivered")],
+        worker="w", disable_after=WINDOW, now=done,
+    )  # fmt: skip
+    delivered = await store.list_deliveries("s1", status="delivered")
+    assert [d.id for d in delivered] == [ids[0], ids[3]]
+    assert [d.id for d in await store.list_deliveries("s1", status="dead")] == [ids[2]]
+    assert [d.id for d in await store.list_deliveries("s1", status="pending")] == [ids[1], ids[4]]
+    assert await store.list_deliveries("s1", status="failed") == []
+    page = await store.list_deliveries("s1", status="delivered", before_id=ids[0])
+    assert [d.id for d in page] == [ids[3]]
+    assert await store.list_deliveries("nope") == []
+
+
+async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
+    await queue(store, ["good", "bad"], events=3)
+    claimed = await store.claim_deliveries(worker="w1", limit=10, lease=LEASE, now=T0)
+    assert len(claimed) == 6
+    good = [d.id for d in await store.list_deliveries("good")]
+    bad = [d.id for d in await store.list_deliveries("bad")]
+    now = T0 + timedelta(seconds=10)
+    retry_at = now + timedelta(minutes=5)
+    outcomes = [
+        outcome(good[0], "good", "delivered", status_code=204, latency_ms=12.5,
+                response_body="ok"),
+        outcome(good[1], "good", "failed", status_code=503, error="unavailable",
+                next_attempt_at=retry_at, succeeded=False),
+        outcome(bad[0], "bad", "failed", status_code=500, error="boom", response_body="oops",
+                next_attempt_at=retry_at, latency_ms=40.0),
+        outcome(bad[1], "bad", "dead", error="connect timeout"),
+        outcome(999_999, "good", "delivered"),
+    ]  # fmt: skip
+    # A different worker reporting is fine: at-least-once lets a late writer in.
+    disabled = await store.complete_deliveries(outcomes, worker="w2", disable_after=WINDOW, now=now)
+    assert disabled == []
+
+    delivered = await store.get_delivery(good[0])
+    assert (delivered.status, delivered.attempts, delivered.delivered_at) == ("delivered", 1, now)
+    assert (delivered.last_status_code, delivered.last_latency_ms) == (204, 12.5)
+    assert (delivered.last_response_body, delivered.last_error) == ("ok", None)
+    assert delivered.next_attempt_at == T0, "left alone when the outcome gives none"
+    assert delivered.claimed_by is None and delivered.claimed_until is None
+
+    failed = await store.get_delivery(bad[0])
+    assert (failed.status, failed.attempts, failed.next_attempt_at) == ("failed", 1, retry_at)
+    assert (failed.last_status_code, failed.last_error) == (500, "boom")
+    assert (failed.last_response_body, failed.last_latency_ms) == ("oops", 40.0)
+    assert failed.delivered_at is None and failed.claimed_by is None
+
+    dead = await store.get_delivery(bad[1])
+    assert (dead.status, dead.attempts, dead.last_error) == ("dead", 1, "connect timeout")
+    assert dead.last_status_code is None and dead.claimed_until is None
+
+    untouched = await store.get_delivery(bad[2])
+    assert (untouched.status, untouched.attempts, untouched.claimed_by) == ("pending", 0, "w1")
+
+    good_sub = await store.get_subscription("good")
+    assert (good_sub.last_success_at, good_sub.failing_since) == (now, None)
+    bad_sub = await store.get_subscription("bad")
+    assert (bad_sub.last_success_at, bad_sub.failing_since) == (None, now)
+    assert bad_sub.updated_at == T0 and bad_sub.status == "active"
+
+    # Later: a retry succeeds; the last_* fields are overwritten, None included.
+    later = now + timedelta(minutes=10)
+    await store.complete_deliveries(
+        [outcome(bad[0], "bad", "delivered", status_code=200),
+         outcome(bad[2], "bad", "failed", next_attempt_at=later, succeeded=False)],
+        worker="w1", disable_after=WINDOW, now=later,
+    )  # fmt: skip
+    redelivered = await store.get_delivery(bad[0])
+    assert (redelivered.status, redelivered.attempts) == ("delivered", 2)
+    assert (redelivered.last_error, redelivered.last_response_body) == (None, None)
+    assert (redelivered.last_latency_ms, redelivered.delivered_at) == (None, later)
+    bad_sub = await store.get_subscription("bad")
+    assert (bad_sub.last_success_at, bad_sub.failing_since) == (later, None), "any success wins"
+
+    assert await store.complete_deliveries([], worker="w", disable_after=WINDOW, now=later) == []
+    assert await store.complete_deliveries(
+        [outcome(123_456, "gone", "failed")], worker="w", disable_after=WINDOW, now=later
+    ) == []  # fmt: skip
+
+
+async def test_failure_window_keeps_its_start(store: Storage) -> None:
+    await queue(store, ["s1"])
+    await fail(store, "s1", now=T0)
+    await fail(store, "s1", now=T0 + timedelta(hours=1))
+    assert (await store.get_subscription("s1")).failing_since == T0
+
+
+async def test_webhooks_failing_past_the_window_are_disabled(store: Storage) -> None:
+    await queue(store, ["hook", "hook2", "paused"])
+    await subscribe(store, "websub", kind="websub", secret=None)
+    (seq,) = await publish(store, 1, prefix="w")
+    await store.fan_out([(seq, "websub")], cursor="main", up_to=seq, now=T0)
+
+    for sub_id in ("hook", "hook2", "paused", "websub"):
+        assert await fail(store, sub_id, now=T0) == []
+    await store.update_subscription("paused", {"status": "pending"}, now=T0)
+
+    almost = T0 + WINDOW - timedelta(seconds=1)
+    assert await fail(store, "hook", now=almost) == []
+    assert (await store.get_subscription("hook")).status == "active"
+
+    at_window = T0 + WINDOW
+    deliveries = {
+        sid: (await store.list_deliveries(sid, limit=1))[0].id
+        for sid in ("hook", "hook2", "paused", "websub")
+    }
+    batch = [
+        outcome(deliveries[sid], sid, "failed", next_attempt_at=at_window, succeeded=False)
+        for sid in ("hook", "hook2", "paused", "websub")
+    ]
+    disabled = await store.complete_deliveries(
+        batch, worker="w", disable_after=WINDOW, now=at_window
+    )
+    assert sorted(disabled) == ["hook", "hook2"]
+    for sid in ("hook", "hook2"):
+        sub = await store.get_subscription(sid)
+        assert (sub.status, sub.updated_at, sub.failing_since) == ("disabled", at_window, T0)
+    assert (await store.get_subscription("websub")).status == "active", "websub is never disabled"
+    assert (await store.get_subscription("paused")).status == "pending", "only active ones"
+
+    again = await store.complete_deliveries(
+        batch[:1], worker="w", disable_after=WINDOW, now=at_window + timedelta(hours=1)
+    )
+    assert again == [], "already disabled: not reported twice"
+
+
+async def test_a_success_in_the_batch_prevents_disabling(store: Storage) -> None:
+    await queue(store, ["s1"], events=2)
+    await fail(store, "s1", now=T0)
+    late = T0 + WINDOW * 2
+    newer, older = (d.id for d in await store.list_deliveries("s1"))
+    disabled = await store.complete_deliveries(
+        [outcome(newer, "s1", "failed", succeeded=False), outcome(older, "s1", "delivered")],
+        worker="w", disable_after=WINDOW, now=late,
+    )  # fmt: skip
+    assert disabled == []
+    sub = await store.get_subscription("s1")
+    assert (sub.status, sub.failing_since, sub.last_success_at) == ("active", None, late)
+
+
+async def test_a_failed_delivery_is_claimable_again_when_due(store: Storage) -> None:
+    await queue(store, ["s1"])
+    (claimed,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
+    retry_at = T0 + timedelta(minutes=5)
+    await store.complete_deliveries(
+        [outcome(claimed.id, "s1", "failed", status_code=502, next_attempt_at=retry_at)],
+        worker="w", disable_after=WINDOW, now=T0 + timedelta(seconds=1),
+    )  # fmt: skip
+    after_lease = T0 + LEASE + timedelta(seconds=1)
+    assert await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=after_lease) == []
+    just_before = retry_at - timedelta(microseconds=1)
+    assert await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=just_before) == []
+    (again,) = await store.claim_deliveries(worker="w2", limit=5, lease=LEASE, now=retry_at)
+    assert (again.id, again.status, again.attempts, again.claimed_by) == (
+        claimed.id, "failed", 1, "w2",
+    )  # fmt: skip
+
+
+async def test_retry_delivery(store: Storage) -> None:
+    await queue(store, ["s1"])
+    (delivery,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
+    await store.complete_deliveries(
+        [outcome(delivery.id, "s1", "dead", error="gave up")],
+        worker="w", disable_after=WINDOW, now=T0,
+    )  # fmt: skip
+    now = T0 + timedelta(days=2)
+    retried = await store.retry_delivery(delivery.id, now=now)
+    assert retried == await store.get_delivery(delivery.id)
+    assert (retried.status, retried.next_attempt_at, retried.attempts) == ("pending", now, 1)
+    assert retried.claimed_by is None and retried.last_error == "gave up"
+    (claimed,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=now)
+    assert claimed.id == delivery.id
+
+    # Even a delivery under a live lease is made due (and the lease cleared).
+    retried = await store.retry_delivery(delivery.id, now=now)
+    assert retried.claimed_until is None and retried.claimed_by is None
+    with pytest.raises(DeliveryNotFound):
+        await store.retry_delivery(999_999, now=now)
+
+
+async def test_recover_deliveries_since(store: Storage) -> None:
+    await subscribe(store, "s1")
+    await subscribe(store, "s2")
+    seqs = await publish(store, 6)
+    for n, seq in enumerate(seqs):
+        created = T0 + timedelta(hours=n)
+        await store.fan_out([(seq, "s1"), (seq, "s2")], cursor="main", up_to=seq, now=created)
+    by_seq = {d.event_seq: d.id for d in await store.list_deliveries("s1")}
+    statuses = ["dead", "failed", "dead", "failed", "delivered", "pending"]
+    done = T0 + timedelta(days=1)
+    await store.complete_deliveries(
+        [outcome(by_seq[seq], "s1", status, next_attempt_at=done + timedelta(days=9))
+         for seq, status in zip(seqs, statuses, strict=True) if status != "pending"],
+        worker="w", disable_after=WINDOW, now=done,
+    )  # fmt: skip
+    s2_dead = (await store.list_deliveries("s2", limit=1))[0]
+    await store.complete_deliveries(
+        [outcome(s2_dead.id, "s2", "dead")], worker="w", disable_after=WINDOW, now=done
+    )
+
+    now = T0 + timedelta(days=2)
+    since = T0 + timedelta(hours=2)  # at the third delivery's created_at: included
+    assert await store.recover_deliveries("s1", since=since, now=now) == 2
+    after = {d.event_seq: d for d in await store.list_deliveries("s1")}
+    for seq, status in zip(seqs, statuses, strict=True):
+        delivery = after[seq]
+        if seq in seqs[2:4]:
+            assert (delivery.status, delivery.next_attempt_at) == ("pending", now)
+            assert delivery.claimed_by is None and delivery.attempts == 1
+        else:
+            assert delivery.status == status, "older, delivered or pending: untouched"
+    assert (await store.get_delivery(s2_dead.id)).status == "dead", "other subscriptions too"
+    assert await store.recover_deliveries("s1", since=since, now=now) == 0
+    assert await store.recover_deliveries("nope", since=T0, now=now) == 0
+
+
+async def test_delivery_stats(store: Storage) -> None:
+    assert await store.delivery_stats(now=T0) == DeliveryStats(0, 0, None)
+    await subscribe(store, "s1")
+    seqs = await publish(store, 4)
+    for n, seq in enumerate(seqs):
+        await store.fan_out([(seq, "s1")], cursor="main", up_to=seq, now=T0 + timedelta(hours=n))
+    oldest, second, third, _ = [d.id for d in reversed(await store.list_deliveries("s1"))]
+    now = T0 + timedelta(hours=3)
+    await store.complete_deliveries(
+        [outcome(oldest, "s1", "delivered"),
+         outcome(second, "s1", "failed", next_attempt_at=now + timedelta(hours=1)),
+         outcome(third, "s1", "dead")],
+        worker="w", disable_after=WINDOW, now=now,
+    )  # fmt: skip
+    stats = await store.delivery_stats(now=now)
+    assert stats == DeliveryStats(pending=2, due=1, oldest_pending_at=T0 + timedelta(hours=1))
+    assert stats.oldest_pending_at is not None and stats.oldest_pending_at.tzinfo is not None
+    later = await store.delivery_stats(now=now + timedelta(hours=1))
+    assert (later.pending, later.due) == (2, 2)
+
+
+async def test_defer_deliveries(store: Storage) -> None:
+    await queue(store, ["s1", "s2"])
+    claimed = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
+    until = T0 + timedelta(minutes=2)
+    ids = [d.id for d in claimed]
+    await store.defer_deliveries(ids, worker="someone-else", until=until)
+    assert {(await store.get_delivery(i)).claimed_by for i in ids} == {"w"}
+    await store.defer_deliveries(ids, worker="w", until=until)
+    for delivery_id in ids:
+        delivery = await store.get_delivery(delivery_id)
+        assert (delivery.attempts, delivery.next_attempt_at) == (0, until)
+        assert delivery.status == "pending" and delivery.claimed_by is None
+    early = until - timedelta(seconds=1)
+    assert await store.claim_deliveries(worker="x", limit=5, lease=LEASE, now=early) == []
+    assert len(await store.claim_deliveries(worker="x", limit=5, lease=LEASE, now=until)) == 2
+
+
+async def test_concurrent_batches_on_shared_subscriptions(database_url: str) -> None:
+    """Two processes completing batches that touch the same subscriptions in
+    opposite orders neither deadlock nor lose an attempt."""
+    first = await open_storage(database_url)
+    second = await open_storage(database_url)
+    try:
+        subs = [f"s{n}" for n in range(8)]
+        for sub_id in subs:
+            await subscribe(first, sub_id)
+        seqs = await publish(first, 10)
+        pairs = [(seq, sid) for seq in seqs for sid in subs]
+        await first.fan_out(pairs, cursor="main", up_to=seqs[-1], now=T0)
+        by_sub = {sid: [d.id for d in await first.list_deliveries(sid)] for sid in subs}
+
+        async def report(store: Storage, rounds: range, reverse: bool) -> None:
+            for n in rounds:
+                order = list(reversed(subs)) if reverse else subs
+                batch = [outcome(by_sub[sid][n], sid, "failed", succeeded=n % 3 == 0)
+                         for sid in order]  # fmt: skip
+                await store.complete_deliveries(
+                    batch, worker="w", disable_after=WINDOW, now=T0 + timedelta(seconds=n)
+                )
+
+        await asyncio.gather(
+            report(first, range(0, 10, 2), False), report(second, range(1, 10, 2), True)
+        )
+        for sid in subs:
+            attempts = [d.attempts for d in await first.list_deliveries(sid)]
+            assert attempts == [1] * 10
+    finally:
+        await first.close()
+        await second.close()

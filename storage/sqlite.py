@@ -210,13 +210,24 @@ class SQLiteStorage:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             with wrap_exceptions():
-                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
+                    await self._writer.execute("BEGIN IMMEDIATE")
                     yield self._writer
+                    await self._writer.execute("COMMIT")
                 except BaseException:
-                    await self._writer.execute("ROLLBACK")
+                    await self._rollback()
                     raise
-                await self._writer.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        # A cancelled ``await execute(...)`` still runs in aiosqlite's thread, and
+        # that thread runs requests in order: a ROLLBACK sent now always comes
+        # after a BEGIN (or COMMIT) that was cancelled while waiting, so the
+        # connection never stays inside a transaction nobody owns.
+        try:
+            await asyncio.shield(self._writer.execute("ROLLBACK"))
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):
+                raise
 
     @staticmethod
     async def _one(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:

@@ -283,7 +283,7 @@ class Dispatcher:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await self._flush()
+            await self._flush(tries=3)
 
     async def _claim_loop(self) -> None:
         limit = self.settings.max_in_flight * 2
@@ -392,9 +392,12 @@ class Dispatcher:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self._flush()
 
-    async def _flush(self) -> None:
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
+    async def _flush(self, *, tries: int | None = None) -> None:
+        """Write recorded outcomes; they leave memory only once stored. ``tries``
+        bounds the attempts (at shutdown); what is left unwritten is retried by
+        whoever claims those deliveries after their lease."""
+        while self._outcomes and tries != 0:
+            batch = self._outcomes[:]
             self._outcomes_ready.clear()
             try:
                 disabled = await self.storage.complete_deliveries(
@@ -404,9 +407,10 @@ class Dispatcher:
                 )
             except StorageError as exc:
                 logger.warning("recording outcomes failed; retrying", extra={"error": str(exc)})
-                self._outcomes = batch + self._outcomes
+                tries = None if tries is None else tries - 1
                 await asyncio.sleep(1.0)
                 continue
+            del self._outcomes[: len(batch)]
             if self.metrics is not None:
                 self.metrics.count_outcomes(batch)
             for subscription_id in disabled:

@@ -158,6 +158,9 @@ class Storage(Protocol):
     async def get_subscription(self, subscription_id: str) -> Subscription:
         """One subscription; ``SubscriptionNotFound`` otherwise."""
 
+    async def find_websub_subscription(self, callback: str, topic_url: str) -> Subscription | None:
+        """The WebSub subscription of this (callback, topic URL) pair, if any."""
+
     async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
         """The ones that exist, by id (missing ids are left out)."""
 

@@ -533,6 +533,10 @@ class PostgresStorage:
             raise SubscriptionNotFound(subscription_id)
         return _subscription(row)
 
+    async def find_websub_subscription(self, callback: str, topic_url: str) -> Subscription | None:
+        row = await self._fetch_one(Q["find_websub_subscription"], callback, topic_url)
+        return _subscription(row) if row else None
+
     async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
         rows = await self._fetch(Q["get_subscriptions"], list(subscription_ids))
         return {r["id"]: _subscription(r) for r in rows}

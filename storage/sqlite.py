@@ -492,6 +492,10 @@ class SQLiteStorage:
                 raise SubscriptionNotFound(subscription_id)
             return to_subscription(rows[0])
 
+    async def find_websub_subscription(self, callback: str, topic_url: str) -> Subscription | None:
+        async with self._read(Q["find_websub_subscription"], (callback, topic_url)) as rows:
+            return to_subscription(rows[0]) if rows else None
+
     async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
         async with self._read(
             Q["get_subscriptions"], (json.dumps(list(subscription_ids)),)

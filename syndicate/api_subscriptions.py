@@ -4,7 +4,6 @@ operators see and manage all."""
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -15,20 +14,16 @@ from storage.records import Delivery, Subscription, Token, format_time, utcnow
 
 from . import webhooks
 from .auth import authenticate
-from .delivery import OutboundRequest
 from .egress import EgressRefused, check_url
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import RecoverIn, SubscriptionIn, SubscriptionPatch
+from .outbound import OutboundRequest
 from .problems import Problem, invalid, json_response, read_json, validate
 from .settings import MAX_PAGE_SIZE
+from .webhooks import new_subscription_id
 
 routes = web.RouteTableDef()
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")
-
-
-def new_subscription_id() -> str:
-    """Sorts by creation time (milliseconds), then 48 random bits."""
-    return f"sub_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
 def _t(value: Any) -> str | None:

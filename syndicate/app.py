@@ -8,7 +8,7 @@ from aiohttp import web
 
 from storage import Storage, open_storage
 
-from . import api_articles, api_subscriptions, feed_http, health, metrics, pages
+from . import api_articles, api_subscriptions, feed_http, health, metrics, pages, websub
 from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .problems import error_middleware
@@ -31,12 +31,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     else:
         app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_delivery_ctx)
+    app.cleanup_ctx.append(websub.hub_ctx)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(api_articles.routes)
     app.add_routes(api_subscriptions.routes)
     app.add_routes(feed_http.routes)
     app.add_routes(pages.routes)
+    app.add_routes(websub.routes)
     return app
 
 

@@ -56,6 +56,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "disable_after": "disable a webhook failing this long without success (default 5d)",
         "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
         "allow_private_targets": "allow private/loopback subscription targets (dev only)",
+        "websub_lease_default": "WebSub lease when none is asked, seconds (default 10 days)",
+        "websub_lease_min": "shortest WebSub lease granted, seconds (default 1 hour)",
+        "websub_lease_max": "longest WebSub lease granted, seconds (default 30 days)",
+        "websub_max_per_host": "most WebSub subscriptions per callback host (default 1000)",
         "log_level": "debug, info, warning or error (default info)",
     }
     for name in fields:

@@ -5,7 +5,7 @@ FanOut        reads the event log past its cursor, creates one delivery per
               database, so several processes may run it).
 Dispatcher    claims due deliveries under a lease, sends them with global and
               per-host caps, and writes outcomes back in batches.
-Sender        the one seam for outbound HTTP (``send(request) -> Attempt``),
+Sender        (outbound.py) the one seam for outbound HTTP, ``send(request) -> Attempt``,
               one shared ClientSession behind the egress guard.
 DeliveryService   the three together, started and stopped as one.
 """
@@ -16,32 +16,27 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from storage import Storage, StorageError
 from storage.records import Delivery, DeliveryOutcome, Event, Subscription, utcnow
 
 from . import webhooks
-from .egress import Resolver, make_connector
+from .egress import Resolver
+from .outbound import Attempt, OutboundRequest, Sender
 from .settings import Settings
+from .websub import websub_request
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = "Syndicate-Webhooks/0.1 (+https://www.standardwebhooks.com/)"
-MAX_RESPONSE_READ = 64 * 1024
-MAX_RESPONSE_STORED = 4096
 CLAIM_BATCH = 200
 POLL_INTERVAL = 1.0
 FLUSH_INTERVAL = 0.02
@@ -51,44 +46,6 @@ HOST_BACKLOG_FACTOR = 4
 HOST_DEFER_SECONDS = 2.0
 FANOUT_CURSOR = "deliveries"
 FANOUT_BATCH = 500
-
-
-@dataclass(frozen=True)
-class OutboundRequest:
-    url: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one HTTP attempt came to. ``status`` is None when no response arrived."""
-
-    status: int | None
-    latency_ms: float
-    body: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def next_delay(
@@ -107,82 +64,6 @@ def next_delay(
     if retry_after is not None:
         return min(max(retry_after, 1.0), max(schedule))
     return delay * (1 - JITTER + 2 * JITTER * rng())
-
-
-class Sender:
-    """Outbound HTTP for deliveries: no redirects, bounded time and body size."""
-
-    def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
-        self.settings = settings
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = make_connector(
-            allow_private=self.settings.allow_private_targets,
-            limit=self.settings.max_in_flight,
-            limit_per_host=self.settings.max_per_host,
-            resolver=self._resolver,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self.settings.delivery_timeout,
-                sock_connect=self.settings.delivery_connect_timeout,
-            ),
-            headers={"User-Agent": USER_AGENT},
-            auto_decompress=False,
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def send(self, request: OutboundRequest) -> Attempt:
-        assert self._session is not None, "Sender.start() first"
-        started = time.monotonic()
-
-        def elapsed() -> float:
-            return round((time.monotonic() - started) * 1000, 3)
-
-        try:
-            async with self._session.post(
-                request.url, data=request.body, headers=request.headers, allow_redirects=False
-            ) as response:
-                body = await _read_capped(response, MAX_RESPONSE_READ)
-                text = body[:MAX_RESPONSE_STORED].decode("utf-8", "replace")
-                error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
-                if 300 <= response.status < 400:
-                    location = response.headers.get("Location", "")
-                    error = f"HTTP {response.status} redirect to {location!r} (not followed)"
-                return Attempt(
-                    status=response.status,
-                    latency_ms=elapsed(),
-                    body=text,
-                    error=error,
-                    retry_after=parse_retry_after(response.headers.get("Retry-After"), utcnow())
-                    if response.status in (429, 503)
-                    else None,
-                )
-        except TimeoutError:
-            return Attempt(None, elapsed(), error=f"timed out after {elapsed() / 1000:.1f}s")
-        except aiohttp.ClientError as exc:
-            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
-        except OSError as exc:
-            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while total < cap:
-        chunk = await response.content.read(cap - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 def webhook_request(
@@ -221,9 +102,7 @@ class FanOut:
         events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH)
         if not events:
             return 0
-        subscriptions = [
-            s for s in await self.storage.list_active_subscriptions() if s.kind == "webhook"
-        ]
+        subscriptions = await self.storage.list_active_subscriptions()
         pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
         created = await self.storage.fan_out(pairs, cursor=FANOUT_CURSOR, up_to=events[-1].seq)
         if created:
@@ -346,16 +225,29 @@ class Dispatcher:
             if subscription.status != "active":
                 self._record(_gone(delivery, f"the subscription is {subscription.status}"))
                 return
+            lease = subscription.lease_expires_at
+            if lease is not None and lease <= utcnow():
+                self._record(_gone(delivery, "the subscription's lease has expired"))
+                return
             async with host.limit, self._slots:
-                now = utcnow()
-                request = webhook_request(
-                    delivery, event, subscription, self.settings.base_url, now
-                )
+                request = await self._request(delivery, event, subscription)
                 attempt = await self.sender.send(request)
+            if subscription.kind == "websub" and attempt.status == 410:
+                await self.storage.delete_subscription(subscription.id)
+                logger.info("websub subscriber answered 410: subscription ended",
+                            extra={"subscription": subscription.id})  # fmt: skip
+                return
             self._record(self._outcome(delivery, attempt))
         finally:
             host.held -= 1
             self._held -= 1
+
+    async def _request(
+        self, delivery: Delivery, event: Event, subscription: Subscription
+    ) -> OutboundRequest:
+        if subscription.kind == "websub":
+            return await websub_request(self.storage, self.settings, delivery, event, subscription)
+        return webhook_request(delivery, event, subscription, self.settings.base_url, utcnow())
 
     def _outcome(self, delivery: Delivery, attempt: Attempt) -> DeliveryOutcome:
         if self.metrics is not None:

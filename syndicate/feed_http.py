@@ -96,16 +96,10 @@ async def _render(
     state: FeedState,
 ) -> Rendered:
     base = settings.base_url
-    scope = None if topic == ALL else topic
-    if scope is None:
-        title, description, created = "All topics", f"Every article from {base}", _EPOCH
-    else:
-        record = await storage.get_topic(scope)
-        title = record.title
-        description = record.description or f"Articles about {record.title.lower()}"
-        created = record.created_at
+    meta = await topic_meta(storage, base, topic)
     before = decode_cursor(before_raw) if before_raw else None
     limit = settings.feed_items
+    scope = None if topic == ALL else topic
     articles = await storage.list_articles(topic=scope, limit=limit + 1, before=before)
     page = articles[:limit]
     self_url = feed_url(base, topic, fmt)
@@ -115,22 +109,11 @@ async def _render(
     next_url = None
     if len(articles) > limit:
         next_url = f"{first_url}?before={encode_cursor(page[-1])}"
-    updated = _last_modified(state, created)
-    hub = f"{base}/hub"
-    info = feeds.FeedInfo(
-        id=feed_url(base, topic, "atom"),
-        title=title,
-        description=description,
-        home_url=topic_url(base, topic),
-        self_url=self_url,
-        updated=updated,
-        hub_url=hub,
-        first_url=first_url,
-        next_url=next_url,
+    updated = _last_modified(state, meta.created_at)
+    body = build_feed(
+        base, topic, fmt, meta, page, self_url=self_url, updated=updated, next_url=next_url
     )
-    titles = {scope: title} if scope else {}
-    items = [_item(base, a, titles) for a in page]
-    body = feeds.render(fmt, info, items)
+    hub = f"{base}/hub"
     return Rendered(
         body=body,
         gzipped=gzip.compress(body, compresslevel=6, mtime=0),
@@ -138,6 +121,49 @@ async def _render(
         last_modified=updated,
         link=f'<{hub}>; rel="hub", <{self_url}>; rel="self"',
     )
+
+
+@dataclass(frozen=True)
+class TopicMeta:
+    title: str
+    description: str
+    created_at: datetime
+
+
+async def topic_meta(storage: Storage, base: str, topic: str) -> TopicMeta:
+    """Title and description of a feed (``TopicNotFound`` for an unknown topic)."""
+    if topic == ALL:
+        return TopicMeta("All topics", f"Every article from {base}", _EPOCH)
+    record = await storage.get_topic(topic)
+    description = record.description or f"Articles about {record.title.lower()}"
+    return TopicMeta(record.title, description, record.created_at)
+
+
+def build_feed(
+    base: str,
+    topic: str,
+    fmt: feeds.FeedFormat,
+    meta: TopicMeta,
+    articles: list[Article],
+    *,
+    self_url: str,
+    updated: datetime,
+    next_url: str | None = None,
+) -> bytes:
+    """The feed document for these articles; every value from the arguments."""
+    info = feeds.FeedInfo(
+        id=feed_url(base, topic, "atom"),
+        title=meta.title,
+        description=meta.description,
+        home_url=topic_url(base, topic),
+        self_url=self_url,
+        updated=updated,
+        hub_url=f"{base}/hub",
+        first_url=feed_url(base, topic, fmt),
+        next_url=next_url,
+    )
+    titles = {topic: meta.title} if topic != ALL else {}
+    return feeds.render(fmt, info, [_item(base, a, titles) for a in articles])
 
 
 def _item(base: str, article: Article, titles: dict[str, str]) -> feeds.FeedItem:

@@ -21,7 +21,7 @@ from storage.records import DeliveryOutcome, utcnow
 from .keys import STORAGE
 
 if TYPE_CHECKING:
-    from .delivery import Attempt
+    from .outbound import Attempt
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 

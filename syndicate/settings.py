@@ -32,6 +32,10 @@ DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_MAX_PER_HOST = 8
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
 DEFAULT_SECRET_GRACE = 86400.0
+DEFAULT_WEBSUB_LEASE = 10 * 86400
+MIN_WEBSUB_LEASE = 3600
+MAX_WEBSUB_LEASE = 30 * 86400
+DEFAULT_WEBSUB_MAX_PER_HOST = 1000
 DEFAULT_LOG_LEVEL = "info"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -63,6 +67,9 @@ class Settings:
     secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).
     allow_private_targets: let subscriptions reach private, loopback and other
         non-public addresses (local development and tests only).
+    websub_lease_default, websub_lease_min, websub_lease_max: WebSub leases, seconds
+        (default 10 days, clamped to [1 hour, 30 days]).
+    websub_max_per_host: most WebSub subscriptions for callbacks on one host.
     log_level: debug, info, warning or error.
     """
 
@@ -85,6 +92,10 @@ class Settings:
     disable_after: float = DEFAULT_DISABLE_AFTER
     secret_grace: float = DEFAULT_SECRET_GRACE
     allow_private_targets: bool = False
+    websub_lease_default: int = DEFAULT_WEBSUB_LEASE
+    websub_lease_min: int = MIN_WEBSUB_LEASE
+    websub_lease_max: int = MAX_WEBSUB_LEASE
+    websub_max_per_host: int = DEFAULT_WEBSUB_MAX_PER_HOST
     log_level: str = DEFAULT_LOG_LEVEL
 
     def __post_init__(self) -> None:
@@ -106,6 +117,10 @@ class Settings:
             )
         if self.feed_items > MAX_FEED_ITEMS:
             raise SettingsError(f"SYNDICATE_FEED_ITEMS must be at most {MAX_FEED_ITEMS}")
+        if not self.websub_lease_min <= self.websub_lease_default <= self.websub_lease_max:
+            raise SettingsError(
+                "WebSub leases: need SYNDICATE_WEBSUB_LEASE_MIN <= _DEFAULT <= _MAX"
+            )
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SYNDICATE_DB_POOL_MIN is larger than SYNDICATE_DB_POOL_MAX")
 
@@ -230,6 +245,10 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "disable_after": ("SYNDICATE_DISABLE_AFTER", _positive_float),
     "secret_grace": ("SYNDICATE_SECRET_GRACE", _duration),
     "allow_private_targets": ("SYNDICATE_ALLOW_PRIVATE_TARGETS", _flag),
+    "websub_lease_default": ("SYNDICATE_WEBSUB_LEASE_DEFAULT", _positive_int),
+    "websub_lease_min": ("SYNDICATE_WEBSUB_LEASE_MIN", _positive_int),
+    "websub_lease_max": ("SYNDICATE_WEBSUB_LEASE_MAX", _positive_int),
+    "websub_max_per_host": ("SYNDICATE_WEBSUB_MAX_PER_HOST", _positive_int),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
 }
 

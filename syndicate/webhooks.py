@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,11 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 EVENT_TYPES = ("article.published", "article.updated", "article.deleted")
 ALL_TOPICS = "*"
+
+
+def new_subscription_id() -> str:
+    """Sorts by creation time (milliseconds), then 48 random bits."""
+    return f"sub_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
 def new_secret() -> str:

@@ -126,6 +126,9 @@ RETURNING *;
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = $1;
 
+-- name: find_websub_subscription
+SELECT * FROM subscriptions WHERE kind = 'websub' AND url = $1 AND topic_url = $2;
+
 -- name: insert_deliveries
 -- NOT EXISTS spares the identity sequence on re-runs; ON CONFLICT covers races.
 WITH created AS (

@@ -105,6 +105,9 @@ RETURNING *;
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = ?;
 
+-- name: find_websub_subscription
+SELECT * FROM subscriptions WHERE kind = 'websub' AND url = ? AND topic_url = ?;
+
 -- name: insert_delivery
 INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
 VALUES (?, ?, 'pending', ?, ?)

@@ -13,3 +13,5 @@ CREATE INDEX deliveries_subscription_status ON deliveries (subscription_id, stat
 -- Partner listings: one owner's subscriptions in id order.
 DROP INDEX subscriptions_owner;
 CREATE INDEX subscriptions_owner ON subscriptions (owner, id);
+
+CREATE INDEX subscriptions_websub ON subscriptions (url, topic_url) WHERE kind = 'websub';

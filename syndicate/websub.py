@@ -1,0 +1,301 @@
+"""A WebSub hub (W3C Recommendation, hub side) for every topic feed.
+
+    POST /hub   subscribe / unsubscribe: 202 at once, then verification of
+                intent in the background (GET the callback with a challenge);
+                publish: notify a feed's subscribers now.
+
+Verified subscriptions are stored as ``kind="websub"`` subscriptions and fed by
+the same outbox and dispatcher as webhooks (``websub_request`` builds the
+notification). A pending (re-)subscription lives in memory until verified, so
+the stored state changes only after a successful verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aiohttp import web
+
+import feeds
+from storage import Storage, StorageError, TopicNotFound
+from storage.records import Article, Delivery, Event, Subscription, utcnow
+
+from . import feed_http
+from .egress import EgressRefused, check_url
+from .keys import DELIVERY, SETTINGS, STORAGE
+from .models import valid_topic
+from .outbound import OutboundRequest, Sender
+from .settings import Settings
+from .webhooks import new_subscription_id
+
+logger = logging.getLogger(__name__)
+
+MAX_SECRET_BYTES = 200
+MAX_CALLBACK_LENGTH = 2048
+VERIFY_ATTEMPTS = 3
+
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One of our feed URLs, as a subscriber named it."""
+
+    url: str
+    slug: str
+    fmt: feeds.FeedFormat
+
+
+def parse_topic(base_url: str, url: str) -> Topic | None:
+    """``BASE/feeds/{slug}.{rss|atom|json}`` (any page of it), else None."""
+    parts = urlsplit(url)
+    base = urlsplit(base_url)
+    if (parts.scheme, parts.netloc.lower()) != (base.scheme, base.netloc.lower()):
+        return None
+    prefix = base.path.rstrip("/") + "/feeds/"
+    if not parts.path.startswith(prefix):
+        return None
+    name, _, ext = parts.path.removeprefix(prefix).rpartition(".")
+    if ext not in feeds.FORMATS or not name or "/" in name:
+        return None
+    if name != feed_http.ALL and not valid_topic(name):
+        return None
+    return Topic(url, name, ext)
+
+
+def clamp_lease(requested: str | None, settings: Settings) -> int:
+    try:
+        seconds = int(requested) if requested else settings.websub_lease_default
+    except ValueError:
+        seconds = settings.websub_lease_default
+    return max(settings.websub_lease_min, min(settings.websub_lease_max, seconds))
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """The callback with our parameters appended to its own query string."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _text(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", content_type="text/plain")
+
+
+class Hub:
+    """Runs verifications in the background and remembers none of them durably:
+    a subscriber whose request is lost in a restart simply asks again."""
+
+    def __init__(self, storage: Storage, settings: Settings, sender: Sender) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.sender = sender
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def verify(
+        self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
+    ) -> None:
+        try:
+            await self._verify(mode, topic, callback, lease, secret)
+        except StorageError as exc:
+            logger.warning("websub verification failed", extra={"error": str(exc)})
+
+    async def _verify(
+        self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
+    ) -> None:
+        if topic.slug != feed_http.ALL:
+            try:
+                await self.storage.get_topic(topic.slug)
+            except TopicNotFound:
+                await self.deny(topic, callback, "the topic no longer exists")
+                return
+        if mode == "subscribe" and await self._host_full(callback):
+            if await self.storage.find_websub_subscription(callback, topic.url) is None:
+                await self.deny(topic, callback, "too many subscriptions for this callback host")
+                return
+        challenge = secrets.token_urlsafe(32)
+        params = {"hub.mode": mode, "hub.topic": topic.url, "hub.challenge": challenge}
+        if mode == "subscribe":
+            params["hub.lease_seconds"] = str(lease)
+        confirmed = False
+        for attempt in range(VERIFY_ATTEMPTS):
+            status, body = await self.sender.get(with_query(callback, params))
+            if status is not None and 200 <= status < 300:
+                confirmed = body == challenge
+                break
+            if status is not None and 400 <= status < 500:
+                break
+            await asyncio.sleep(0.5 * (attempt + 1))
+        if not confirmed:
+            logger.info("websub intent not confirmed", extra={"callback": callback})
+            return
+        existing = await self.storage.find_websub_subscription(callback, topic.url)
+        if mode == "unsubscribe":
+            if existing is not None:
+                await self.storage.delete_subscription(existing.id)
+            return
+        expires = utcnow() + timedelta(seconds=lease)
+        if existing is None:
+            await self.storage.create_subscription(
+                id=new_subscription_id(), kind="websub", url=callback,
+                topics=["*"] if topic.slug == feed_http.ALL else [topic.slug], events=[],
+                secret=secret, lease_expires_at=expires, topic_url=topic.url,
+            )  # fmt: skip
+        else:
+            await self.storage.update_subscription(
+                existing.id,
+                {"secret": secret, "lease_expires_at": expires, "status": "active",
+                 "failing_since": None},
+            )  # fmt: skip
+
+    async def _host_full(self, callback: str) -> bool:
+        host = (urlsplit(callback).hostname or "").lower()
+        count, after = 0, None
+        while True:
+            page = await self.storage.list_subscriptions(kind="websub", limit=500, after_id=after)
+            count += sum(1 for s in page if (urlsplit(s.url).hostname or "").lower() == host)
+            if count >= self.settings.websub_max_per_host:
+                return True
+            if len(page) < 500:
+                return False
+            after = page[-1].id
+
+    async def deny(self, topic: Topic, callback: str, reason: str) -> None:
+        params = {"hub.mode": "denied", "hub.topic": topic.url, "hub.reason": reason}
+        await self.sender.get(with_query(callback, params))
+
+    async def publish(self, topic: Topic) -> int:
+        """Send the current feed to every live subscriber of this feed URL now
+        (best effort, no retries: article changes go through the outbox)."""
+        subscriptions = [
+            s
+            for s in await self.storage.list_active_subscriptions()
+            if s.kind == "websub" and s.topic_url == topic.url
+        ]
+        body = await current_feed(self.storage, self.settings, topic)
+        for sub in subscriptions:
+            self.spawn(self.sender.send(notification(sub, topic, body, self.settings.base_url)))
+        return len(subscriptions)
+
+
+HUB = web.AppKey("hub", Hub)
+
+
+async def current_feed(storage: Storage, settings: Settings, topic: Topic) -> bytes:
+    base = settings.base_url
+    meta = await feed_http.topic_meta(storage, base, topic.slug)
+    scope = None if topic.slug == feed_http.ALL else topic.slug
+    articles = await storage.list_articles(topic=scope, limit=settings.feed_items)
+    state = await storage.feed_state(scope)
+    updated = state.changed_at or meta.created_at
+    return feed_http.build_feed(
+        base, topic.slug, topic.fmt, meta, articles, self_url=topic.url, updated=updated
+    )
+
+
+def notification(sub: Subscription, topic: Topic, body: bytes, base_url: str) -> OutboundRequest:
+    headers = {
+        "Content-Type": feeds.CONTENT_TYPES[topic.fmt],
+        "Link": f'<{base_url}/hub>; rel="hub", <{topic.url}>; rel="self"',
+    }
+    if sub.secret:
+        headers["X-Hub-Signature"] = signature(sub.secret, body)
+    return OutboundRequest(url=sub.url, body=body, headers=headers)
+
+
+async def websub_request(
+    storage: Storage, settings: Settings, delivery: Delivery, event: Event, sub: Subscription
+) -> OutboundRequest:
+    """The feed in the subscribed format holding the changed entry (for a
+    deletion: the current feed)."""
+    topic = parse_topic(settings.base_url, sub.topic_url or "")
+    if topic is None:
+        raise ValueError(f"subscription {sub.id} has no topic URL of this hub")
+    if event.type == "article.deleted":
+        body = await current_feed(storage, settings, topic)
+    else:
+        meta = await feed_http.topic_meta(storage, settings.base_url, topic.slug)
+        article = Article.from_json(event.data)
+        body = feed_http.build_feed(
+            settings.base_url, topic.slug, topic.fmt, meta, [article],
+            self_url=topic.url, updated=event.created_at,
+        )  # fmt: skip
+    return notification(sub, topic, body, settings.base_url)
+
+
+@routes.post("/hub")
+async def hub_endpoint(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if request.content_type != "application/x-www-form-urlencoded":
+        return _text(415, "send application/x-www-form-urlencoded")
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError):
+        return _text(400, "the form is not valid UTF-8 form data")
+    mode = str(form.get("hub.mode", ""))
+    hub = request.app[HUB]
+    if mode == "publish":
+        url = str(form.get("hub.url") or form.get("hub.topic") or "")
+        topic = parse_topic(settings.base_url, url)
+        if topic is None:
+            return _text(400, "hub.url must be one of this hub's feed URLs")
+        try:
+            await hub.publish(topic)
+        except TopicNotFound:
+            return _text(404, "no such topic")
+        return _text(202, "notifying subscribers")
+    if mode not in ("subscribe", "unsubscribe"):
+        return _text(400, "hub.mode must be subscribe, unsubscribe or publish")
+    callback = str(form.get("hub.callback", ""))
+    topic_url = str(form.get("hub.topic", ""))
+    topic = parse_topic(settings.base_url, topic_url)
+    if topic is None:
+        return _text(400, f"hub.topic must be a feed of this hub ({settings.base_url}/feeds/...)")
+    if topic.slug != feed_http.ALL:
+        try:
+            await request.app[STORAGE].get_topic(topic.slug)
+        except TopicNotFound:
+            return _text(404, f"no topic {topic.slug!r} here")
+    if not callback or len(callback) > MAX_CALLBACK_LENGTH:
+        return _text(400, "hub.callback must be an absolute http(s) URL")
+    try:
+        await check_url(callback, allow_private=settings.allow_private_targets)
+    except EgressRefused as exc:
+        return _text(400, f"hub.callback refused: {exc}")
+    secret = form.get("hub.secret")
+    secret_text = str(secret) if secret else None
+    if secret_text is not None and len(secret_text.encode()) >= MAX_SECRET_BYTES:
+        return _text(400, f"hub.secret must be shorter than {MAX_SECRET_BYTES} bytes")
+    lease = clamp_lease(str(form.get("hub.lease_seconds") or "") or None, settings)
+    hub.spawn(hub.verify(mode, topic, callback, lease, secret_text))
+    return _text(202, "verification of intent will follow")
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = Hub(app[STORAGE], app[SETTINGS], app[DELIVERY].sender)
+    app[HUB] = hub
+    yield
+    await hub.close()

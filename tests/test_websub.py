@@ -302,8 +302,8 @@ async def test_410_ends_the_subscription_other_failures_keep_it(
 async def test_publish_ping_notifies_subscribers(hub: Client, subscriber: Subscriber) -> None:
     await post_article(hub)
     await subscribe(hub, subscriber, "rss")
-    status, _ = await hub_post(hub, {"hub.mode": "publish",
-                                     "hub.url": f"{hub.base_url}/feeds/liver-health.rss"})  # fmt: skip
+    feed = f"{hub.base_url}/feeds/liver-health.rss"
+    status, _ = await hub_post(hub, {"hub.mode": "publish", "hub.url": feed})
     assert status == 202
     await subscriber.wait_for(lambda: subscriber.posts())
     parsed = feedparser.parse(subscriber.posts()[0].body)

@@ -225,6 +225,8 @@ class SQLiteStorage:
         # connection never stays inside a transaction nobody owns.
         try:
             await asyncio.shield(self._writer.execute("ROLLBACK"))
+        except sqlite3.ProgrammingError:
+            pass  # the connection was closed under us: nothing left to roll back
         except sqlite3.OperationalError as exc:
             if "no transaction is active" not in str(exc):
                 raise

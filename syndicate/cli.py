@@ -27,10 +27,12 @@ from .settings import FIELDS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger("syndicate")
 BOOTSTRAP_TOKEN_NAME = "operator"
+#: Marks a ``serve`` process started by another one (``--workers``).
+CHILD_ENV = "_SYNDICATE_SERVE_CHILD"
 BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
 SERVE_ONLY = frozenset(
     {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
-     "feed_page_max_age"}
+     "feed_page_max_age", "workers"}
 )  # fmt: skip
 
 
@@ -60,6 +62,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "websub_lease_min": "shortest WebSub lease granted, seconds (default 1 hour)",
         "websub_lease_max": "longest WebSub lease granted, seconds (default 30 days)",
         "websub_max_per_host": "most WebSub subscriptions per callback host (default 1000)",
+        "workers": "serve processes sharing the port (default 1)",
         "log_level": "debug, info, warning or error (default info)",
     }
     for name in fields:
@@ -167,10 +170,13 @@ async def _deliveries(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, argv: Sequence[str], *, child: bool = False) -> int:
+    """Serve HTTP (and deliveries). With ``workers > 1`` this process starts the
+    others; ``child`` is one of those (no token bootstrap, no children)."""
     store = await _open(settings)
+    children: list[asyncio.subprocess.Process] = []
     try:
-        if await store.count_tokens() == 0:
+        if not child and await store.count_tokens() == 0:
             secret, _ = await create_token(store, name=BOOTSTRAP_TOKEN_NAME, role="operator")
             print(
                 "\n  No API token existed, so an operator token was created."
@@ -182,19 +188,42 @@ async def _serve(settings: Settings) -> int:
         app = create_app(settings, storage=store)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        shared = child or settings.workers > 1
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=shared or None)
         await site.start()
+        if not child:
+            children = [await _spawn_child(argv) for _ in range(settings.workers - 1)]
         print(
             f"Syndicate listening on http://{settings.host}:{settings.port} "
-            f"(public base URL {settings.base_url}, database {settings.database})",
+            f"(public base URL {settings.base_url}, database {settings.database}"
+            + (f", {settings.workers} processes" if settings.workers > 1 else "")
+            + ")",
             flush=True,
         )
         await _wait_for_signal()
         print("Shutting down.", flush=True)
+        for process in children:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
         await runner.cleanup()
+        for process in children:
+            await process.wait()
     finally:
+        for process in children:
+            if process.returncode is None:
+                process.kill()
         await store.close()
     return 0
+
+
+async def _spawn_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    """One more ``serve`` process on the same port (SO_REUSEPORT lets the
+    kernel spread connections). It runs the whole app, dispatcher included:
+    claims and feed caches are safe across processes."""
+    env = dict(os.environ, **{CHILD_ENV: "1"})
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", *argv, env=env, stdout=asyncio.subprocess.DEVNULL
+    )
 
 
 async def _token_create(settings: Settings, role: Any, name: str) -> int:
@@ -233,7 +262,8 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv_list)
     env = os.environ if environ is None else environ
     try:
         settings = _settings(args, env)
@@ -247,7 +277,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(settings))
+            child = env.get(CHILD_ENV) == "1"
+            return asyncio.run(_serve(settings, argv_list, child=child))
         if args.command == "worker":
             return asyncio.run(_worker(settings))
         if args.command == "deliveries":

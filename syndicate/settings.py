@@ -70,6 +70,7 @@ class Settings:
     websub_lease_default, websub_lease_min, websub_lease_max: WebSub leases, seconds
         (default 10 days, clamped to [1 hour, 30 days]).
     websub_max_per_host: most WebSub subscriptions for callbacks on one host.
+    workers: ``serve`` processes sharing the listening port (SO_REUSEPORT).
     log_level: debug, info, warning or error.
     """
 
@@ -96,6 +97,7 @@ class Settings:
     websub_lease_min: int = MIN_WEBSUB_LEASE
     websub_lease_max: int = MAX_WEBSUB_LEASE
     websub_max_per_host: int = DEFAULT_WEBSUB_MAX_PER_HOST
+    workers: int = 1
     log_level: str = DEFAULT_LOG_LEVEL
 
     def __post_init__(self) -> None:
@@ -249,6 +251,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "websub_lease_min": ("SYNDICATE_WEBSUB_LEASE_MIN", _positive_int),
     "websub_lease_max": ("SYNDICATE_WEBSUB_LEASE_MAX", _positive_int),
     "websub_max_per_host": ("SYNDICATE_WEBSUB_MAX_PER_HOST", _positive_int),
+    "workers": ("SYNDICATE_WORKERS", _positive_int),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
 }
 

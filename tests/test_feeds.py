@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -359,34 +360,39 @@ async def test_a_feed_survives_characters_xml_cannot_carry(client: Client) -> No
             etree.fromstring(body)
 
 
-async def test_two_instances_on_one_database_stay_exact(
-    database_url: str, start_server: ServerFactory, tokens: dict[str, str]
-) -> None:
-    first_store = await open_storage(database_url)
-    second_store = await open_storage(database_url)
-    try:
-        writer = await start_server(storage=first_store)
-        writer.token = tokens["operator"]
-        reader_app = await start_server(storage=second_store)
-        article = {"id": "one", "title": "One", "content": "x", "topics": ["liver-health"]}
-        async with writer.request("POST", "/api/articles", json=article) as resp:
-            assert resp.status == 201
-        resp, body = await get(reader_app, "/feeds/liver-health.atom")
-        assert [e.title for e in parse(resp, body).entries] == ["One"]
-        resp, body = await get(reader_app, "/feeds/liver-health.atom")
+@pytest.fixture
+async def two_stores(database_url: str) -> AsyncIterator[tuple[Storage, Storage]]:
+    """Two independent connections to one database (request before start_server,
+    so they close after the servers using them have stopped)."""
+    first, second = await open_storage(database_url), await open_storage(database_url)
+    yield first, second
+    await first.close()
+    await second.close()
 
-        article = {"id": "two", "title": "Two", "content": "x", "topics": ["liver-health"]}
-        async with writer.request("POST", "/api/articles", json=article) as resp:
-            assert resp.status == 201
-        resp, body = await get(reader_app, "/feeds/liver-health.atom")
-        assert [e.title for e in parse(resp, body).entries] == ["Two", "One"]
-        async with writer.request("DELETE", "/api/articles/one") as resp:
-            assert resp.status == 204
-        resp, body = await get(reader_app, "/feeds/all.json")
-        assert [i["title"] for i in json.loads(body)["items"]] == ["Two"]
-    finally:
-        await first_store.close()
-        await second_store.close()
+
+async def test_two_instances_on_one_database_stay_exact(
+    two_stores: tuple[Storage, Storage], start_server: ServerFactory, tokens: dict[str, str]
+) -> None:
+    first_store, second_store = two_stores
+    writer = await start_server(storage=first_store)
+    writer.token = tokens["operator"]
+    reader_app = await start_server(storage=second_store)
+    article = {"id": "one", "title": "One", "content": "x", "topics": ["liver-health"]}
+    async with writer.request("POST", "/api/articles", json=article) as resp:
+        assert resp.status == 201
+    resp, body = await get(reader_app, "/feeds/liver-health.atom")
+    assert [e.title for e in parse(resp, body).entries] == ["One"]
+    resp, body = await get(reader_app, "/feeds/liver-health.atom")
+
+    article = {"id": "two", "title": "Two", "content": "x", "topics": ["liver-health"]}
+    async with writer.request("POST", "/api/articles", json=article) as resp:
+        assert resp.status == 201
+    resp, body = await get(reader_app, "/feeds/liver-health.atom")
+    assert [e.title for e in parse(resp, body).entries] == ["Two", "One"]
+    async with writer.request("DELETE", "/api/articles/one") as resp:
+        assert resp.status == 204
+    resp, body = await get(reader_app, "/feeds/all.json")
+    assert [i["title"] for i in json.loads(body)["items"]] == ["Two"]
 
 
 async def test_reader_library_subscribes_polls_and_gets_304s(

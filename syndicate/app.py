@@ -11,6 +11,8 @@ from storage import Storage, open_storage
 from . import api_articles, api_subscriptions, feed_http, health, metrics, pages, websub
 from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
+from .limits import RATE_LIMITER, RateLimiter
+from .logs import request_middleware
 from .problems import error_middleware
 from .settings import Settings
 
@@ -21,11 +23,12 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     The delivery fan-out and dispatcher run as background tasks of the app."""
     app = web.Application(
         client_max_size=settings.max_body_size,
-        middlewares=[error_middleware],
+        middlewares=[request_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()
     app[metrics.METRICS] = metrics.Metrics()
+    app[RATE_LIMITER] = RateLimiter(settings.write_rate, settings.write_burst)
     if storage is not None:
         app[STORAGE] = storage
     else:

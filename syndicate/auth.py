@@ -17,6 +17,7 @@ from storage import Storage
 from storage.records import Role, Token
 
 from .keys import STORAGE
+from .limits import client_key, enforce
 from .problems import Problem
 
 TOKEN_PREFIX: Final = "syn_"
@@ -59,10 +60,12 @@ async def authenticate(request: web.Request, *roles: Role) -> Token:
         secret = _bearer(request)
         challenge = {"WWW-Authenticate": 'Bearer realm="syndicate"'}
         if secret is None:
+            enforce(request, client_key(request))
             raise Problem(401, "send Authorization: Bearer <token>", headers=challenge)
         storage = request.app[STORAGE]
         found = await storage.get_token_by_hash(hash_token(secret))
         if found is None:
+            enforce(request, client_key(request))
             raise Problem(401, "the token is not valid", headers=challenge)
         token = found
         request[_TOKEN_KEY] = token
@@ -73,4 +76,6 @@ async def authenticate(request: web.Request, *roles: Role) -> Token:
             await storage.touch_token(token.id)
     if token.role not in roles:
         raise Problem(403, f"this needs a {' or '.join(roles)} token; yours is {token.role}")
+    if token.role != "operator" and request.method not in ("GET", "HEAD"):
+        enforce(request, f"token:{token.id}", client_key(request))
     return token

@@ -23,6 +23,7 @@ from .app import create_app
 from .auth import create_token
 from .delivery import DeliveryService
 from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
+from .logs import configure as configure_logging
 from .settings import FIELDS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger("syndicate")
@@ -32,7 +33,8 @@ CHILD_ENV = "_SYNDICATE_SERVE_CHILD"
 BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
 SERVE_ONLY = frozenset(
     {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
-     "feed_page_max_age", "workers"}
+     "feed_page_max_age", "workers", "write_rate", "write_burst", "max_subscriptions",
+     "max_header_size"}
 )  # fmt: skip
 
 
@@ -63,7 +65,12 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "websub_lease_max": "longest WebSub lease granted, seconds (default 30 days)",
         "websub_max_per_host": "most WebSub subscriptions per callback host (default 1000)",
         "workers": "serve processes sharing the port (default 1)",
+        "write_rate": "partner writes / hub requests per second per token and IP (default 10)",
+        "write_burst": "partner writes / hub requests allowed in a burst (default 100)",
+        "max_subscriptions": "webhook subscriptions per partner (default 100)",
+        "max_header_size": "longest request header field in bytes (default 8190)",
         "log_level": "debug, info, warning or error (default info)",
+        "log_format": "text or json: one JSON object per line (default text)",
     }
     for name in fields:
         env = FIELDS[name][0]
@@ -94,20 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--subscription", help="only this subscription id")
     deliveries.add_argument("--status", choices=DELIVERY_STATUSES)
     deliveries.add_argument("--limit", type=int, default=50)
-    _add_settings_flags(deliveries, ["database", "log_level"])
+    _add_settings_flags(deliveries, ["database", "log_level", "log_format"])
 
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it")
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--name", required=True)
-    _add_settings_flags(create, ["database", "log_level"])
+    _add_settings_flags(create, ["database", "log_level", "log_format"])
+    listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
+    _add_settings_flags(listing, ["database", "log_level", "log_format"])
+    revoke = token_commands.add_parser("revoke", help="revoke a token by name, at once")
+    revoke.add_argument("name")
+    _add_settings_flags(revoke, ["database", "log_level", "log_format"])
 
     imp = commands.add_parser("import", help="import articles from JSON / NDJSON files")
     imp.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
     imp.add_argument("--batch-size", type=int, default=DEFAULT_IMPORT_BATCH)
     imp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_settings_flags(imp, ["database", "base_url", "log_level"])
+    _add_settings_flags(imp, ["database", "base_url", "log_level", "log_format"])
     return parser
 
 
@@ -186,7 +198,12 @@ async def _serve(settings: Settings, argv: Sequence[str], *, child: bool = False
                 flush=True,
             )
         app = create_app(settings, storage=store)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            max_line_size=settings.max_header_size,
+            max_field_size=settings.max_header_size,
+        )
         await runner.setup()
         shared = child or settings.workers > 1
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=shared or None)
@@ -224,6 +241,38 @@ async def _spawn_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syndicate", *argv, env=env, stdout=asyncio.subprocess.DEVNULL
     )
+
+
+async def _token_list(settings: Settings) -> int:
+    store = await _open(settings)
+    try:
+        tokens = await store.list_tokens()
+    finally:
+        await store.close()
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    print(f"{'NAME':<24} {'ROLE':<9} {'CREATED':<17} {'LAST USED':<17} REVOKED")
+    for token in tokens:
+        print(
+            f"{token.name:<24} {token.role:<9} {when(token.created_at):<17} "
+            f"{when(token.last_used_at):<17} {when(token.revoked_at)}"
+        )
+    return 0
+
+
+async def _token_revoke(settings: Settings, name: str) -> int:
+    store = await _open(settings)
+    try:
+        revoked = await store.revoke_token(name)
+    finally:
+        await store.close()
+    if revoked is None:
+        print(f"syndicate: no live token named {name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {name}")
+    return 0
 
 
 async def _token_create(settings: Settings, role: Any, name: str) -> int:
@@ -270,11 +319,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SettingsError as exc:
         print(f"syndicate: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             child = env.get(CHILD_ENV) == "1"
@@ -283,8 +328,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(_worker(settings))
         if args.command == "deliveries":
             return asyncio.run(_deliveries(settings, args))
-        if args.command == "token":
+        if args.command == "token" and args.token_command == "create":
             return asyncio.run(_token_create(settings, args.role, args.name))
+        if args.command == "token" and args.token_command == "list":
+            return asyncio.run(_token_list(settings))
+        if args.command == "token" and args.token_command == "revoke":
+            return asyncio.run(_token_revoke(settings, args.name))
         if args.command == "import":
             return asyncio.run(_import(settings, args))
     except storage_pkg.StorageError as exc:

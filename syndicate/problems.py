@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 import storage
 
+from .logs import request_id
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -51,13 +53,15 @@ class Problem(Exception):
         self.headers = headers or {}
 
 
-def problem_response(problem: Problem) -> web.Response:
+def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
     body: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
     }
+    if request is not None:
+        body["request_id"] = request_id(request)
     if problem.errors is not None:
         body["errors"] = problem.errors
     return web.Response(
@@ -89,31 +93,34 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Problem as problem:
-        return problem_response(problem)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        problem = _problem_for(request, exc)
+        if problem is None:
             raise
-        return problem_response(_from_http_exception(exc))
-    except storage.StorageUnavailable as exc:
+        return problem_response(problem, request)
+
+
+def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
+    """The answer for an exception; None for non-error HTTP exceptions (redirects)."""
+    retry = {"Retry-After": "5"}
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, web.HTTPException):
+        return _from_http_exception(exc) if exc.status >= 400 else None
+    if isinstance(exc, storage.StorageUnavailable):
         logger.warning("database unavailable", extra={"error": str(exc)})
-        return problem_response(
-            Problem(503, "the database is unavailable; try again shortly",
-                    headers={"Retry-After": "5"})
-        )  # fmt: skip
-    except storage.NotFound as exc:
-        return problem_response(Problem(404, str(exc)))
-    except storage.Conflict as exc:
-        return problem_response(Problem(409, str(exc)))
-    except storage.StorageError as exc:
+        return Problem(503, "the database is unavailable; try again shortly", headers=retry)
+    if isinstance(exc, storage.NotFound):
+        return Problem(404, str(exc))
+    if isinstance(exc, storage.Conflict):
+        return Problem(409, str(exc))
+    if isinstance(exc, storage.StorageError):
         logger.error("storage error", extra={"error": str(exc)})
-        return problem_response(
-            Problem(503, "the database failed to answer; try again shortly",
-                    headers={"Retry-After": "5"})
-        )  # fmt: skip
-    except Exception:
-        logger.exception("unhandled error", extra={"path": request.path})
-        return problem_response(Problem(500, "an internal error occurred"))
+        return Problem(503, "the database failed to answer; try again shortly", headers=retry)
+    logger.exception(
+        "unhandled error", extra={"path": request.path, "request_id": request_id(request)}
+    )
+    return Problem(500, "an internal error occurred")
 
 
 async def read_json(request: web.Request) -> Any:

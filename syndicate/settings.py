@@ -36,6 +36,10 @@ DEFAULT_WEBSUB_LEASE = 10 * 86400
 MIN_WEBSUB_LEASE = 3600
 MAX_WEBSUB_LEASE = 30 * 86400
 DEFAULT_WEBSUB_MAX_PER_HOST = 1000
+DEFAULT_WRITE_RATE = 10.0
+DEFAULT_WRITE_BURST = 100
+DEFAULT_MAX_SUBSCRIPTIONS = 100
+DEFAULT_MAX_HEADER_SIZE = 8190
 DEFAULT_LOG_LEVEL = "info"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -71,7 +75,13 @@ class Settings:
         (default 10 days, clamped to [1 hour, 30 days]).
     websub_max_per_host: most WebSub subscriptions for callbacks on one host.
     workers: ``serve`` processes sharing the listening port (SO_REUSEPORT).
+    write_rate, write_burst: partners' writes (per token and per client IP),
+        failed authentications and ``POST /hub`` (per client IP) refill at
+        ``write_rate`` per second up to ``write_burst``; beyond: 429 + ``Retry-After``.
+    max_subscriptions: webhook subscriptions one partner may hold.
+    max_header_size: longest request line / header field in bytes.
     log_level: debug, info, warning or error.
+    log_format: ``text`` or ``json`` (one object per line).
     """
 
     host: str = DEFAULT_HOST
@@ -98,7 +108,12 @@ class Settings:
     websub_lease_max: int = MAX_WEBSUB_LEASE
     websub_max_per_host: int = DEFAULT_WEBSUB_MAX_PER_HOST
     workers: int = 1
+    write_rate: float = DEFAULT_WRITE_RATE
+    write_burst: int = DEFAULT_WRITE_BURST
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
     log_level: str = DEFAULT_LOG_LEVEL
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.base_url:
@@ -216,6 +231,12 @@ def _flag(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a yes/no value (1, 0, true, false)")
 
 
+def _log_format(name: str, raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise SettingsError(f"{name}={raw!r} is not text or json")
+    return raw.lower()
+
+
 def _log_level(name: str, raw: str) -> str:
     if raw.lower() not in LOG_LEVELS:
         raise SettingsError(f"{name}={raw!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -252,7 +273,12 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "websub_lease_max": ("SYNDICATE_WEBSUB_LEASE_MAX", _positive_int),
     "websub_max_per_host": ("SYNDICATE_WEBSUB_MAX_PER_HOST", _positive_int),
     "workers": ("SYNDICATE_WORKERS", _positive_int),
+    "write_rate": ("SYNDICATE_WRITE_RATE", _positive_float),
+    "write_burst": ("SYNDICATE_WRITE_BURST", _positive_int),
+    "max_subscriptions": ("SYNDICATE_MAX_SUBSCRIPTIONS", _positive_int),
+    "max_header_size": ("SYNDICATE_MAX_HEADER_SIZE", _positive_int),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
+    "log_format": ("SYNDICATE_LOG_FORMAT", _log_format),
 }
 
 

@@ -32,8 +32,10 @@ from storage.records import Article, Delivery, Event, Subscription, utcnow
 from . import feed_http
 from .egress import EgressRefused, check_url
 from .keys import DELIVERY, SETTINGS, STORAGE
+from .limits import client_key, enforce
 from .models import valid_topic
 from .outbound import OutboundRequest, Sender
+from .problems import Problem
 from .settings import Settings
 from .webhooks import new_subscription_id
 
@@ -249,6 +251,15 @@ async def websub_request(
 @routes.post("/hub")
 async def hub_endpoint(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    try:
+        enforce(request, client_key(request))
+    except Problem as problem:
+        return web.Response(
+            status=429,
+            text=problem.detail + "\n",
+            headers=problem.headers,
+            content_type="text/plain",
+        )
     if request.content_type != "application/x-www-form-urlencoded":
         return _text(415, "send application/x-www-form-urlencoded")
     try:

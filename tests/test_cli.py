@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import FIXTURES, clean_env, free_port
+from conftest import FIXTURES, ServerFactory, clean_env, free_port
 
-from storage import open_storage
+from storage import Storage, open_storage
 
 TOKEN_RE = re.compile(r"\bsyn_[A-Za-z0-9_-]{20,}\b")
 
@@ -189,3 +189,28 @@ async def test_flags_override_environment(tmp_path: Path) -> None:
     settings = load_settings({"port": "9000"}, {"SYNDICATE_PORT": "7000", "SYNDICATE_HOST": "::1"})
     assert (settings.port, settings.host) == (9000, "::1")
     assert settings.base_url == "http://[::1]:9000"
+
+
+async def test_token_list_and_revoke(
+    database_url: str, start_server: ServerFactory, store: Storage
+) -> None:
+    code, secret, _ = await run(
+        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url
+    )
+    assert code == 0
+    client = await start_server()
+    async with client.request("GET", "/api/topics", token=secret.strip()) as resp:
+        assert resp.status == 200
+    code, out, _ = await run("token", "list", "--database", database_url)
+    assert code == 0
+    assert "acme" in out and "partner" in out and secret.strip() not in out
+    assert "syn_" not in out, "never a secret"
+    code, out, _ = await run("token", "revoke", "acme", "--database", database_url)
+    assert code == 0 and "revoked acme" in out
+    async with client.request("GET", "/api/topics", token=secret.strip()) as resp:
+        assert resp.status == 401, "revoked tokens are refused at once"
+    code, out, err = await run("token", "revoke", "acme", "--database", database_url)
+    assert code == 1 and "no live token" in err
+    code, out, _ = await run("token", "list", "--database", database_url)
+    line = next(line for line in out.splitlines() if line.startswith("acme"))
+    assert line.split()[-2:] != ["-", "-"], "the revocation time is shown"

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: serve test lint format bench clean install
+.PHONY: serve test lint format bench clean install openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix syndicate feeds storage tests
 	$(BIN)/ruff format syndicate feeds storage tests
+
+openapi: $(STAMP)
+	$(BIN)/syndicate openapi > docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

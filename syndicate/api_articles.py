@@ -19,7 +19,7 @@ from .auth import authenticate
 from .batch import store_batch, tally
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
-from .problems import Problem, invalid, json_response, read_json, validate
+from .problems import Problem, invalid, json_response, query_param, read_json, validate
 from .settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 routes = web.RouteTableDef()
@@ -100,13 +100,12 @@ async def get_article(request: web.Request) -> web.Response:
 async def list_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator", "partner")
     storage = request.app[STORAGE]
-    query = request.query
-    topic = query.get("topic") or None
+    topic = query_param(request, "topic")
     if topic is not None:
         if not valid_topic(topic):
             raise invalid("topic", "not a topic slug")
         await storage.get_topic(topic)
-    raw_limit = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    raw_limit = query_param(request, "limit") or str(DEFAULT_PAGE_SIZE)
     try:
         limit = int(raw_limit)
     except ValueError:
@@ -114,9 +113,10 @@ async def list_articles(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise invalid("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
     before = None
-    if query.get("cursor"):
+    cursor = query_param(request, "cursor")
+    if cursor is not None:
         try:
-            before = decode_cursor(query["cursor"])
+            before = decode_cursor(cursor)
         except BadCursor as exc:
             raise invalid("cursor", str(exc)) from None
     page = await storage.list_articles(topic=topic, limit=limit + 1, before=before)

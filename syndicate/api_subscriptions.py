@@ -18,7 +18,7 @@ from .egress import EgressRefused, check_url
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import RecoverIn, SubscriptionIn, SubscriptionPatch
 from .outbound import OutboundRequest
-from .problems import Problem, invalid, json_response, read_json, validate
+from .problems import Problem, invalid, json_response, query_param, read_json, validate
 from .settings import MAX_PAGE_SIZE
 from .webhooks import new_subscription_id
 
@@ -117,7 +117,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     limit = _limit(request)
     owner = None if token.role == "operator" else token.name
     subs = await request.app[STORAGE].list_subscriptions(
-        owner=owner, kind="webhook", limit=limit + 1, after_id=request.query.get("cursor") or None
+        owner=owner, kind="webhook", limit=limit + 1, after_id=query_param(request, "cursor")
     )
     next_cursor = subs[limit - 1].id if len(subs) > limit else None
     return json_response(
@@ -208,7 +208,7 @@ async def test_subscription(request: web.Request) -> web.Response:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
+    raw = query_param(request, "limit") or "50"
     try:
         limit = int(raw)
     except ValueError:
@@ -222,14 +222,15 @@ def _limit(request: web.Request) -> int:
 async def list_deliveries(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    status = request.query.get("status") or None
+    status = query_param(request, "status")
     if status is not None and status not in DELIVERY_STATUSES:
         raise invalid("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
     limit = _limit(request)
     before = None
-    if request.query.get("cursor"):
+    cursor = query_param(request, "cursor")
+    if cursor is not None:
         try:
-            before = int(request.query["cursor"])
+            before = int(cursor)
         except ValueError:
             raise invalid("cursor", "not a cursor this service issued") from None
     page = await request.app[STORAGE].list_deliveries(

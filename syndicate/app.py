@@ -8,7 +8,7 @@ from aiohttp import web
 
 from storage import Storage, open_storage
 
-from . import api_articles, api_subscriptions, feed_http, health, metrics, pages, websub
+from . import api_articles, api_subscriptions, feed_http, health, metrics, openapi, pages, websub
 from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .limits import RATE_LIMITER, RateLimiter
@@ -42,6 +42,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app.add_routes(feed_http.routes)
     app.add_routes(pages.routes)
     app.add_routes(websub.routes)
+    app[openapi.OPENAPI] = openapi.document_bytes(settings)
+    app.add_routes(openapi.routes)
     return app
 
 

@@ -24,6 +24,7 @@ from .auth import create_token
 from .delivery import DeliveryService
 from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
 from .logs import configure as configure_logging
+from .openapi import document_bytes
 from .settings import FIELDS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger("syndicate")
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by name, at once")
     revoke.add_argument("name")
     _add_settings_flags(revoke, ["database", "log_level", "log_format"])
+
+    commands.add_parser("openapi", help="print the OpenAPI document of the JSON API")
 
     imp = commands.add_parser("import", help="import articles from JSON / NDJSON files")
     imp.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
@@ -324,6 +327,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "serve":
             child = env.get(CHILD_ENV) == "1"
             return asyncio.run(_serve(settings, argv_list, child=child))
+        if args.command == "openapi":
+            sys.stdout.buffer.write(document_bytes(settings))
+            return 0
         if args.command == "worker":
             return asyncio.run(_worker(settings))
         if args.command == "deliveries":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +21,23 @@ MAX_SUMMARY = 5000
 MAX_AUTHOR = 200
 MAX_URL = 2048
 
+#: At least one character that is neither blank nor a control character.
+VISIBLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f]"
+# Patterns documented in the schema but checked by validators with clearer messages.
+TopicSlug = Annotated[
+    str, Field(json_schema_extra={"pattern": TOPIC_SLUG_PATTERN, "not": {"enum": ["all"]}})
+]
+SubscriptionTopic = Annotated[
+    str, Field(json_schema_extra={"pattern": r"^(\*|[a-z0-9][a-z0-9-]{0,63})$"})
+]
+#: Absolute http(s) URL with an ASCII host name (IDNs in punycode) or IP literal,
+#: an optional port, and any non-blank path / query.
+HTTP_URL_PATTERN = (
+    r"^https?://([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][!-~]*)?$"
+)
+_HTTP_URL = re.compile(HTTP_URL_PATTERN)
+
 _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
 _TOPIC = re.compile(TOPIC_SLUG_PATTERN)
 
@@ -35,6 +52,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _date_text(value: Any) -> Any:
+    """Dates come as RFC 3339 text, never as numbers (no epoch guessing)."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
 def valid_article_id(value: str) -> bool:
     return bool(_ARTICLE_ID.match(value)) and value not in (".", "..")
 
@@ -46,7 +70,7 @@ def valid_topic(value: str) -> bool:
 def _absolute_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if not re.match(r"^https?://[^\s/?#]+[^\s]*$", value):
+    if not _HTTP_URL.match(value):
         raise ValueError("must be an absolute http:// or https:// URL")
     return value
 
@@ -70,14 +94,23 @@ class ArticleIn(_Input):
         description="External id; generated when absent.",
         pattern=ARTICLE_ID_PATTERN,
     )
-    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    title: str = Field(
+        min_length=1, max_length=MAX_TITLE, json_schema_extra={"pattern": VISIBLE_PATTERN}
+    )
     content: str = Field(description="The body, interpreted by content_type.")
     content_type: Literal["html", "markdown", "text"] = "html"
     summary: str | None = Field(default=None, max_length=MAX_SUMMARY)
-    topics: list[str] = Field(min_length=1, max_length=MAX_TOPICS)
+    topics: list[TopicSlug] = Field(min_length=1, max_length=MAX_TOPICS)
     author: str | None = Field(default=None, max_length=MAX_AUTHOR)
-    url: str | None = Field(default=None, max_length=MAX_URL, description="Canonical URL.")
-    image: str | None = Field(default=None, max_length=MAX_URL)
+    url: str | None = Field(
+        default=None,
+        max_length=MAX_URL,
+        json_schema_extra={"pattern": HTTP_URL_PATTERN},
+        description="Canonical URL.",
+    )
+    image: str | None = Field(
+        default=None, max_length=MAX_URL, json_schema_extra={"pattern": HTTP_URL_PATTERN}
+    )
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     published_at: datetime | None = Field(
         default=None, description="RFC 3339; a time without offset is taken as UTC."
@@ -127,6 +160,11 @@ class ArticleIn(_Input):
             return None
         return value
 
+    @field_validator("published_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        return _date_text(value)
+
     @field_validator("published_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
@@ -145,7 +183,9 @@ class BatchIn(BaseModel):
 
 
 class TopicIn(_Input):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra={"pattern": VISIBLE_PATTERN}
+    )
     description: str = Field(default="", max_length=MAX_SUMMARY)
 
 
@@ -203,24 +243,26 @@ EventType = Literal["article.published", "article.updated", "article.deleted"]
 
 
 def _subscription_topics(value: list[str]) -> list[str]:
-    if "*" in value:
-        if len(value) != 1:
-            raise ValueError('"*" (every topic) cannot be combined with other topics')
-        return value
     seen: list[str] = []
     for topic in value:
-        if not valid_topic(topic):
+        if topic != "*" and not valid_topic(topic):
             raise ValueError(f'{topic!r} is not a topic slug (or "*" for every topic)')
         if topic not in seen:
             seen.append(topic)
-    return seen
+    return ["*"] if "*" in seen else seen  # every topic: slugs beside it add nothing
 
 
 class SubscriptionIn(_Input):
     """A partner's webhook subscription."""
 
-    url: str = Field(max_length=MAX_URL, description="Absolute http(s) URL that receives POSTs.")
-    topics: list[str] = Field(min_length=1, max_length=100, description='Topic slugs, or ["*"].')
+    url: str = Field(
+        max_length=MAX_URL,
+        json_schema_extra={"pattern": HTTP_URL_PATTERN},
+        description="Absolute http(s) URL that receives POSTs.",
+    )
+    topics: list[SubscriptionTopic] = Field(
+        min_length=1, max_length=100, description='Topic slugs, or ["*"] for every topic.'
+    )
     events: list[EventType] | None = Field(
         default=None, description="Event types to receive; all when omitted."
     )
@@ -231,8 +273,10 @@ class SubscriptionIn(_Input):
 
 
 class SubscriptionPatch(_Input):
-    url: str | None = Field(default=None, max_length=MAX_URL)
-    topics: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    url: str | None = Field(
+        default=None, max_length=MAX_URL, json_schema_extra={"pattern": HTTP_URL_PATTERN}
+    )
+    topics: list[SubscriptionTopic] | None = Field(default=None, min_length=1, max_length=100)
     events: list[EventType] | None = None
     description: str | None = Field(default=None, max_length=500)
     status: Literal["active", "disabled"] | None = Field(
@@ -248,7 +292,99 @@ class SubscriptionPatch(_Input):
 class RecoverIn(_Input):
     since: datetime = Field(description="RFC 3339; failed and dead deliveries since then.")
 
+    @field_validator("since", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        return _date_text(value)
+
     @field_validator("since")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# -- response models (they document the API; handlers build plain dicts) --------
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    request_id: str | None = None
+
+
+class TopicList(BaseModel):
+    topics: list[TopicOut]
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    kind: Literal["webhook", "websub"]
+    url: str
+    topics: list[str]
+    events: list[str]
+    description: str
+    status: Literal["active", "pending", "disabled"]
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_success_at: datetime | None
+    failing_since: datetime | None
+    previous_secret_expires_at: datetime | None
+
+
+class SubscriptionWithSecret(SubscriptionOut):
+    secret: str = Field(description="whsec_...: shown only in this response.")
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[SubscriptionOut]
+    next_cursor: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    message_id: str = Field(description="The webhook-id header, the same on every retry.")
+    event_seq: int
+    subscription_id: str
+    status: Literal["pending", "delivered", "failed", "dead"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    last_response_body: str | None
+    last_latency_ms: float | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class PingResult(BaseModel):
+    delivered: bool
+    message_id: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+class RecoverResult(BaseModel):
+    recovered: int
+    since: datetime
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str | None = None

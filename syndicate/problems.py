@@ -123,6 +123,16 @@ def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
     return Problem(500, "an internal error occurred")
 
 
+def query_param(request: web.Request, name: str) -> str | None:
+    """A query parameter: None when absent, 422 when present but empty."""
+    if name not in request.query:
+        return None
+    value = request.query[name]
+    if not value:
+        raise invalid(name, "must not be empty (leave the parameter out instead)")
+    return value
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON: 415 for another type, 413 too large, 400 malformed."""
     ctype = request.content_type

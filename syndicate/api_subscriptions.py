@@ -93,6 +93,13 @@ async def create_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     body = validate(SubscriptionIn, await read_json(request))
     await _check_target(request, body.url)
+    limit = request.app[SETTINGS].max_subscriptions
+    if token.role != "operator":
+        owned = await request.app[STORAGE].list_subscriptions(
+            owner=token.name, kind="webhook", limit=limit
+        )
+        if len(owned) >= limit:
+            raise Problem(409, f"a partner may hold at most {limit} subscriptions")
     secret = webhooks.new_secret()
     sub = await request.app[STORAGE].create_subscription(
         id=new_subscription_id(),

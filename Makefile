@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check syndicate feeds storage tests
-	$(BIN)/ruff format --check syndicate feeds storage tests
+	$(BIN)/ruff check syndicate feeds storage tests bench
+	$(BIN)/ruff format --check syndicate feeds storage tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
@@ -35,6 +35,26 @@ format: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/syndicate openapi > docs/openapi.json
+
+# Benchmarks (bench/, results appended to BENCHMARKS.md). wrk and nginx come from
+# Debian; they are installed when missing and we can (root + apt-get), else the parts
+# that need them are skipped with a message.
+bench: $(STAMP)
+	@for pkg in wrk:wrk nginx:nginx-light; do \
+	  tool=$${pkg%%:*}; deb=$${pkg##*:}; \
+	  if ! command -v $$tool >/dev/null 2>&1 && ! [ -x /usr/sbin/$$tool ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing $$deb (apt-get)"; \
+	      (apt-get install -y -qq $$deb >/dev/null 2>&1 || \
+	       (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$deb >/dev/null 2>&1)) || \
+	        echo "could not install $$deb: benchmarks that need $$tool will be skipped"; \
+	    else \
+	      echo "$$tool is not installed and cannot be installed here (needs root + apt-get):" \
+	           "benchmarks that need it will be skipped"; \
+	    fi; \
+	  fi; \
+	done
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

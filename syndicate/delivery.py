@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +47,7 @@ HOST_BACKLOG_FACTOR = 4
 HOST_DEFER_SECONDS = 2.0
 FANOUT_CURSOR = "deliveries"
 FANOUT_BATCH = 500
+BODY_CACHE_EVENTS = 256
 
 
 def next_delay(
@@ -67,9 +69,18 @@ def next_delay(
 
 
 def webhook_request(
-    delivery: Delivery, event: Event, subscription: Subscription, base_url: str, now: datetime
+    delivery: Delivery,
+    event: Event,
+    subscription: Subscription,
+    base_url: str,
+    now: datetime,
+    *,
+    body: bytes | None = None,
 ) -> OutboundRequest:
-    body = webhooks.event_body(event, base_url)
+    """``body``: the event's encoded body when the caller has it already (it is the
+    same for every subscription)."""
+    if body is None:
+        body = webhooks.event_body(event, base_url)
     msg_id = webhooks.message_id(delivery.id)
     timestamp = int(now.timestamp())
     keys = webhooks.signing_secrets(subscription, now)
@@ -145,6 +156,8 @@ class Dispatcher:
         self._outcomes: list[DeliveryOutcome] = []
         self._outcomes_ready = asyncio.Event()
         self._held = 0
+        # One event fans out to many subscriptions: encode its body once, not per delivery.
+        self._bodies: OrderedDict[int, bytes] = OrderedDict()
         # Long enough for a delivery to wait out its host's backlog and time out.
         self.lease = timedelta(seconds=self.settings.delivery_timeout * (HOST_BACKLOG_FACTOR + 2))
 
@@ -247,7 +260,14 @@ class Dispatcher:
     ) -> OutboundRequest:
         if subscription.kind == "websub":
             return await websub_request(self.storage, self.settings, delivery, event, subscription)
-        return webhook_request(delivery, event, subscription, self.settings.base_url, utcnow())
+        body = self._bodies.get(event.seq)
+        if body is None:
+            body = self._bodies[event.seq] = webhooks.event_body(event, self.settings.base_url)
+            while len(self._bodies) > BODY_CACHE_EVENTS:
+                self._bodies.popitem(last=False)
+        return webhook_request(
+            delivery, event, subscription, self.settings.base_url, utcnow(), body=body
+        )
 
     def _outcome(self, delivery: Delivery, attempt: Attempt) -> DeliveryOutcome:
         if self.metrics is not None:

@@ -8,6 +8,7 @@ any instance sharing the database sees the change on its next read.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from collections import OrderedDict
@@ -44,6 +45,14 @@ class Rendered:
     etag: str
     last_modified: datetime
     link: str
+
+    @functools.cached_property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gzip"'
+
+    @functools.cached_property
+    def http_date(self) -> str:
+        return format_datetime(self.last_modified.astimezone(UTC), usegmt=True)
 
 
 class FeedCache:
@@ -225,12 +234,12 @@ async def feed(request: web.Request) -> web.StreamResponse:
         rendered = await _render(storage, settings, topic, fmt, before_raw, state)
         cache.put(key, token, rendered)
 
-    gzip_etag = rendered.etag[:-1] + '-gzip"'
+    gzip_etag = rendered.gzip_etag
     use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
     max_age = settings.feed_page_max_age if before_raw else settings.feed_max_age
     headers = {
         "ETag": gzip_etag if use_gzip else rendered.etag,
-        "Last-Modified": format_datetime(rendered.last_modified.astimezone(UTC), usegmt=True),
+        "Last-Modified": rendered.http_date,
         "Cache-Control": f"public, max-age={max_age}",
         "Vary": "Accept-Encoding",
         "Link": rendered.link,

@@ -327,8 +327,8 @@ async def test_misbehaving_partners_block_no_one(
             async with client.request("POST", "/api/subscriptions",
                                       json={"url": url, "topics": ["*"]}) as resp:  # fmt: skip
                 subs[partner.mode] = (await resp.json())["id"]
-        async with client.request("POST", "/api/subscriptions",
-                                  json={"url": healthy.url("/ok"), "topics": ["*"]}) as resp:  # fmt: skip
+        ok = {"url": healthy.url("/ok"), "topics": ["*"]}
+        async with client.request("POST", "/api/subscriptions", json=ok) as resp:
             assert resp.status == 201
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -44,7 +45,9 @@ FLUSH_INTERVAL = 0.02
 JITTER = 0.2
 #: Deliveries held for one host beyond this many times its cap are put back for later.
 HOST_BACKLOG_FACTOR = 4
-HOST_DEFER_SECONDS = 2.0
+#: Bounds on how long a delivery handed back for a busy host waits to be claimed again.
+MIN_HOST_DEFER = 0.01
+MAX_HOST_DEFER = 60.0
 FANOUT_CURSOR = "deliveries"
 FANOUT_BATCH = 500
 BODY_CACHE_EVENTS = 256
@@ -136,6 +139,14 @@ class FanOut:
 class _Host:
     limit: asyncio.Semaphore
     held: int = 0
+    #: Smoothed seconds per attempt: how fast this host drains its backlog.
+    latency: float = 0.05
+
+    def observe(self, seconds: float) -> None:
+        self.latency = 0.8 * self.latency + 0.2 * seconds
+
+    def drain_time(self, per_host: int) -> float:
+        return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, self.held / per_host * self.latency))
 
 
 @dataclass
@@ -156,6 +167,9 @@ class Dispatcher:
         self._outcomes: list[DeliveryOutcome] = []
         self._outcomes_ready = asyncio.Event()
         self._held = 0
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._sending: set[int] = set()
+        self._unfinished: list[int] = []
         # One event fans out to many subscriptions: encode its body once, not per delivery.
         self._bodies: OrderedDict[int, bytes] = OrderedDict()
         # Long enough for a delivery to wait out its host's backlog and time out.
@@ -169,13 +183,30 @@ class Dispatcher:
         try:
             await self._claim_loop()
         finally:
-            for task in list(self._tasks):
+            await self._shut_down(flusher)
+
+    async def _shut_down(self, flusher: asyncio.Task[None]) -> None:
+        """Stop claiming; let requests already on the wire finish (bounded by the
+        delivery timeout), record their outcomes, and hand every other claimed
+        delivery back at once instead of leaving it leased."""
+        for delivery_id, task in list(self._jobs.items()):
+            if delivery_id not in self._sending:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self._flush(tries=3)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.settings.delivery_timeout + 1)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await self._flush(tries=3)
+        if self._unfinished:
+            with contextlib.suppress(StorageError):
+                await self.storage.defer_deliveries(
+                    self._unfinished, worker=self.worker_id, until=utcnow()
+                )
+            self._unfinished = []
 
     async def _claim_loop(self) -> None:
         limit = self.settings.max_in_flight * 2
@@ -202,7 +233,7 @@ class Dispatcher:
         subscriptions = await self.storage.get_subscriptions(
             sorted({d.subscription_id for d in claimed})
         )
-        deferred: list[Delivery] = []
+        deferred: dict[str, tuple[_Host, list[Delivery]]] = {}
         for delivery in claimed:
             subscription = subscriptions.get(delivery.subscription_id)
             event = events.get(delivery.event_seq)
@@ -211,18 +242,26 @@ class Dispatcher:
                 continue
             host = self._host(subscription.url)
             if host.held >= self.settings.max_per_host * HOST_BACKLOG_FACTOR:
-                deferred.append(delivery)
+                deferred.setdefault(subscription.url, (host, []))[1].append(delivery)
                 continue
             host.held += 1
             self._held += 1
             task = asyncio.create_task(self._deliver(delivery, event, subscription, host))
             self._tasks.add(task)
+            self._jobs[delivery.id] = task
             task.add_done_callback(self._tasks.discard)
-        if deferred:
-            until = utcnow() + timedelta(seconds=HOST_DEFER_SECONDS)
+            task.add_done_callback(functools.partial(self._forget, delivery.id))
+        for host, waiting in deferred.values():
+            # Back when this host will have worked through what it holds: at
+            # once for a fast partner, much later for one that hangs.
+            wait = host.drain_time(self.settings.max_per_host)
             await self.storage.defer_deliveries(
-                [d.id for d in deferred], worker=self.worker_id, until=until
-            )
+                [d.id for d in waiting], worker=self.worker_id,
+                until=utcnow() + timedelta(seconds=wait),
+            )  # fmt: skip
+
+    def _forget(self, delivery_id: int, _: object) -> None:
+        self._jobs.pop(delivery_id, None)
 
     def _host(self, url: str) -> _Host:
         key = (urlsplit(url).hostname or "").lower()
@@ -234,26 +273,44 @@ class Dispatcher:
     async def _deliver(
         self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
     ) -> None:
+        done = False
         try:
-            if subscription.status != "active":
-                self._record(_gone(delivery, f"the subscription is {subscription.status}"))
-                return
-            lease = subscription.lease_expires_at
-            if lease is not None and lease <= utcnow():
-                self._record(_gone(delivery, "the subscription's lease has expired"))
-                return
-            async with host.limit, self._slots:
-                request = await self._request(delivery, event, subscription)
-                attempt = await self.sender.send(request)
-            if subscription.kind == "websub" and attempt.status == 410:
-                await self.storage.delete_subscription(subscription.id)
-                logger.info("websub subscriber answered 410: subscription ended",
-                            extra={"subscription": subscription.id})  # fmt: skip
-                return
-            self._record(self._outcome(delivery, attempt))
+            await self._attempt(delivery, event, subscription, host)
+            done = True
+        except Exception as exc:
+            logger.exception("delivery attempt failed", extra={"delivery": delivery.id})
+            self._record(self._outcome(delivery, Attempt(None, 0.0, error=f"internal: {exc}")))
+            done = True
         finally:
+            self._sending.discard(delivery.id)
             host.held -= 1
             self._held -= 1
+            if not done:
+                self._unfinished.append(delivery.id)
+
+    async def _attempt(
+        self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
+    ) -> None:
+        if subscription.status != "active":
+            self._record(_gone(delivery, f"the subscription is {subscription.status}"))
+            return
+        lease = subscription.lease_expires_at
+        if lease is not None and lease <= utcnow():
+            self._record(_gone(delivery, "the subscription's lease has expired"))
+            return
+        async with host.limit, self._slots:
+            self._sending.add(delivery.id)
+            request = await self._request(delivery, event, subscription)
+            attempt = await self.sender.send(request)
+        host.observe(attempt.latency_ms / 1000)
+        if host.held == self.settings.max_per_host * HOST_BACKLOG_FACTOR:
+            self._wake.set()  # room for this host again: claim now, not at the next poll
+        if subscription.kind == "websub" and attempt.status == 410:
+            await self.storage.delete_subscription(subscription.id)
+            logger.info("websub subscriber answered 410: subscription ended",
+                        extra={"subscription": subscription.id})  # fmt: skip
+            return
+        self._record(self._outcome(delivery, attempt))
 
     async def _request(
         self, delivery: Delivery, event: Event, subscription: Subscription

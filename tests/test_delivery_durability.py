@@ -37,13 +37,14 @@ async def add_subscriptions(store: Storage, url: str, count: int) -> None:
         )  # fmt: skip
 
 
-async def start(*args: str, database_url: str) -> asyncio.subprocess.Process:
+async def start(*args: str, database_url: str, **env_extra: str) -> asyncio.subprocess.Process:
     env = clean_env(
         SYNDICATE_DATABASE=database_url,
         SYNDICATE_ALLOW_PRIVATE_TARGETS="1",
         SYNDICATE_DELIVERY_TIMEOUT="1",
         SYNDICATE_LOG_LEVEL="warning",
     )
+    env.update(env_extra)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syndicate", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
@@ -53,7 +54,22 @@ async def start(*args: str, database_url: str) -> asyncio.subprocess.Process:
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
         assert line, "the process exited before it was ready"
         if b"listening on" in line or b"worker ready" in line:
-            return proc
+            break
+    # Keep reading, or a full pipe would block the process on its next log line.
+    OUTPUT[proc.pid] = []
+    drain = asyncio.create_task(_drain(proc.stdout, OUTPUT[proc.pid]))
+    _DRAINS.add(drain)
+    drain.add_done_callback(_DRAINS.discard)
+    return proc
+
+
+OUTPUT: dict[int, list[bytes]] = {}
+_DRAINS: set[asyncio.Task[None]] = set()
+
+
+async def _drain(stream: asyncio.StreamReader, into: list[bytes]) -> None:
+    while line := await stream.readline():
+        into.append(line)
 
 
 async def test_a_killed_server_loses_no_delivery(
@@ -143,3 +159,88 @@ async def test_two_dispatchers_share_one_database_without_duplicates(
             await service.stop()
         await first.close()
         await second.close()
+
+
+async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(
+    database_url: str, receiver: Receiver
+) -> None:
+    receiver.behaviours["/hook"] = hang(0.5)
+    store = await open_storage(database_url)
+    try:
+        token, _ = await create_token(store, name="ops", role="operator")
+        await add_subscriptions(store, receiver.url("/hook"), 20)
+    finally:
+        await store.close()
+    port = free_port()
+    env_timeout = {"SYNDICATE_DELIVERY_TIMEOUT": "3"}
+    server = await start("serve", "--port", str(port), database_url=database_url, **env_timeout)
+    async with aiohttp.ClientSession() as http:
+        article = {"id": "a1", "title": "T", "content": "c", "topics": ["t"]}
+        async with http.post(f"http://127.0.0.1:{port}/api/articles", json=article,
+                             headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+            assert resp.status == 201
+    await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 1, timeout=10)
+    server.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(server.wait(), timeout=15) == 0, "a clean exit"
+    store = await open_storage(database_url)
+    try:
+        logs = [d for n in range(20) for d in await store.list_deliveries(f"sub_{n:04d}")]
+        delivered = {d.id for d in logs if d.status == "delivered"}
+        assert len(delivered) >= 8, "requests on the wire were finished and recorded"
+        assert all(d.claimed_by is None for d in logs), "no lease is left behind"
+    finally:
+        await store.close()
+    loop = asyncio.get_running_loop()
+    restarted = loop.time()
+    worker = await start("worker", database_url=database_url, **env_timeout)
+    try:
+        await receiver.wait_for(
+            lambda: len({r.message_id for r in receiver.at("/hook")}) == 20, timeout=15
+        )
+        assert loop.time() - restarted < 10, "handed-back deliveries go out without a lease wait"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), timeout=20) == 0
+
+
+async def test_a_killed_server_keeps_every_acknowledged_article(database_url: str) -> None:
+    store = await open_storage(database_url)
+    try:
+        token, _ = await create_token(store, name="ops", role="operator")
+    finally:
+        await store.close()
+    port = free_port()
+    server = await start("serve", "--port", str(port), database_url=database_url)
+    acknowledged: set[str] = set()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def import_forever(http: aiohttp.ClientSession) -> None:
+        for batch in range(1000):
+            articles = [
+                {"id": f"b{batch}-{n}", "title": f"Article {batch} {n}", "content": "<p>x</p>",
+                 "topics": ["bulk"]}
+                for n in range(50)
+            ]  # fmt: skip
+            async with http.post(f"http://127.0.0.1:{port}/api/articles/batch",
+                                 json={"articles": articles}, headers=headers) as resp:  # fmt: skip
+                assert resp.status == 200
+                body = await resp.json()
+            acknowledged.update(r["id"] for r in body["results"] if r["status"] == "created")
+
+    async with aiohttp.ClientSession() as http:
+        importer = asyncio.create_task(import_forever(http))
+        while len(acknowledged) < 500:
+            await asyncio.sleep(0.01)
+            assert not importer.done(), importer
+        server.send_signal(signal.SIGKILL)
+        await server.wait()
+        with pytest.raises(aiohttp.ClientError):
+            await importer
+    store = await open_storage(database_url)
+    try:
+        stored = {a.id for a in await store.list_articles(topic="bulk", limit=100_000)}
+        events = await store.list_events(limit=100_000)
+    finally:
+        await store.close()
+    assert acknowledged <= stored, "every article answered 2xx survived the kill"
+    assert {e.article_id for e in events} == stored, "and each has its event"

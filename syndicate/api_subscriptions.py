@@ -14,10 +14,10 @@ from storage.records import Delivery, Subscription, Token, format_time, utcnow
 
 from . import webhooks
 from .auth import authenticate
+from .delivery import signed_request
 from .egress import EgressRefused, check_url
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import RecoverIn, SubscriptionIn, SubscriptionPatch
-from .outbound import OutboundRequest
 from .problems import Problem, invalid, json_response, query_param, read_json, validate
 from .settings import MAX_PAGE_SIZE
 from .webhooks import new_subscription_id
@@ -186,23 +186,10 @@ async def test_subscription(request: web.Request) -> web.Response:
     sub = await _owned(request, token)
     now = utcnow()
     msg_id = f"msg_ping_{secrets.token_hex(8)}"
-    stamp = int(now.timestamp())
     body = webhooks.encode(
         {"type": "ping", "timestamp": format_time(now), "data": {"subscription_id": sub.id}}
     )
-    keys = webhooks.signing_secrets(sub, now)
-    attempt = await request.app[DELIVERY].sender.send(
-        OutboundRequest(
-            url=sub.url,
-            body=body,
-            headers={
-                "Content-Type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(stamp),
-                "webhook-signature": webhooks.signature_header(keys, msg_id, stamp, body),
-            },
-        )
-    )
+    attempt = await request.app[DELIVERY].sender.send(signed_request(sub, msg_id, body, now))
     return json_response(
         {
             "delivered": attempt.ok,

@@ -84,7 +84,13 @@ def webhook_request(
     same for every subscription)."""
     if body is None:
         body = webhooks.event_body(event, base_url)
-    msg_id = webhooks.message_id(delivery.id)
+    return signed_request(subscription, webhooks.message_id(delivery.id), body, now)
+
+
+def signed_request(
+    subscription: Subscription, msg_id: str, body: bytes, now: datetime
+) -> OutboundRequest:
+    """A Standard Webhooks POST of ``body``, signed with every valid secret."""
     timestamp = int(now.timestamp())
     keys = webhooks.signing_secrets(subscription, now)
     return OutboundRequest(

@@ -214,3 +214,32 @@ async def test_token_list_and_revoke(
     code, out, _ = await run("token", "list", "--database", database_url)
     line = next(line for line in out.splitlines() if line.startswith("acme"))
     assert line.split()[-2:] != ["-", "-"], "the revocation time is shown"
+
+
+async def test_json_logs_carry_request_ids(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", "serve", "--port", str(port), "--log-format", "json",
+        "--database", f"sqlite:///{tmp_path / 'db.sqlite'}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=clean_env(),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        for _ in range(100):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/api/articles/x",
+                                    headers={"X-Request-Id": "req-42"}) as resp:  # fmt: skip
+                    assert resp.status == 401
+                    break
+            except aiohttp.ClientConnectorError:
+                await asyncio.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    entries = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    access = [e for e in entries if e["logger"] == "syndicate.access"]
+    assert access, err.decode()[-2000:]
+    entry = access[-1]
+    assert entry["request_id"] == "req-42" and entry["status"] == 401
+    assert entry["route"] == "/api/articles/{id}" and entry["latency_ms"] >= 0
+    assert entry["level"] == "info" and entry["time"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from test_storage_contract import T0, draft
 
 from storage import (
     DeliveryNotFound,
@@ -20,26 +21,10 @@ from storage import (
     SubscriptionNotFound,
     open_storage,
 )
-from storage.records import ArticleDraft, DeliveryOutcome, DeliveryStats
+from storage.records import DeliveryOutcome, DeliveryStats
 
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 WINDOW = timedelta(days=5)
-
-
-def draft(article_id: str = "a1", **changes: object) -> ArticleDraft:
-    base = ArticleDraft(
-        id=article_id,
-        guid=f"tag:example.org,2026:article/{article_id}",
-        slug=f"slug-{article_id}",
-        title=f"Title {article_id}",
-        summary="Summary",
-        content="<p>Body</p>",
-        content_type="html",
-        topics=("liver-health",),
-        published_at=T0,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 async def subscribe(store: Storage, sub_id: str, **overrides: Any) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from .errors import ArticleExists
+from .errors import ArticleExists, StorageError
 from .records import SUBSCRIPTION_MUTABLE, Article, ArticleDraft, EventType, PutOutcome
 
 MAX_SLUG_SUFFIX = 10_000
@@ -26,6 +26,21 @@ def slug_candidates(base: str) -> Iterator[str]:
     yield base
     for n in range(2, MAX_SLUG_SUFFIX):
         yield f"{base}-{n}"
+
+
+def slug_range(base: str) -> tuple[str, str, str]:
+    """Query bounds for every slug that could clash with ``base``: itself, and
+    ``base-…`` (the range ``[base-, base.)``, as ``.`` sorts right after ``-``)."""
+    return base, base + "-", base + "."
+
+
+def free_slug(base: str, taken: Iterable[str]) -> str:
+    """The first of ``base``, ``base-2``, ``base-3``… not in ``taken``."""
+    used = set(taken)
+    for candidate in slug_candidates(base):
+        if candidate not in used:
+            return candidate
+    raise StorageError(f"no free slug for {base!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -335,11 +335,8 @@ class PostgresStorage:
 
     @staticmethod
     async def _unique_slug(conn: _Conn, base: str, article_id: str) -> str:
-        for candidate in _changes.slug_candidates(base):
-            owner = await conn.fetchval(Q["slug_owner"], candidate)
-            if owner is None or owner == article_id:
-                return candidate
-        raise StorageError(f"no free slug for {base!r}")
+        rows = await conn.fetch(Q["clashing_slugs"], *_changes.slug_range(base), article_id)
+        return _changes.free_slug(base, (row["slug"] for row in rows))
 
     @staticmethod
     async def _index_topics(conn: _Conn, article: Article, now: datetime) -> None:

@@ -354,11 +354,8 @@ class SQLiteStorage:
 
     @staticmethod
     def _unique_slug(conn: sqlite3.Connection, base: str, article_id: str) -> str:
-        for candidate in _changes.slug_candidates(base):
-            row = conn.execute(Q["slug_owner"], (candidate,)).fetchone()
-            if row is None or row["id"] == article_id:
-                return candidate
-        raise StorageError(f"no free slug for {base!r}")
+        rows = conn.execute(Q["clashing_slugs"], (*_changes.slug_range(base), article_id))
+        return _changes.free_slug(base, (row["slug"] for row in rows))
 
     @staticmethod
     def _index_topics(conn: sqlite3.Connection, article: Article, now: datetime) -> None:

@@ -340,3 +340,12 @@ async def test_topic_counts_follow_every_write(store: Storage) -> None:
     await store.put_article(draft("a2", topics=("liver", "diet")))
     assert await counts() == {"diet": 2, "liver": 1}
     assert (await store.get_topic("diet")).article_count == 2
+
+
+async def test_slug_suffixes_skip_only_what_is_taken(store: Storage) -> None:
+    await store.put_article(draft("x", slug="same-extra", slug_explicit=True))
+    await store.put_article(draft("y", slug="same-3", slug_explicit=True))
+    slugs = [(await store.put_article(draft(f"a{n}", slug="same"))).article.slug for n in range(4)]
+    assert slugs == ["same", "same-2", "same-4", "same-5"]
+    again = await store.put_article(draft("a1", slug="same", slug_explicit=True, title="T"))
+    assert again.article.slug == "same-2", "an article never clashes with itself"

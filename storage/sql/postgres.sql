@@ -27,8 +27,8 @@ SELECT * FROM articles WHERE id = $1;
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = $1;
 
--- name: slug_owner
-SELECT id FROM articles WHERE slug = $1;
+-- name: clashing_slugs
+SELECT slug FROM articles WHERE (slug = $1 OR (slug >= $2 AND slug < $3)) AND id <> $4;
 
 -- name: save_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,

@@ -6,8 +6,8 @@ SELECT * FROM articles WHERE id = ?;
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = ?;
 
--- name: slug_owner
-SELECT id FROM articles WHERE slug = ?;
+-- name: clashing_slugs
+SELECT slug FROM articles WHERE (slug = ? OR (slug >= ? AND slug < ?)) AND id <> ?;
 
 -- name: insert_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,

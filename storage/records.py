@@ -34,12 +34,11 @@ def utcnow() -> datetime:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text."""
-    v = value.astimezone(UTC)
-    # Not strftime: its %Y does not zero-pad years below 1000 on every platform.
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T"
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}Z"
-    )
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat (not strftime, whose %Y does not zero-pad years below 1000
+    # everywhere): fixed width with the year padded to four digits.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -342,15 +342,9 @@ class SQLiteStorage:
             conn.execute(Q["insert_article"], params)
         else:
             conn.execute(Q["update_article"], params)
-        self._index_topics(conn, article, now)
         seq = self._record_event(conn, change.event, article, now)
-        touched = set(article.topics) | set(existing.topics if existing else ())
-        self._mark_changed(conn, touched, seq, now)
+        self._index_topics(conn, article, seq, now, indexed=existing is not None)
         return PutResult(article, change.outcome)
-
-    @staticmethod
-    def _mark_changed(conn: sqlite3.Connection, topics: set[str], seq: int, now: datetime) -> None:
-        conn.execute(Q["mark_topics_changed"], (seq, format_time(now), json.dumps(sorted(topics))))
 
     @staticmethod
     def _unique_slug(conn: sqlite3.Connection, base: str, article_id: str) -> str:
@@ -358,18 +352,24 @@ class SQLiteStorage:
         return _changes.free_slug(base, (row["slug"] for row in rows))
 
     @staticmethod
-    def _index_topics(conn: sqlite3.Connection, article: Article, now: datetime) -> None:
-        conn.execute(Q["uncount_article_topics"], (article.id,))
-        conn.execute(Q["delete_article_topics"], (article.id,))
+    def _index_topics(
+        conn: sqlite3.Connection, article: Article, seq: int, now: datetime, *, indexed: bool
+    ) -> None:
+        """Move the article's topic rows to its current topics, keeping every
+        touched topic's count and change marker (event ``seq``) right. A new
+        article (``indexed=False``) has no rows to take out: two statements saved
+        on the ingest path."""
+        stamp = format_time(now)
+        if indexed:
+            conn.execute(Q["uncount_and_mark_article_topics"], (seq, stamp, article.id))
+            conn.execute(Q["delete_article_topics"], (article.id,))
         if article.deleted:
             return
-        stamp = format_time(now)
         published = format_time(article.published_at)
         for topic in article.topics:
             title = default_topic_title(topic)
-            conn.execute(Q["ensure_topic"], (topic, title, stamp, stamp))
+            conn.execute(Q["upsert_counted_topic"], (topic, title, stamp, stamp, seq, stamp))
             conn.execute(Q["insert_article_topic"], (topic, article.id, published))
-        conn.execute(Q["count_article_topics"], (json.dumps(list(article.topics)),))
 
     @staticmethod
     def _record_event(conn: sqlite3.Connection, event: str, article: Article, now: datetime) -> int:
@@ -483,9 +483,8 @@ class SQLiteStorage:
             if tombstone is None:
                 return existing
             conn.execute(Q["update_article"], article_params(tombstone))
-            self._index_topics(conn, tombstone, stamp)
             seq = self._record_event(conn, "article.deleted", tombstone, stamp)
-            self._mark_changed(conn, set(tombstone.topics), seq, stamp)
+            self._index_topics(conn, tombstone, seq, stamp, indexed=True)
             return tombstone
 
         return await self._in_writer(delete)

@@ -25,6 +25,8 @@ _BLOCK_TAGS = frozenset(
     "h6 header hr li main nav ol p pre section table tbody td tfoot th thead tr ul".split()
 )
 _SLUG_JUNK = re.compile(r"[^\w]+|_+")
+# A tag, with quoted attribute values (which may hold ">") kept whole.
+_TAG = re.compile(r"""</?([A-Za-z][A-Za-z0-9]*)(?:[^>"']|"[^"]*"|'[^']*')*>""")
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
 
 
@@ -79,6 +81,18 @@ def html_to_text(value: str) -> str:
     return " ".join("".join(parser.parts).split())
 
 
+def _tag_gap(match: re.Match[str]) -> str:
+    return " " if match.group(1).lower() in _BLOCK_TAGS else ""
+
+
+def sanitized_text(value: str) -> str:
+    """``html_to_text`` for HTML that came out of ``sanitize_html``: there every
+    ``<`` opens a tag and every tag is closed, so a regular expression does the
+    parser's work several times faster (the hot path of every article write)."""
+    text = _TAG.sub(_tag_gap, value)
+    return " ".join(html.unescape(text).split())
+
+
 def excerpt(text: str, length: int = SUMMARY_LENGTH) -> str:
     """Cut plain text on a word boundary near ``length`` characters, ending in "…"."""
     text = " ".join(text.split())
@@ -94,7 +108,8 @@ def excerpt(text: str, length: int = SUMMARY_LENGTH) -> str:
 
 
 def summarize(content_html: str, length: int = SUMMARY_LENGTH) -> str:
-    return excerpt(html_to_text(content_html), length)
+    """Plain-text excerpt of sanitized HTML."""
+    return excerpt(sanitized_text(content_html), length)
 
 
 def slugify(title: str, max_length: int = SLUG_MAX_LENGTH) -> str:

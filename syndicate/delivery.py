@@ -47,7 +47,7 @@ JITTER = 0.2
 HOST_BACKLOG_FACTOR = 4
 #: Bounds on how long a delivery handed back for a busy host waits to be claimed again.
 MIN_HOST_DEFER = 0.01
-MAX_HOST_DEFER = 60.0
+MAX_HOST_DEFER = 2.0
 FANOUT_CURSOR = "deliveries"
 FANOUT_BATCH = 500
 BODY_CACHE_EVENTS = 256
@@ -136,6 +136,8 @@ class FanOut:
                     continue
             except StorageError as exc:
                 logger.warning("fan-out failed; retrying", extra={"error": str(exc)})
+            except Exception:
+                logger.exception("fan-out failed unexpectedly; retrying")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
@@ -228,6 +230,8 @@ class Dispatcher:
                         await self._start(claimed)
                 except StorageError as exc:
                     logger.warning("claiming deliveries failed", extra={"error": str(exc)})
+                except Exception:
+                    logger.exception("claiming deliveries failed unexpectedly")
             if len(claimed) == min(room, CLAIM_BATCH) and room > 0:
                 continue
             self._wake.clear()
@@ -380,8 +384,11 @@ class Dispatcher:
                     worker=self.worker_id,
                     disable_after=timedelta(seconds=self.settings.disable_after),
                 )
-            except StorageError as exc:
-                logger.warning("recording outcomes failed; retrying", extra={"error": str(exc)})
+            except Exception as exc:
+                if isinstance(exc, StorageError):
+                    logger.warning("recording outcomes failed; retrying", extra={"error": str(exc)})
+                else:
+                    logger.exception("recording outcomes failed unexpectedly; retrying")
                 tries = None if tries is None else tries - 1
                 await asyncio.sleep(1.0)
                 continue

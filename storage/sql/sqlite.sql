@@ -25,19 +25,6 @@ UPDATE articles
        updated_at = :updated_at, version = :version, deleted_at = :deleted_at
  WHERE id = :id;
 
--- name: ensure_topic
-INSERT INTO topics (slug, title, description, created_at, updated_at)
-VALUES (?, ?, '', ?, ?)
-ON CONFLICT (slug) DO NOTHING;
-
--- name: uncount_article_topics
-UPDATE topics SET article_count = article_count - 1
- WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = ?);
-
--- name: count_article_topics
-UPDATE topics SET article_count = article_count + 1
- WHERE slug IN (SELECT value FROM json_each(?));
-
 -- name: delete_article_topics
 DELETE FROM article_topics WHERE article_id = ?;
 
@@ -130,10 +117,6 @@ RETURNING *;
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = ? AND claimed_by = ?;
-
--- name: mark_topics_changed
-UPDATE topics SET changed_seq = ?, changed_at = ?
- WHERE slug IN (SELECT value FROM json_each(?));
 
 -- name: topic_feed_state
 SELECT changed_seq AS seq, changed_at, updated_at FROM topics WHERE slug = ?;
@@ -264,3 +247,15 @@ SELECT count(*) AS pending,
 -- Back to the queue, due later, no attempt counted; only while still ours.
 UPDATE deliveries SET next_attempt_at = ?, claimed_until = NULL, claimed_by = NULL
  WHERE id IN (SELECT value FROM json_each(?)) AND claimed_by = ?;
+
+-- name: uncount_and_mark_article_topics
+UPDATE topics SET article_count = article_count - 1, changed_seq = ?, changed_at = ?
+ WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = ?);
+
+-- name: upsert_counted_topic
+INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
+                    changed_seq, changed_at)
+VALUES (?, ?, '', ?, ?, 1, ?, ?)
+ON CONFLICT (slug) DO UPDATE SET article_count = article_count + 1,
+                                 changed_seq = excluded.changed_seq,
+                                 changed_at = excluded.changed_at;

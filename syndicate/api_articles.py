@@ -25,6 +25,10 @@ from .settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 routes = web.RouteTableDef()
 
 
+def _limits(request: web.Request) -> dict[str, Any]:
+    return {"max_topics": request.app[SETTINGS].max_topics}
+
+
 def _path_id(request: web.Request) -> str:
     article_id = request.match_info["id"]
     if not valid_article_id(article_id):
@@ -39,7 +43,7 @@ def _put_status(result: PutResult) -> int:
 @routes.post("/api/articles")
 async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
-    item = validate(ArticleIn, await read_json(request))
+    item = validate(ArticleIn, await read_json(request), context=_limits(request))
     settings = request.app[SETTINGS]
     result = await request.app[STORAGE].put_article(
         to_draft(item, host=settings.public_host), create_only=True
@@ -53,7 +57,7 @@ async def create_article(request: web.Request) -> web.Response:
 async def put_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     article_id = _path_id(request)
-    item = validate(ArticleIn, await read_json(request))
+    item = validate(ArticleIn, await read_json(request), context=_limits(request))
     if item.id is not None and item.id != article_id:
         raise invalid("id", f"does not match the id in the URL ({article_id!r})")
     settings = request.app[SETTINGS]
@@ -80,7 +84,11 @@ async def batch_articles(request: web.Request) -> web.Response:
     items = batch.articles
     fields = [f"articles.{i}" for i in range(len(items))]
     results = await store_batch(
-        request.app[STORAGE], items, host=settings.public_host, fields=fields
+        request.app[STORAGE],
+        items,
+        host=settings.public_host,
+        fields=fields,
+        max_topics=settings.max_topics,
     )
     request.app[DELIVERY].notify()
     return json_response({**tally(results), "results": results})

@@ -12,24 +12,31 @@ from storage import Storage
 from storage.records import ArticleDraft
 
 from .articles import to_draft
-from .models import ArticleIn
+from .models import MAX_TOPICS, ArticleIn
 from .problems import validation_errors
 
 STATUSES = ("created", "updated", "unchanged", "rejected")
 
 
-def check_article(data: Any, field: str) -> ArticleIn | list[dict[str, str]]:
+def check_article(
+    data: Any, field: str, *, max_topics: int = MAX_TOPICS
+) -> ArticleIn | list[dict[str, str]]:
     """The validated article, or its errors with fields under ``field``."""
     if not isinstance(data, dict):
         return [{"field": field, "message": "expected a JSON object"}]
     try:
-        return ArticleIn.model_validate(data)
+        return ArticleIn.model_validate(data, context={"max_topics": max_topics})
     except ValidationError as exc:
         return validation_errors(exc, field)
 
 
 async def store_batch(
-    storage: Storage, items: Sequence[Any], *, host: str, fields: Sequence[str]
+    storage: Storage,
+    items: Sequence[Any],
+    *,
+    host: str,
+    fields: Sequence[str],
+    max_topics: int = MAX_TOPICS,
 ) -> list[dict[str, Any]]:
     """Validate every item, store the valid ones in one transaction.
 
@@ -42,7 +49,7 @@ async def store_batch(
     stored_at: list[int] = []
     seen: dict[str, int] = {}
     for index, (raw, field) in enumerate(zip(items, fields, strict=True)):
-        checked = check_article(raw, field)
+        checked = check_article(raw, field, max_topics=max_topics)
         if isinstance(checked, list):
             raw_id = raw.get("id") if isinstance(raw, dict) else None
             results.append(

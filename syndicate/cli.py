@@ -35,7 +35,7 @@ BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
 SERVE_ONLY = frozenset(
     {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
      "feed_page_max_age", "workers", "write_rate", "write_burst", "max_subscriptions",
-     "max_header_size"}
+     "max_header_size", "max_topics"}
 )  # fmt: skip
 
 
@@ -69,6 +69,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "write_rate": "partner writes / hub requests per second per token and IP (default 10)",
         "write_burst": "partner writes / hub requests allowed in a burst (default 100)",
         "max_subscriptions": "webhook subscriptions per partner (default 100)",
+        "max_topics": "topics per article, at most 20 (default 20)",
         "max_header_size": "longest request header field in bytes (default 8190)",
         "log_level": "debug, info, warning or error (default info)",
         "log_format": "text or json: one JSON object per line (default text)",
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
     imp.add_argument("--batch-size", type=int, default=DEFAULT_IMPORT_BATCH)
     imp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_settings_flags(imp, ["database", "base_url", "log_level", "log_format"])
+    _add_settings_flags(imp, ["database", "base_url", "max_topics", "log_level", "log_format"])
     return parser
 
 
@@ -303,6 +304,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             host=settings.public_host,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            max_topics=settings.max_topics,
         )
     except ImportFileError as exc:
         print(f"syndicate: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from storage import Storage
 
 from .batch import STATUSES, store_batch
+from .models import MAX_TOPICS
 
 DEFAULT_IMPORT_BATCH = 500
 IMPORT_SUFFIXES = (".json", ".ndjson", ".jsonl")
@@ -97,6 +98,7 @@ async def import_paths(
     host: str,
     batch_size: int = DEFAULT_IMPORT_BATCH,
     progress: bool = True,
+    max_topics: int = MAX_TOPICS,
 ) -> ImportReport:
     report = ImportReport()
     files = [f for p in paths for f in find_files(p)]
@@ -106,8 +108,8 @@ async def import_paths(
             for entry in read_items(file):
                 pending.append(entry)
                 if len(pending) >= batch_size:
-                    await _flush(storage, pending, host, report, bar)
-            await _flush(storage, pending, host, report, bar)
+                    await _flush(storage, pending, host, report, bar, max_topics)
+            await _flush(storage, pending, host, report, bar, max_topics)
     return report
 
 
@@ -117,6 +119,7 @@ async def _flush(
     host: str,
     report: ImportReport,
     bar: tqdm[Any],
+    max_topics: int,
 ) -> None:
     if not pending:
         return
@@ -126,7 +129,11 @@ async def _flush(
             report.counts["rejected"] += 1
             report.rejected.append((where, [{"field": "line", "message": item.message}]))
     results = await store_batch(
-        storage, [item for _, item in good], host=host, fields=[w for w, _ in good]
+        storage,
+        [item for _, item in good],
+        host=host,
+        fields=[w for w, _ in good],
+        max_topics=max_topics,
     )
     for (where, _), result in zip(good, results, strict=True):
         report.counts[result["status"]] += 1

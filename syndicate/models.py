@@ -6,7 +6,14 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .content import clean_text
 
@@ -134,7 +141,10 @@ class ArticleIn(_Input):
 
     @field_validator("topics")
     @classmethod
-    def _topics(cls, value: list[str]) -> list[str]:
+    def _topics(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        limit = (info.context or {}).get("max_topics", MAX_TOPICS)
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} topics per article")
         seen: list[str] = []
         for topic in value:
             if not valid_topic(topic):

@@ -183,11 +183,13 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
     return errors
 
 
-def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
+def validate(
+    model: type[M], data: Any, *, prefix: str = "", context: dict[str, Any] | None = None
+) -> M:
     """Validate a JSON value against a model; 422 naming every bad field."""
     if not isinstance(data, dict):
         raise invalid_fields([{"field": prefix or "body", "message": "expected a JSON object"}])
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise invalid_fields(validation_errors(exc, prefix)) from None

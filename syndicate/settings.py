@@ -39,6 +39,8 @@ DEFAULT_WEBSUB_MAX_PER_HOST = 1000
 DEFAULT_WRITE_RATE = 10.0
 DEFAULT_WRITE_BURST = 100
 DEFAULT_MAX_SUBSCRIPTIONS = 100
+#: DESIGN.md allows 1-20 topics per article; the setting can lower the cap.
+MAX_TOPICS_PER_ARTICLE = 20
 DEFAULT_MAX_HEADER_SIZE = 8190
 DEFAULT_LOG_LEVEL = "info"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -79,6 +81,7 @@ class Settings:
         failed authentications and ``POST /hub`` (per client IP) refill at
         ``write_rate`` per second up to ``write_burst``; beyond: 429 + ``Retry-After``.
     max_subscriptions: webhook subscriptions one partner may hold.
+    max_topics: topics one article may have (1-20).
     max_header_size: longest request line / header field in bytes.
     log_level: debug, info, warning or error.
     log_format: ``text`` or ``json`` (one object per line).
@@ -111,6 +114,7 @@ class Settings:
     write_rate: float = DEFAULT_WRITE_RATE
     write_burst: int = DEFAULT_WRITE_BURST
     max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_topics: int = MAX_TOPICS_PER_ARTICLE
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
     log_level: str = DEFAULT_LOG_LEVEL
     log_format: str = "text"
@@ -138,6 +142,8 @@ class Settings:
             raise SettingsError(
                 "WebSub leases: need SYNDICATE_WEBSUB_LEASE_MIN <= _DEFAULT <= _MAX"
             )
+        if self.max_topics > MAX_TOPICS_PER_ARTICLE:
+            raise SettingsError(f"SYNDICATE_MAX_TOPICS must be at most {MAX_TOPICS_PER_ARTICLE}")
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SYNDICATE_DB_POOL_MIN is larger than SYNDICATE_DB_POOL_MAX")
 
@@ -276,6 +282,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "write_rate": ("SYNDICATE_WRITE_RATE", _positive_float),
     "write_burst": ("SYNDICATE_WRITE_BURST", _positive_int),
     "max_subscriptions": ("SYNDICATE_MAX_SUBSCRIPTIONS", _positive_int),
+    "max_topics": ("SYNDICATE_MAX_TOPICS", _positive_int),
     "max_header_size": ("SYNDICATE_MAX_HEADER_SIZE", _positive_int),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
     "log_format": ("SYNDICATE_LOG_FORMAT", _log_format),

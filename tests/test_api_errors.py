@@ -112,3 +112,20 @@ async def test_control_characters_are_cleaned(client: Client) -> None:
     assert body["content"] == "<p>abcd</p>"
     assert body["summary"] == "tab kept, escape gone"
     assert body["author"] == "Author"
+
+
+async def test_topic_cap_is_configurable(
+    start_server: ServerFactory, tokens: dict[str, str], store: Storage
+) -> None:
+    client = await start_server(max_topics=2)
+    client.token = tokens["operator"]
+    article = {"id": "t3", "title": "T", "content": "c", "topics": ["a", "b", "c"]}
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == {"topics"} and "at most 2" in body["detail"]
+    async with client.request("POST", "/api/articles/batch", json={"articles": [article]}) as r:
+        assert (await r.json())["results"][0]["errors"][0]["field"] == "articles.0.topics"
+    article["topics"] = ["a", "b"]
+    async with client.request("PUT", "/api/articles/t3", json=article) as resp:
+        assert resp.status == 201
+    assert [e.article_id for e in await store.list_events()] == ["t3"]

@@ -18,7 +18,7 @@ from storage.records import Role, Token
 
 from .keys import STORAGE
 from .limits import client_key, enforce
-from .problems import Problem
+from .problems import Problem, check_query
 
 TOKEN_PREFIX: Final = "syn_"
 #: How often ``last_used_at`` is written for one token, at most.
@@ -78,4 +78,6 @@ async def authenticate(request: web.Request, *roles: Role) -> Token:
         raise Problem(403, f"this needs a {' or '.join(roles)} token; yours is {token.role}")
     if token.role != "operator" and request.method not in ("GET", "HEAD"):
         enforce(request, f"token:{token.id}", client_key(request))
+    if request.query:
+        check_query(request)
     return token

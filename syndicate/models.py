@@ -122,7 +122,12 @@ class ArticleIn(_Input):
     published_at: datetime | None = Field(
         default=None, description="RFC 3339; a time without offset is taken as UTC."
     )
-    slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    slug: str | None = Field(
+        default=None,
+        pattern=SLUG_PATTERN,
+        # control characters are cleaned away first: one visible character must stay
+        json_schema_extra={"allOf": [{"pattern": VISIBLE_PATTERN}]},
+    )
 
     @field_validator("id")
     @classmethod

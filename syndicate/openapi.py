@@ -94,11 +94,64 @@ ROUTES: list[Route] = [
           {200: models.HealthOut}, errors=(503,)),
 ]  # fmt: skip
 
+_ARTICLE = ("/api/articles/{id}", ("get", "put", "delete"))
+_SUBSCRIPTION = [
+    ("/api/subscriptions/{id}", ("get", "patch", "delete")),
+    ("/api/subscriptions/{id}/rotate-secret", ("post",)),
+    ("/api/subscriptions/{id}/test", ("post",)),
+    ("/api/subscriptions/{id}/deliveries", ("get",)),
+    ("/api/subscriptions/{id}/recover", ("post",)),
+]
+#: OpenAPI links: which later operations take a value from an answer (documentation
+#: for clients, and the map schemathesis' stateful tests walk). By (method, path):
+#: the targets and, per path parameter, the runtime expression that fills it.
+LINKS: dict[tuple[str, str], list[tuple[str, str, dict[str, str]]]] = {
+    ("post", "/api/articles"): [
+        (method, _ARTICLE[0], {"id": "$response.body#/id"}) for method in _ARTICLE[1]
+    ],
+    ("put", "/api/articles/{id}"): [
+        (method, _ARTICLE[0], {"id": "$response.body#/id"}) for method in _ARTICLE[1]
+    ],
+    ("post", "/api/subscriptions"): [
+        (method, path, {"id": "$response.body#/id"})
+        for path, methods in _SUBSCRIPTION
+        for method in methods
+    ],
+    ("get", "/api/subscriptions/{id}/deliveries"): [
+        ("post", "/api/subscriptions/{id}/deliveries/{delivery_id}/retry",
+         {"id": "$request.path.id", "delivery_id": "$response.body#/deliveries/0/id"}),
+    ],
+}  # fmt: skip
+
+#: The query parameters each JSON operation takes, by (METHOD, path template): any
+#: other one is refused with 422 (a typo such as ``?topc=`` must not silently widen
+#: a listing), just as unknown body fields are.
+QUERY_PARAMS: dict[tuple[str, str], frozenset[str]] = {
+    (route.method.upper(), route.path): frozenset(route.query) for route in ROUTES
+}
+
 _PATH_PARAMS = {
     "id": _ID,
     "slug": {"type": "string", "pattern": models.TOPIC_SLUG_PATTERN},
     "delivery_id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
 }
+
+
+def _operation_id(method: str, path: str) -> str:
+    name = f"{method}_{path}"
+    for old, new in (("/", "_"), ("{", ""), ("}", ""), ("-", "_")):
+        name = name.replace(old, new)
+    return name.strip("_")
+
+
+def _links(route: Route) -> dict[str, Any]:
+    return {
+        f"{method.upper()} {path}": {
+            "operationId": _operation_id(method, path),
+            "parameters": parameters,
+        }
+        for method, path, parameters in LINKS.get((route.method, route.path), [])
+    }
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -118,10 +171,9 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
     for route in ROUTES:
         operation: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": f"{route.method}_{route.path}".replace("/", "_").replace("{", "")
-            .replace("}", "").replace("-", "_").strip("_"),
+            "operationId": _operation_id(route.method, route.path),
             "responses": {},
-        }  # fmt: skip
+        }
         if route.auth != PUBLIC:
             operation["security"] = [{"bearer": []}]
             operation["description"] = (
@@ -147,6 +199,8 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
             response: dict[str, Any] = {"description": "OK" if status < 300 else "Accepted"}
             if model is not None:
                 response["content"] = {"application/json": {"schema": _ref(model)}}
+                if links := _links(route):
+                    response["links"] = links
             operation["responses"][str(status)] = response
         for status in (*route.errors, 503) if route.path.startswith("/api") else route.errors:
             operation["responses"][str(status)] = {

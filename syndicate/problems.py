@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 import storage
 
 from .logs import request_id
+from .openapi import QUERY_PARAMS
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,24 @@ def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
         "unhandled error", extra={"path": request.path, "request_id": request_id(request)}
     )
     return Problem(500, "an internal error occurred")
+
+
+def check_query(request: web.Request) -> None:
+    """422 naming each query parameter the JSON operation does not take (called
+    once the caller is authenticated: 401 and 403 come first)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return
+    allowed = QUERY_PARAMS.get((request.method, resource.canonical))
+    if allowed is None:  # not an operation (405, 404): let routing answer
+        return
+    unknown = sorted(name for name in set(request.query) if name not in allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise invalid_fields(
+            [{"field": name, "message": f"unknown query parameter (this operation takes: {known})"}
+             for name in unknown]
+        )  # fmt: skip
 
 
 def query_param(request: web.Request, name: str) -> str | None:

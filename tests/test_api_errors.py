@@ -96,6 +96,27 @@ async def test_unknown_route_and_method_are_problems(client: Client) -> None:
     assert body["status"] == 405
 
 
+async def test_unknown_query_parameters_are_named(
+    client: Client, store: Storage, seed_article: dict[str, Any]
+) -> None:
+    async with client.request("POST", "/api/articles", json=seed_article) as resp:
+        assert resp.status == 201
+    # A typo must not silently widen a listing: ?topc= is refused, naming it.
+    async with client.request("GET", "/api/articles?topc=liver-health&limit=5") as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == {"topc"} and "topic" in body["errors"][0]["message"]
+    async with client.request("GET", "/api/subscriptions?owner=me") as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"owner"}
+    async with client.request("DELETE", f"/api/articles/{seed_article['id']}?force=1") as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"force"}
+    assert not (await store.get_article(seed_article["id"])).deleted  # nothing deleted
+    # Authentication still answers first, and known parameters still work.
+    async with client.request("GET", "/api/articles?topc=x", token="") as resp:
+        await expect_problem(resp, 401)
+    async with client.request("GET", "/api/articles?limit=1") as resp:
+        assert resp.status == 200 and len((await resp.json())["articles"]) == 1
+
+
 async def test_control_characters_are_cleaned(client: Client) -> None:
     article = {
         "id": "ctl",

@@ -29,6 +29,9 @@ from syndicate.settings import Settings
 
 DOCUMENT = openapi.build(Settings())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
+# A schema-valid read of a deleted article is answered 410 Gone, as documented.
+_accepted = schema.config.checks.positive_data_acceptance
+_accepted.expected_statuses = [*_accepted.expected_statuses, "410"]
 #: Subscriptions point at a closed port on 127.0.0.1: no traffic leaves the machine.
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -64,6 +67,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
+    # Configured auth: schemathesis sends the operator token, and knows that when it
+    # sends another (its ignored-auth check) a 401 must come back.
+    schema.config.update(base_url=base, headers={"Authorization": f"Bearer {token}"})
     yield {"base": base, "token": token}
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
@@ -83,18 +89,34 @@ def test_document_is_served_and_written(service: dict[str, str], tmp_path: Path)
     assert written["paths"] == DOCUMENT["paths"], "docs/openapi.json is stale: make openapi"
 
 
-@schema.parametrize()
-@settings(
-    max_examples=int(os.environ.get("SYNDICATE_FUZZ_EXAMPLES", "12")),
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
-def test_api_conforms(case: Any, service: dict[str, str]) -> None:
+def test_document_links_name_real_operations() -> None:
+    operations = {
+        op["operationId"]: (path, op)
+        for path, item in DOCUMENT["paths"].items()
+        for op in item.values()
+    }
+    links = [
+        link
+        for _, op in operations.values()
+        for response in op["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) >= 12
+    for link in links:
+        path, _ = operations[link["operationId"]]
+        assert set(link["parameters"]) == set(re.findall(r"{(\w+)}", path))
+
+
+def _aim_at_loopback(case: Any) -> None:
+    """A valid subscription target is rewritten to a closed port on 127.0.0.1."""
     url = case.body.get("url") if isinstance(case.body, dict) else None
     if "subscriptions" in case.path and isinstance(url, str) and len(url) <= 2048:
-        if re.match(HTTP_URL_PATTERN, url):  # a valid target: aim it at 127.0.0.1
+        if re.match(HTTP_URL_PATTERN, url):
             case.body["url"] = HOOK
+
+
+def _exclusions(case: Any) -> list[Any]:
+    """Checks that cannot judge this case, and why."""
     # A cursor is opaque: a well-formed one the service never issued is rightly
     # refused (422), which the "schema-valid data is accepted" check cannot know.
     excluded = [positive_data_acceptance] if case.query and "cursor" in case.query else []
@@ -107,9 +129,50 @@ def test_api_conforms(case: Any, service: dict[str, str]) -> None:
     # may have that id), so its Allow header rightly lists GET, PUT and DELETE.
     if case.path == "/api/articles/batch":
         excluded.append(allow_header_conformance)
+    return excluded
+
+
+def test_api_statefully(service: dict[str, str]) -> None:
+    """Sequences that follow the document's links (create an article, then read,
+    replace and delete it; subscribe, then rotate, ping, list deliveries, retry):
+    no 5xx, every answer as documented."""
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Any) -> None:
+            _aim_at_loopback(case)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": service["base"], "timeout": 10}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            kwargs.pop("additional_checks", None)
+            case.validate_response(
+                response, excluded_checks=_exclusions(case), transport_kwargs=kwargs
+            )
+
+    Workflow.run(
+        settings=settings(
+            max_examples=int(os.environ.get("SYNDICATE_FUZZ_EXAMPLES", "12")),
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+    )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=int(os.environ.get("SYNDICATE_FUZZ_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_api_conforms(case: Any, service: dict[str, str]) -> None:
+    _aim_at_loopback(case)
     case.call_and_validate(
         base_url=service["base"],
         headers={"Authorization": f"Bearer {service['token']}"},
-        excluded_checks=excluded,
+        excluded_checks=_exclusions(case),
         timeout=10,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,11 +34,10 @@ def slug_range(base: str) -> tuple[str, str, str]:
     return base, base + "-", base + "."
 
 
-def free_slug(base: str, taken: Iterable[str]) -> str:
+def free_slug(base: str, taken: Container[str]) -> str:
     """The first of ``base``, ``base-2``, ``base-3``… not in ``taken``."""
-    used = set(taken)
     for candidate in slug_candidates(base):
-        if candidate not in used:
+        if candidate not in taken:
             return candidate
     raise StorageError(f"no free slug for {base!r}")
 
@@ -112,6 +111,50 @@ def plan_delete(existing: Article, *, now: datetime) -> Article | None:
     return dataclasses.replace(
         existing, deleted_at=now, updated_at=now, version=existing.version + 1
     )
+
+
+class _TakenFrom(Container[str]):
+    """Slugs held by any article but ``article_id``."""
+
+    def __init__(self, owners: Mapping[str, str], article_id: str) -> None:
+        self._owners = owners
+        self._id = article_id
+
+    def __contains__(self, slug: object) -> bool:
+        owner = self._owners.get(slug) if isinstance(slug, str) else None
+        return owner is not None and owner != self._id
+
+
+def plan_puts(
+    requests: Sequence[tuple[ArticleDraft, bool, datetime]],
+    existing: Mapping[str, Article],
+    slug_owners: Mapping[str, str],
+) -> list[Change | StorageError]:
+    """Many writes decided at once, in order, exactly as one after another would be:
+    a later write sees an earlier one's article and slug. ``requests`` are
+    ``(draft, create_only, now)``; ``existing`` the stored articles by id;
+    ``slug_owners`` the article id holding each stored slug (at least every slug
+    that could clash with a draft's). A write that cannot be done (it exists, no
+    free slug) gets its error in its place; the others go ahead."""
+    current = dict(existing)
+    owners = dict(slug_owners)
+    plans: list[Change | StorageError] = []
+    for draft, create_only, stamp in requests:
+        previous = current.get(draft.id)
+        try:
+            wanted = wanted_slug(previous, draft)
+            slug = free_slug(wanted, _TakenFrom(owners, draft.id)) if wanted else None
+            change = plan_put(previous, draft, slug=slug, now=stamp, create_only=create_only)
+        except StorageError as exc:
+            plans.append(exc)
+            continue
+        if change.event is not None:
+            current[draft.id] = change.article
+            if previous is not None and owners.get(previous.slug) == draft.id:
+                del owners[previous.slug]
+            owners[change.article.slug] = draft.id
+        plans.append(change)
+    return plans
 
 
 SUBSCRIPTION_TIME_FIELDS = frozenset(

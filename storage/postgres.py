@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from . import _changes
+from ._group import GroupCommit, PutRequest
 from ._sql import Migration, load_migrations, load_queries
 from .base import ListCursor
 from .errors import (
@@ -42,6 +43,7 @@ from .records import (
     DeliveryStats,
     DeliveryStatus,
     Event,
+    EventType,
     FeedState,
     PutResult,
     Role,
@@ -178,6 +180,7 @@ class PostgresStorage:
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
+        self._group = GroupCommit(self._write_group)
         self._closed = False
 
     @classmethod
@@ -230,6 +233,7 @@ class PostgresStorage:
         if self._closed:
             return
         self._closed = True
+        await self._group.close()
         try:
             await asyncio.wait_for(self._pool.close(), DEFAULT_CLOSE_TIMEOUT)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -315,55 +319,89 @@ class PostgresStorage:
 
     # -- articles ---------------------------------------------------------------
 
-    async def _put(
-        self, conn: _Conn, draft: ArticleDraft, *, create_only: bool, now: datetime
-    ) -> PutResult:
-        row = await conn.fetchrow(Q["get_article"], draft.id)
-        existing = _article(row) if row else None
-        wanted = _changes.wanted_slug(existing, draft)
-        slug = await self._unique_slug(conn, wanted, draft.id) if wanted else None
-        change = _changes.plan_put(existing, draft, slug=slug, now=now, create_only=create_only)
-        if change.event is None:
-            return PutResult(change.article, change.outcome)
-        article = change.article
-        await conn.execute(Q["save_article"], *_article_params(article))
-        await self._index_topics(conn, article, now)
-        seq = await self._record_event(conn, change.event, article, now)
-        touched = set(article.topics) | set(existing.topics if existing else ())
-        await conn.execute(Q["mark_topics_changed"], seq, now, sorted(touched))
-        return PutResult(article, change.outcome)
-
-    @staticmethod
-    async def _unique_slug(conn: _Conn, base: str, article_id: str) -> str:
-        rows = await conn.fetch(Q["clashing_slugs"], *_changes.slug_range(base), article_id)
-        return _changes.free_slug(base, (row["slug"] for row in rows))
-
-    @staticmethod
-    async def _index_topics(conn: _Conn, article: Article, now: datetime) -> None:
-        await conn.execute(Q["uncount_article_topics"], article.id)
-        await conn.execute(Q["delete_article_topics"], article.id)
-        if article.deleted:
-            return
-        topics = list(article.topics)
-        titles = [default_topic_title(t) for t in topics]
-        await conn.execute(Q["ensure_topics"], topics, titles, now)
-        await conn.execute(Q["insert_article_topics"], topics, article.id, article.published_at)
-        await conn.execute(Q["count_article_topics"], topics)
-
-    @staticmethod
-    async def _record_event(conn: _Conn, event: str, article: Article, now: datetime) -> int:
-        topics = list(article.topics)
-        seq = await conn.fetchval(
-            Q["insert_event"], event, article.id, topics, article.to_json(), now
+    async def _write_puts(
+        self, conn: _Conn, requests: Sequence[PutRequest]
+    ) -> list[PutResult | Exception]:
+        """Many article writes in a handful of set-based statements (the caller holds
+        the write lock): read what they touch, decide in Python, write the changes."""
+        ids = list(dict.fromkeys(r.draft.id for r in requests))
+        existing = {row["id"]: _article(row) for row in await conn.fetch(Q["get_articles"], ids)}
+        bases = sorted({r.draft.slug for r in requests})
+        rows = await conn.fetch(Q["slug_owners"], bases, [_changes.slug_range(b)[2] for b in bases])
+        owners = {row["slug"]: row["id"] for row in rows}
+        plans = _changes.plan_puts(
+            [(r.draft, r.create_only, r.now) for r in requests], existing, owners
         )
-        return int(seq)
+        writes = [(p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.event]
+        if writes:
+            await self._apply(conn, writes, existing, max(r.now for r in requests))
+        return [p if isinstance(p, Exception) else PutResult(p.article, p.outcome) for p in plans]
+
+    @staticmethod
+    async def _apply(
+        conn: _Conn,
+        writes: Sequence[tuple[EventType, Article]],
+        before: Mapping[str, Article],
+        now: datetime,
+    ) -> None:
+        """Store the articles (in order; an id may come twice, the last wins), one
+        event each, their topic rows and counts, and every touched topic's marker."""
+        await conn.executemany(Q["save_article"], [_article_params(a) for _, a in writes])
+        seqs = sorted(
+            row["seq"]
+            for row in await conn.fetch(
+                Q["insert_events"],
+                [event for event, _ in writes],
+                [a.id for _, a in writes],
+                [json.dumps(list(a.topics)) for _, a in writes],
+                [json.dumps(a.to_json()) for _, a in writes],
+                [a.updated_at for _, a in writes],
+            )
+        )
+        final = {a.id: a for _, a in writes}
+        indexed = [article_id for article_id in final if article_id in before]
+        if indexed:
+            await conn.execute(Q["uncount_articles_topics"], indexed)
+            await conn.execute(Q["delete_articles_topics"], indexed)
+        live = [a for a in final.values() if not a.deleted]
+        rows = [(topic, a.id, a.published_at) for a in live for topic in a.topics]
+        if rows:
+            topics = sorted({topic for topic, _, _ in rows})
+            titles = [default_topic_title(t) for t in topics]
+            await conn.execute(Q["ensure_topics"], topics, titles, now)
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            await conn.execute(Q["insert_articles_topics"], *columns)
+            await conn.execute(Q["count_topics"], columns[0])
+        touched = {t for _, a in writes for t in a.topics}
+        touched.update(t for article_id in indexed for t in before[article_id].topics)
+        await conn.execute(Q["mark_topics_changed"], seqs[-1], now, sorted(touched))
 
     async def put_article(
         self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
     ) -> PutResult:
-        async with self._transaction() as conn:
-            await self._lock_writes(conn)
-            return await self._put(conn, draft, create_only=create_only, now=now or utcnow())
+        return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
+
+    async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
+        try:
+            async with self._transaction() as conn:
+                await self._lock_writes(conn)
+                return await self._write_puts(conn, requests)
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            if len(requests) == 1:
+                raise
+        # The database refused the group: write each alone, so that one bad
+        # write fails by itself and the others still land.
+        outcomes: list[PutResult | Exception] = []
+        for request in requests:
+            try:
+                outcomes += await self._write_group([request])
+            except StorageUnavailable:
+                raise
+            except StorageError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def put_articles(
         self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
@@ -371,7 +409,13 @@ class PostgresStorage:
         stamp = now or utcnow()
         async with self._transaction() as conn:
             await self._lock_writes(conn)
-            return [await self._put(conn, d, create_only=False, now=stamp) for d in drafts]
+            outcomes = await self._write_puts(conn, [PutRequest(d, False, stamp) for d in drafts])
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+            results.append(outcome)
+        return results
 
     async def get_article(self, article_id: str) -> Article:
         row = await self._fetch_one(Q["get_article"], article_id)
@@ -415,10 +459,7 @@ class PostgresStorage:
             tombstone = _changes.plan_delete(existing, now=stamp)
             if tombstone is None:
                 return existing
-            await conn.execute(Q["save_article"], *_article_params(tombstone))
-            await self._index_topics(conn, tombstone, stamp)
-            seq = await self._record_event(conn, "article.deleted", tombstone, stamp)
-            await conn.execute(Q["mark_topics_changed"], seq, stamp, list(tombstone.topics))
+            await self._apply(conn, [("article.deleted", tombstone)], {article_id: existing}, stamp)
             return tombstone
 
     # -- topics -----------------------------------------------------------------

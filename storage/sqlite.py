@@ -18,7 +18,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from . import _changes
+from ._group import GroupCommit, PutRequest
 from ._sql import load_migrations, load_queries
 from ._sqlite_rows import (
     article_params,
@@ -128,20 +128,12 @@ def path_from_url(url: str) -> str:
     return path
 
 
-@dataclass(frozen=True)
-class _QueuedPut:
-    draft: ArticleDraft
-    create_only: bool
-    now: datetime
-    future: asyncio.Future[PutResult]
-
-
-def _mapped(exc: BaseException) -> BaseException:
+def _mapped(exc: Exception) -> Exception:
     """``exc`` as the storage error tree maps it (driver errors become StorageError)."""
     try:
         with wrap_exceptions():
             raise exc
-    except BaseException as mapped:
+    except Exception as mapped:
         return mapped
     raise AssertionError("unreachable")
 
@@ -160,8 +152,7 @@ class SQLiteStorage:
         self._writer = writer
         self._reader = reader
         self._inline = inline
-        self._queued_puts: list[_QueuedPut] = []
-        self._put_drainer: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._write_group, limit=MAX_GROUP_COMMIT)
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -235,9 +226,7 @@ class SQLiteStorage:
         if self._closed:
             return
         self._closed = True
-        if self._put_drainer is not None:
-            with contextlib.suppress(Exception):
-                await self._put_drainer
+        await self._group.close()
         if self._inline is not None:
             self._inline.close()
         await self._reader.close()
@@ -349,7 +338,7 @@ class SQLiteStorage:
     @staticmethod
     def _unique_slug(conn: sqlite3.Connection, base: str, article_id: str) -> str:
         rows = conn.execute(Q["clashing_slugs"], (*_changes.slug_range(base), article_id))
-        return _changes.free_slug(base, (row["slug"] for row in rows))
+        return _changes.free_slug(base, {row["slug"] for row in rows})
 
     @staticmethod
     def _index_topics(
@@ -388,41 +377,24 @@ class SQLiteStorage:
     async def put_article(
         self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
     ) -> PutResult:
-        # Group commit: single writes that arrive while the writer is busy are
-        # written together, each in its own savepoint, in one transaction.
-        future: asyncio.Future[PutResult] = asyncio.get_running_loop().create_future()
-        self._queued_puts.append(_QueuedPut(draft, create_only, now or utcnow(), future))
-        if self._put_drainer is None or self._put_drainer.done():
-            self._put_drainer = asyncio.create_task(self._drain_puts())
-        return await future
+        # Group commit (storage/_group.py): single writes that arrive while the
+        # writer is busy are written together, each in its own savepoint.
+        return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
 
-    async def _drain_puts(self) -> None:
-        while self._queued_puts:
-            batch = self._queued_puts[:MAX_GROUP_COMMIT]
-            del self._queued_puts[:MAX_GROUP_COMMIT]
-            try:
-                outcomes = await self._in_writer(
-                    lambda conn, batch=batch: [self._put_savepoint(conn, q) for q in batch]  # type: ignore[misc]
-                )
-            except BaseException as exc:
-                for queued in batch:
-                    if not queued.future.done():
-                        queued.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for queued, outcome in zip(batch, outcomes, strict=True):
-                if queued.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    queued.future.set_exception(_mapped(outcome))
-                else:
-                    queued.future.set_result(outcome)
+    async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
+        outcomes = await self._in_writer(
+            lambda conn: [self._put_savepoint(conn, request) for request in requests]
+        )
+        return [_mapped(o) if isinstance(o, Exception) else o for o in outcomes]
 
-    def _put_savepoint(self, conn: sqlite3.Connection, queued: _QueuedPut) -> PutResult | Exception:
+    def _put_savepoint(
+        self, conn: sqlite3.Connection, request: PutRequest
+    ) -> PutResult | Exception:
         conn.execute("SAVEPOINT put_one")
         try:
-            result = self._put(conn, queued.draft, create_only=queued.create_only, now=queued.now)
+            result = self._put(
+                conn, request.draft, create_only=request.create_only, now=request.now
+            )
         except Exception as exc:
             conn.execute("ROLLBACK TO put_one")
             conn.execute("RELEASE put_one")

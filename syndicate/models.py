@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -28,8 +28,9 @@ MAX_SUMMARY = 5000
 MAX_AUTHOR = 200
 MAX_URL = 2048
 
-#: At least one character that is neither blank nor a control character.
-VISIBLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f]"
+#: At least one character that is neither blank nor a control character (nor U+FEFF,
+#: which JSON Schema's \s counts as a space and Python's does not).
+VISIBLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]"
 # Patterns documented in the schema but checked by validators with clearer messages.
 TopicSlug = Annotated[
     str, Field(json_schema_extra={"pattern": TOPIC_SLUG_PATTERN, "not": {"enum": ["all"]}})
@@ -46,6 +47,7 @@ HTTP_URL_PATTERN = (
 _HTTP_URL = re.compile(HTTP_URL_PATTERN)
 
 _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
+_VISIBLE = re.compile(VISIBLE_PATTERN)
 _TOPIC = re.compile(TOPIC_SLUG_PATTERN)
 
 
@@ -57,6 +59,14 @@ def _clean(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     return value
+
+
+def _one_line(value: str) -> str:
+    """Whitespace runs (any Unicode space, newlines) become one space; text with
+    nothing visible (blank, or only control characters) is refused."""
+    if not _VISIBLE.search(value):
+        raise ValueError("must not be blank")
+    return " ".join(clean_text(value).split())
 
 
 def _date_text(value: Any) -> Any:
@@ -83,14 +93,18 @@ def _absolute_url(value: str | None) -> str | None:
 
 
 class _Input(BaseModel):
-    """Rejects unknown fields and strips characters XML cannot carry from all text."""
+    """Rejects unknown fields; once the input is valid, strips the characters XML
+    cannot carry from all its text. Validation sees the text as sent, so the
+    limits in the schema (lengths, patterns) are exactly the limits enforced."""
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _clean_text(cls, data: Any) -> Any:
-        return _clean(data)
+    @model_validator(mode="after")
+    def _clean_text(self) -> Self:
+        for name, value in self.__dict__.items():
+            if isinstance(value, str | list | dict):
+                self.__dict__[name] = _clean(value)
+        return self
 
 
 class ArticleIn(_Input):
@@ -139,10 +153,7 @@ class ArticleIn(_Input):
     @field_validator("title")
     @classmethod
     def _title(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if not value:
-            raise ValueError("must not be blank")
-        return value
+        return _one_line(value)
 
     @field_validator("topics")
     @classmethod
@@ -202,6 +213,11 @@ class TopicIn(_Input):
         default=None, min_length=1, max_length=200, json_schema_extra={"pattern": VISIBLE_PATTERN}
     )
     description: str = Field(default="", max_length=MAX_SUMMARY)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        return None if value is None else _one_line(value)
 
 
 class ArticleOut(BaseModel):

@@ -117,6 +117,16 @@ async def test_unknown_query_parameters_are_named(
         assert resp.status == 200 and len((await resp.json())["articles"]) == 1
 
 
+async def test_blank_topic_title_is_refused(client: Client) -> None:
+    # Unicode spaces and control characters only: nothing a reader could see.
+    body = {"title": "\u0010\u00a0\u200a\u0097"}
+    async with client.request("PUT", "/api/topics/liver-health", json=body) as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"title"}
+    body = {"title": "  Liver\u00a0 health\n"}
+    async with client.request("PUT", "/api/topics/liver-health", json=body) as resp:
+        assert resp.status in (200, 201) and (await resp.json())["title"] == "Liver health"
+
+
 async def test_control_characters_are_cleaned(client: Client) -> None:
     article = {
         "id": "ctl",

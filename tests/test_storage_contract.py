@@ -349,3 +349,48 @@ async def test_slug_suffixes_skip_only_what_is_taken(store: Storage) -> None:
     assert slugs == ["same", "same-2", "same-4", "same-5"]
     again = await store.put_article(draft("a1", slug="same", slug_explicit=True, title="T"))
     assert again.article.slug == "same-2", "an article never clashes with itself"
+
+
+async def test_concurrent_single_writes_are_each_answered_as_if_alone(store: Storage) -> None:
+    # Many writes at once share transactions (group commit); each still gets its
+    # own answer: one winner per id, distinct slugs, right counts, one event each.
+    drafts = [
+        draft(f"c{n}", slug="same", topics=("liver", "diet") if n % 2 else ("liver",))
+        for n in range(40)
+    ]
+    late_duplicate = draft("c0", title="Second c0")
+    results = await asyncio.gather(
+        *(store.put_article(d, create_only=True) for d in [*drafts, late_duplicate]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], ArticleExists)
+    created = [r for r in results[:-1] if not isinstance(r, BaseException)]
+    assert len(created) == 40 and all(r.outcome == "created" for r in created)
+    assert sorted(r.article.slug for r in created) == sorted(
+        ["same"] + [f"same-{n}" for n in range(2, 41)]
+    )
+    assert (await store.get_article("c0")).title == "Title c0"
+    counts = {t.slug: t.article_count for t in await store.list_topics()}
+    assert counts == {"liver": 40, "diet": 20}
+    events = await store.list_events(limit=100)
+    assert [e.article_id for e in events] == [d.id for d in drafts]
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
+async def test_batch_sees_its_own_earlier_writes(store: Storage) -> None:
+    results = await store.put_articles(
+        [
+            draft("m1", slug="s"),
+            draft("m2", slug="s"),
+            draft("m1", slug="t", slug_explicit=True, topics=("diet",)),
+            draft("m3", slug="s"),
+        ]
+    )
+    assert [r.article.slug for r in results] == ["s", "s-2", "t", "s"]
+    assert [r.outcome for r in results] == ["created", "created", "updated", "created"]
+    assert (await store.get_article_by_slug("s")).id == "m3"
+    counts = {t.slug: t.article_count for t in await store.list_topics()}
+    assert counts == {"liver-health": 2, "diet": 1}
+    assert [e.type for e in await store.list_events()] == [
+        "article.published", "article.published", "article.updated", "article.published"
+    ]  # fmt: skip

@@ -27,9 +27,15 @@ SELECT * FROM articles WHERE id = $1;
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = $1;
 
--- name: clashing_slugs
-SELECT slug FROM articles WHERE (slug = $1 OR (slug >= $2 AND slug < $3)) AND id <> $4;
-
+-- name: get_articles
+SELECT * FROM articles WHERE id = ANY($1::text[]);
+-- name: slug_owners
+-- Every stored slug in [base, base.) for each base: the base itself and all its
+-- base-N forms (and a few more, which only make the answer larger), one index
+-- range scan per base.
+SELECT a.slug, a.id
+  FROM unnest($1::text[], $2::text[]) AS r (low, high)
+  JOIN articles a ON a.slug >= r.low AND a.slug < r.high;
 -- name: save_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,
@@ -49,25 +55,29 @@ SELECT slug, title, '', $3, $3
   FROM unnest($1::text[], $2::text[]) AS t (slug, title)
 ON CONFLICT (slug) DO NOTHING;
 
--- name: uncount_article_topics
-UPDATE topics SET article_count = article_count - 1
- WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = $1);
-
--- name: count_article_topics
-UPDATE topics SET article_count = article_count + 1 WHERE slug = ANY($1::text[]);
-
--- name: delete_article_topics
-DELETE FROM article_topics WHERE article_id = $1;
-
--- name: insert_article_topics
-INSERT INTO article_topics (topic, article_id, published_at)
-SELECT topic, $2, $3 FROM unnest($1::text[]) AS t (topic);
-
--- name: insert_event
+-- name: insert_events
+-- Identity values are taken in row order, which ORDER BY n fixes: sorted, the
+-- returned seqs belong to the events in the order given.
 INSERT INTO events (type, article_id, topics, data, created_at)
-VALUES ($1, $2, $3, $4, $5)
+SELECT type, article_id, topics::jsonb, data::jsonb, created_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+       WITH ORDINALITY AS e (type, article_id, topics, data, created_at, n)
+ ORDER BY n
 RETURNING seq;
-
+-- name: uncount_articles_topics
+UPDATE topics t SET article_count = t.article_count - d.n
+  FROM (SELECT topic, count(*) AS n FROM article_topics
+         WHERE article_id = ANY($1::text[]) GROUP BY topic) AS d
+ WHERE t.slug = d.topic;
+-- name: delete_articles_topics
+DELETE FROM article_topics WHERE article_id = ANY($1::text[]);
+-- name: insert_articles_topics
+INSERT INTO article_topics (topic, article_id, published_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]);
+-- name: count_topics
+UPDATE topics t SET article_count = t.article_count + d.n
+  FROM (SELECT topic, count(*) AS n FROM unnest($1::text[]) AS u (topic) GROUP BY topic) AS d
+ WHERE t.slug = d.topic;
 -- name: list_articles
 SELECT * FROM articles
  WHERE deleted_at IS NULL AND (published_at, id) < ($1, $2)

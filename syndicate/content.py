@@ -108,8 +108,24 @@ def excerpt(text: str, length: int = SUMMARY_LENGTH) -> str:
 
 
 def summarize(content_html: str, length: int = SUMMARY_LENGTH) -> str:
-    """Plain-text excerpt of sanitized HTML."""
+    """Plain-text excerpt of sanitized HTML. Only the start of the text matters,
+    so only as much of the HTML as gives it is read: a prefix cut before its last
+    ``<`` or ``&`` (where a tag or an entity may be cut short) yields a prefix of
+    the whole text, which decides the excerpt once it is longer than the cut."""
+    size = 8 * length
+    while size < len(content_html):
+        head = content_html[:size]
+        head = head[: min(_cut_point(head, "<"), _cut_point(head, "&"))]
+        text = sanitized_text(head)
+        if len(text) > length + 2:
+            return excerpt(text, length)
+        size *= 4
     return excerpt(sanitized_text(content_html), length)
+
+
+def _cut_point(head: str, opener: str) -> int:
+    at = head.rfind(opener)
+    return len(head) if at < 0 else at
 
 
 def slugify(title: str, max_length: int = SLUG_MAX_LENGTH) -> str:

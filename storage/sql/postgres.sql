@@ -30,12 +30,11 @@ SELECT * FROM articles WHERE slug = $1;
 -- name: get_articles
 SELECT * FROM articles WHERE id = ANY($1::text[]);
 -- name: slug_owners
--- Every stored slug in [base, base.) for each base: the base itself and all its
--- base-N forms (and a few more, which only make the answer larger), one index
--- range scan per base.
-SELECT a.slug, a.id
-  FROM unnest($1::text[], $2::text[]) AS r (low, high)
-  JOIN articles a ON a.slug >= r.low AND a.slug < r.high;
+SELECT slug, id FROM articles WHERE slug = ANY($1::text[]);
+-- name: slugs_in_range
+-- A base and all its base-N forms (and a few more, which only make the answer
+-- larger): [base, base.), as "." sorts right after "-".
+SELECT slug, id FROM articles WHERE slug >= $1 AND slug < $2;
 -- name: save_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,

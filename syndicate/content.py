@@ -30,8 +30,17 @@ _TAG = re.compile(r"""</?([A-Za-z][A-Za-z0-9]*)(?:[^>"']|"[^"]*"|'[^']*')*>""")
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
 
 
+# The same set within ASCII, for bytes.translate: a C loop, several times faster
+# than the regular expression on the (usual) ASCII-only text.
+_UNSAFE_ASCII = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+
+
 def clean_text(value: str) -> str:
     """Drop characters that would break an XML feed; keeps everything else."""
+    if value.isascii():
+        raw = value.encode("ascii")
+        kept = raw.translate(None, _UNSAFE_ASCII)
+        return value if len(kept) == len(raw) else kept.decode("ascii")
     return _UNSAFE_CHARS.sub("", value)
 
 

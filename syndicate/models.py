@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -99,16 +99,21 @@ class _Input(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: Fields cleaned later anyway (article bodies, by the renderer).
+    _cleaned_later: ClassVar[frozenset[str]] = frozenset()
+
     @model_validator(mode="after")
     def _clean_text(self) -> Self:
         for name, value in self.__dict__.items():
-            if isinstance(value, str | list | dict):
+            if isinstance(value, str | list | dict) and name not in self._cleaned_later:
                 self.__dict__[name] = _clean(value)
         return self
 
 
 class ArticleIn(_Input):
     """An article as operators send it (POST, PUT, batch items, import files)."""
+
+    _cleaned_later = frozenset({"content"})  # content.render_content cleans it first
 
     id: str | None = Field(
         default=None,

@@ -125,6 +125,25 @@ class _TakenFrom(Container[str]):
         return owner is not None and owner != self._id
 
 
+def slug_wants(drafts: Sequence[ArticleDraft]) -> dict[str, set[str]]:
+    """Each slug base the drafts may want, and which article ids want it."""
+    wanting: dict[str, set[str]] = {}
+    for draft in drafts:
+        wanting.setdefault(draft.slug, set()).add(draft.id)
+    return wanting
+
+
+def crowded_bases(wanting: Mapping[str, set[str]], owners: Mapping[str, str]) -> list[str]:
+    """The bases whose ``base-N`` forms must be looked up too: wanted twice, or
+    held by an article other than the one that wants it. (The others are free,
+    or their own article's, and need nothing more.)"""
+    return [
+        base
+        for base, ids in sorted(wanting.items())
+        if len(ids) > 1 or owners.get(base, next(iter(ids))) not in ids
+    ]
+
+
 def plan_puts(
     requests: Sequence[tuple[ArticleDraft, bool, datetime]],
     existing: Mapping[str, Article],

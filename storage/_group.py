@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from .errors import StorageError, StorageUnavailable
 from .records import ArticleDraft, PutResult
 
 #: At most this many writes share one transaction.
@@ -52,7 +53,7 @@ class GroupCommit:
             group = self._queue[: self._limit]
             del self._queue[: self._limit]
             try:
-                outcomes = await self._write([request for request, _ in group])
+                outcomes = await self._write_each_if_refused([request for request, _ in group])
             except BaseException as exc:
                 for _, future in group:
                     if not future.done():
@@ -67,6 +68,28 @@ class GroupCommit:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+
+    async def _write_each_if_refused(
+        self, requests: Sequence[PutRequest]
+    ) -> Sequence[PutResult | Exception]:
+        """The group in one transaction; if the database refuses it (not: is
+        unreachable), each write alone, so that a bad one fails by itself."""
+        try:
+            return await self._write(requests)
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            if len(requests) == 1:
+                raise
+        outcomes: list[PutResult | Exception] = []
+        for request in requests:
+            try:
+                outcomes += await self._write([request])
+            except StorageUnavailable:
+                raise
+            except StorageError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def close(self) -> None:
         """Wait for queued writes to finish."""

@@ -358,16 +358,13 @@ class PostgresStorage:
         is wanted twice or held by another article, all its ``base-N`` forms too.
         (One query with every range would be planned as a full scan: the
         planner cannot see how narrow the ranges are.)"""
-        wanting: dict[str, set[str]] = {}
-        for draft in drafts:
-            wanting.setdefault(draft.slug, set()).add(draft.id)
+        wanting = _changes.slug_wants(drafts)
         rows = await conn.fetch(Q["slug_owners"], sorted(wanting))
         owners = {row["slug"]: row["id"] for row in rows}
-        for base, ids in sorted(wanting.items()):
-            if len(ids) > 1 or owners.get(base, next(iter(ids))) not in ids:
-                low, _, high = _changes.slug_range(base)
-                rows = await conn.fetch(Q["slugs_in_range"], low, high)
-                owners.update((row["slug"], row["id"]) for row in rows)
+        for base in _changes.crowded_bases(wanting, owners):
+            low, _, high = _changes.slug_range(base)
+            rows = await conn.fetch(Q["slugs_in_range"], low, high)
+            owners.update((row["slug"], row["id"]) for row in rows)
         return owners
 
     @staticmethod
@@ -415,26 +412,9 @@ class PostgresStorage:
         return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
 
     async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
-        try:
-            async with self._transaction() as conn:
-                await self._lock_writes(conn)
-                return await self._write_puts(conn, requests)
-        except StorageUnavailable:
-            raise
-        except StorageError:
-            if len(requests) == 1:
-                raise
-        # The database refused the group: write each alone, so that one bad
-        # write fails by itself and the others still land.
-        outcomes: list[PutResult | Exception] = []
-        for request in requests:
-            try:
-                outcomes += await self._write_group([request])
-            except StorageUnavailable:
-                raise
-            except StorageError as exc:
-                outcomes.append(exc)
-        return outcomes
+        async with self._transaction() as conn:
+            await self._lock_writes(conn)
+            return await self._write_puts(conn, requests)
 
     async def put_articles(
         self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,7 @@ from .records import (
     DeliveryStats,
     DeliveryStatus,
     Event,
+    EventType,
     FeedState,
     PutResult,
     Role,
@@ -126,16 +128,6 @@ def path_from_url(url: str) -> str:
     if not path:
         raise ValueError(f"SQLite URL has no file path: {url!r}")
     return path
-
-
-def _mapped(exc: Exception) -> Exception:
-    """``exc`` as the storage error tree maps it (driver errors become StorageError)."""
-    try:
-        with wrap_exceptions():
-            raise exc
-    except Exception as mapped:
-        return mapped
-    raise AssertionError("unreachable")
 
 
 class SQLiteStorage:
@@ -315,100 +307,96 @@ class SQLiteStorage:
                 # aiosqlite runs queued functions in order on its thread (pinned version).
                 return await asyncio.shield(self._writer._execute(transaction))  # type: ignore[no-untyped-call]
 
-    def _put(
-        self, conn: sqlite3.Connection, draft: ArticleDraft, *, create_only: bool, now: datetime
-    ) -> PutResult:
-        row = conn.execute(Q["get_article"], (draft.id,)).fetchone()
-        existing = to_article(row) if row else None
-        wanted = _changes.wanted_slug(existing, draft)
-        slug = self._unique_slug(conn, wanted, draft.id) if wanted else None
-        change = _changes.plan_put(existing, draft, slug=slug, now=now, create_only=create_only)
-        if change.event is None:
-            return PutResult(change.article, change.outcome)
-        article = change.article
-        params = article_params(article)
-        if existing is None:
-            conn.execute(Q["insert_article"], params)
-        else:
-            conn.execute(Q["update_article"], params)
-        seq = self._record_event(conn, change.event, article, now)
-        self._index_topics(conn, article, seq, now, indexed=existing is not None)
-        return PutResult(article, change.outcome)
+    def _write_puts(
+        self, conn: sqlite3.Connection, requests: Sequence[PutRequest]
+    ) -> list[PutResult | Exception]:
+        """Many article writes in a handful of statements (on the writer, in its
+        transaction): read what they touch, decide in Python, write the changes."""
+        ids = json.dumps(list(dict.fromkeys(r.draft.id for r in requests)))
+        existing = {row["id"]: to_article(row) for row in conn.execute(Q["get_articles"], (ids,))}
+        owners = self._slug_owners(conn, [r.draft for r in requests])
+        plans = _changes.plan_puts(
+            [(r.draft, r.create_only, r.now) for r in requests], existing, owners
+        )
+        writes = [(p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.event]
+        if writes:
+            self._apply(conn, writes, existing, max(r.now for r in requests))
+        return [p if isinstance(p, Exception) else PutResult(p.article, p.outcome) for p in plans]
 
     @staticmethod
-    def _unique_slug(conn: sqlite3.Connection, base: str, article_id: str) -> str:
-        rows = conn.execute(Q["clashing_slugs"], (*_changes.slug_range(base), article_id))
-        return _changes.free_slug(base, {row["slug"] for row in rows})
+    def _slug_owners(conn: sqlite3.Connection, drafts: Sequence[ArticleDraft]) -> dict[str, str]:
+        wanting = _changes.slug_wants(drafts)
+        rows = conn.execute(Q["slug_owners"], (json.dumps(sorted(wanting)),))
+        owners = {row["slug"]: row["id"] for row in rows}
+        for base in _changes.crowded_bases(wanting, owners):
+            low, _, high = _changes.slug_range(base)
+            rows = conn.execute(Q["slugs_in_range"], (low, high))
+            owners.update((row["slug"], row["id"]) for row in rows)
+        return owners
 
     @staticmethod
-    def _index_topics(
-        conn: sqlite3.Connection, article: Article, seq: int, now: datetime, *, indexed: bool
+    def _apply(
+        conn: sqlite3.Connection,
+        writes: Sequence[tuple[EventType, Article]],
+        before: Mapping[str, Article],
+        now: datetime,
     ) -> None:
-        """Move the article's topic rows to its current topics, keeping every
-        touched topic's count and change marker (event ``seq``) right. A new
-        article (``indexed=False``) has no rows to take out: two statements saved
-        on the ingest path."""
-        stamp = format_time(now)
+        """Store the articles (in order; an id may come twice, the last wins), one
+        event each, their topic rows and counts, and every touched topic's marker."""
+        conn.executemany(Q["save_article"], [article_params(a) for _, a in writes])
+        first = int(conn.execute(Q["last_event_seq"]).fetchone()[0]) + 1
+        conn.executemany(
+            Q["insert_event_at"],
+            [
+                (seq, event, a.id, json.dumps(list(a.topics)), json.dumps(a.to_json()),
+                 format_time(a.updated_at))
+                for seq, (event, a) in enumerate(writes, start=first)
+            ],
+        )  # fmt: skip
+        last, stamp = first + len(writes) - 1, format_time(now)
+        final = {a.id: a for _, a in writes}
+        indexed = [article_id for article_id in final if article_id in before]
         if indexed:
-            conn.execute(Q["uncount_and_mark_article_topics"], (seq, stamp, article.id))
-            conn.execute(Q["delete_article_topics"], (article.id,))
-        if article.deleted:
-            return
-        published = format_time(article.published_at)
-        for topic in article.topics:
-            title = default_topic_title(topic)
-            conn.execute(Q["upsert_counted_topic"], (topic, title, stamp, stamp, seq, stamp))
-            conn.execute(Q["insert_article_topic"], (topic, article.id, published))
-
-    @staticmethod
-    def _record_event(conn: sqlite3.Connection, event: str, article: Article, now: datetime) -> int:
-        row = conn.execute(
-            Q["insert_event"],
-            (
-                event,
-                article.id,
-                json.dumps(list(article.topics)),
-                json.dumps(article.to_json()),
-                format_time(now),
-            ),
-        ).fetchall()
-        return int(row[0][0])
+            marks = [(last, stamp, article_id) for article_id in indexed]
+            conn.executemany(Q["uncount_and_mark_article_topics"], marks)
+            conn.executemany(Q["delete_article_topics"], [(i,) for i in indexed])
+        live = [a for a in final.values() if not a.deleted]
+        counts = Counter(topic for a in live for topic in a.topics)
+        conn.executemany(
+            Q["add_topic_count"],
+            [(topic, default_topic_title(topic), stamp, stamp, n, last, stamp)
+             for topic, n in sorted(counts.items())],
+        )  # fmt: skip
+        conn.executemany(
+            Q["insert_article_topic"],
+            [(topic, a.id, format_time(a.published_at)) for a in live for topic in a.topics],
+        )
+        touched = sorted({topic for _, a in writes for topic in a.topics} - counts.keys())
+        if touched:
+            conn.execute(Q["mark_topics_changed"], (last, stamp, json.dumps(touched)))
 
     async def put_article(
         self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
     ) -> PutResult:
         # Group commit (storage/_group.py): single writes that arrive while the
-        # writer is busy are written together, each in its own savepoint.
+        # writer is busy are written together in its next transaction.
         return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
 
     async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
-        outcomes = await self._in_writer(
-            lambda conn: [self._put_savepoint(conn, request) for request in requests]
-        )
-        return [_mapped(o) if isinstance(o, Exception) else o for o in outcomes]
-
-    def _put_savepoint(
-        self, conn: sqlite3.Connection, request: PutRequest
-    ) -> PutResult | Exception:
-        conn.execute("SAVEPOINT put_one")
-        try:
-            result = self._put(
-                conn, request.draft, create_only=request.create_only, now=request.now
-            )
-        except Exception as exc:
-            conn.execute("ROLLBACK TO put_one")
-            conn.execute("RELEASE put_one")
-            return exc
-        conn.execute("RELEASE put_one")
-        return result
+        return await self._in_writer(lambda conn: self._write_puts(conn, requests))
 
     async def put_articles(
         self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
     ) -> list[PutResult]:
         stamp = now or utcnow()
-        return await self._in_writer(
-            lambda conn: [self._put(conn, d, create_only=False, now=stamp) for d in drafts]
-        )
+        requests = [PutRequest(d, False, stamp) for d in drafts]
+        outcomes = await self._in_writer(lambda conn: self._write_puts(conn, requests))
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+            results.append(outcome)
+        return results
 
     async def get_article(self, article_id: str) -> Article:
         async with self._read(Q["get_article"], (article_id,)) as rows:
@@ -454,9 +442,7 @@ class SQLiteStorage:
             tombstone = _changes.plan_delete(existing, now=stamp)
             if tombstone is None:
                 return existing
-            conn.execute(Q["update_article"], article_params(tombstone))
-            seq = self._record_event(conn, "article.deleted", tombstone, stamp)
-            self._index_topics(conn, tombstone, seq, stamp, indexed=True)
+            self._apply(conn, [("article.deleted", tombstone)], {article_id: existing}, stamp)
             return tombstone
 
         return await self._in_writer(delete)

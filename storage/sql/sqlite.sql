@@ -6,35 +6,47 @@ SELECT * FROM articles WHERE id = ?;
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = ?;
 
--- name: clashing_slugs
-SELECT slug FROM articles WHERE (slug = ? OR (slug >= ? AND slug < ?)) AND id <> ?;
-
--- name: insert_article
+-- name: get_articles
+SELECT * FROM articles WHERE id IN (SELECT value FROM json_each(?));
+-- name: slug_owners
+SELECT slug, id FROM articles WHERE slug IN (SELECT value FROM json_each(?));
+-- name: slugs_in_range
+-- A base and all its base-N forms (and a few more): [base, base.).
+SELECT slug, id FROM articles WHERE slug >= ? AND slug < ?;
+-- name: save_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,
                       deleted_at)
 VALUES (:id, :guid, :slug, :title, :summary, :content, :content_type, :topics, :author,
         :url, :image, :language, :published_at, :updated_at, :created_at, :version,
-        :deleted_at);
-
--- name: update_article
-UPDATE articles
-   SET slug = :slug, title = :title, summary = :summary, content = :content,
-       content_type = :content_type, topics = :topics, author = :author, url = :url,
-       image = :image, language = :language, published_at = :published_at,
-       updated_at = :updated_at, version = :version, deleted_at = :deleted_at
- WHERE id = :id;
-
+        :deleted_at)
+ON CONFLICT (id) DO UPDATE
+   SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
+       content = excluded.content, content_type = excluded.content_type,
+       topics = excluded.topics, author = excluded.author, url = excluded.url,
+       image = excluded.image, language = excluded.language,
+       published_at = excluded.published_at, updated_at = excluded.updated_at,
+       version = excluded.version, deleted_at = excluded.deleted_at;
+-- name: last_event_seq
+SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
+-- name: insert_event_at
+-- Under the write lock the next seqs are known: last_event_seq + 1, + 2, ...
+INSERT INTO events (seq, type, article_id, topics, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
+-- name: add_topic_count
+INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
+                    changed_seq, changed_at)
+VALUES (?, ?, '', ?, ?, ?, ?, ?)
+ON CONFLICT (slug) DO UPDATE SET article_count = article_count + excluded.article_count,
+                                 changed_seq = excluded.changed_seq,
+                                 changed_at = excluded.changed_at;
+-- name: mark_topics_changed
+UPDATE topics SET changed_seq = ?, changed_at = ?
+ WHERE slug IN (SELECT value FROM json_each(?));
 -- name: delete_article_topics
 DELETE FROM article_topics WHERE article_id = ?;
 
 -- name: insert_article_topic
 INSERT INTO article_topics (topic, article_id, published_at) VALUES (?, ?, ?);
-
--- name: insert_event
-INSERT INTO events (type, article_id, topics, data, created_at)
-VALUES (?, ?, ?, ?, ?)
-RETURNING seq;
 
 -- name: list_articles
 SELECT * FROM articles
@@ -252,10 +264,3 @@ UPDATE deliveries SET next_attempt_at = ?, claimed_until = NULL, claimed_by = NU
 UPDATE topics SET article_count = article_count - 1, changed_seq = ?, changed_at = ?
  WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = ?);
 
--- name: upsert_counted_topic
-INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
-                    changed_seq, changed_at)
-VALUES (?, ?, '', ?, ?, 1, ?, ?)
-ON CONFLICT (slug) DO UPDATE SET article_count = article_count + 1,
-                                 changed_seq = excluded.changed_seq,
-                                 changed_at = excluded.changed_at;

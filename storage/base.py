@@ -110,8 +110,11 @@ class Storage(Protocol):
 
     # -- the event log ----------------------------------------------------------
 
-    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        """Events with ``seq > after`` in order."""
+    async def list_events(
+        self, *, after: int = 0, limit: int = 100, with_data: bool = True
+    ) -> list[Event]:
+        """Events with ``seq > after`` in order; with ``with_data=False`` their
+        ``data`` snapshots are left out (empty), for readers that only route them."""
 
     # -- tokens -----------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import asyncpg
 from . import _changes
 from ._group import GroupCommit, PutRequest
 from ._sql import Migration, load_migrations, load_queries
+from ._token_cache import TokenCache
 from .base import ListCursor
 from .errors import (
     ArticleNotFound,
@@ -35,6 +36,7 @@ from .errors import (
     TokenExists,
     TopicNotFound,
 )
+from .jsoncodec import dumps_text
 from .records import (
     Article,
     ArticleDraft,
@@ -172,7 +174,7 @@ def _article_params(article: Article) -> tuple[Any, ...]:
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=dumps_text, decoder=json.loads)
 
 
 if TYPE_CHECKING:
@@ -195,9 +197,11 @@ class _Connection(_BaseConnection):
 class PostgresStorage:
     """``Storage`` on PostgreSQL. Create with ``await PostgresStorage.open(dsn)``."""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._group = GroupCommit(self._write_group)
+        self._tokens = TokenCache(self._listen_connection)
         self._closed = False
 
     @classmethod
@@ -223,7 +227,7 @@ class PostgresStorage:
             except BaseException:
                 pool.terminate()
                 raise
-        return cls(pool)
+        return cls(pool, dsn)
 
     @staticmethod
     async def _migrate(pool: asyncpg.Pool[asyncpg.Record], migrations: list[Migration]) -> None:
@@ -251,6 +255,7 @@ class PostgresStorage:
             return
         self._closed = True
         await self._group.close()
+        await self._tokens.close()
         try:
             await asyncio.wait_for(self._pool.close(), DEFAULT_CLOSE_TIMEOUT)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -383,8 +388,8 @@ class PostgresStorage:
                 Q["insert_events"],
                 [event for event, _ in writes],
                 [a.id for _, a in writes],
-                [json.dumps(list(a.topics)) for _, a in writes],
-                [json.dumps(a.to_json()) for _, a in writes],
+                [dumps_text(list(a.topics)) for _, a in writes],
+                [dumps_text(a.to_json()) for _, a in writes],
                 [a.updated_at for _, a in writes],
             )
         )
@@ -513,8 +518,11 @@ class PostgresStorage:
 
     # -- events -----------------------------------------------------------------
 
-    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        return [_event(r) for r in await self._fetch(Q["list_events"], after, limit)]
+    async def list_events(
+        self, *, after: int = 0, limit: int = 100, with_data: bool = True
+    ) -> list[Event]:
+        query = Q["list_events" if with_data else "list_event_heads"]
+        return [_event(r) for r in await self._fetch(query, after, limit)]
 
     # -- tokens -----------------------------------------------------------------
 
@@ -532,8 +540,19 @@ class PostgresStorage:
         return _record(Token, row)
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
+        cached = self._tokens.get(token_hash)
+        if cached is not None:
+            return cached
+        generation = self._tokens.generation
         row = await self._fetch_one(Q["get_token_by_hash"], token_hash)
-        return _record(Token, row) if row else None
+        if row is None:
+            return None
+        token = _record(Token, row)
+        self._tokens.put(token_hash, token, generation)
+        return token
+
+    async def _listen_connection(self) -> asyncpg.Connection[asyncpg.Record]:
+        return await asyncpg.connect(self._dsn, timeout=DEFAULT_CONNECT_TIMEOUT)
 
     async def touch_token(self, token_id: int, *, now: datetime | None = None) -> None:
         async with self._transaction() as conn:
@@ -549,6 +568,10 @@ class PostgresStorage:
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
         async with self._transaction() as conn:
             row = await conn.fetchrow(Q["revoke_token"], now or utcnow(), name)
+            if row is not None:
+                # Delivered at commit to every process caching tokens (_token_cache).
+                await conn.execute(Q["notify_token_revoked"])
+        self._tokens.invalidate()
         return _record(Token, row) if row else None
 
     # -- subscriptions and deliveries ------------------------------------------

@@ -51,6 +51,7 @@ from .errors import (
     TokenExists,
     TopicNotFound,
 )
+from .jsoncodec import dumps_text
 from .records import (
     Article,
     ArticleDraft,
@@ -348,7 +349,7 @@ class SQLiteStorage:
         conn.executemany(
             Q["insert_event_at"],
             [
-                (seq, event, a.id, json.dumps(list(a.topics)), json.dumps(a.to_json()),
+                (seq, event, a.id, json.dumps(list(a.topics)), dumps_text(a.to_json()),
                  format_time(a.updated_at))
                 for seq, (event, a) in enumerate(writes, start=first)
             ],
@@ -490,8 +491,11 @@ class SQLiteStorage:
 
     # -- events -----------------------------------------------------------------
 
-    async def list_events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        async with self._read(Q["list_events"], (after, limit)) as rows:
+    async def list_events(
+        self, *, after: int = 0, limit: int = 100, with_data: bool = True
+    ) -> list[Event]:
+        query = Q["list_events" if with_data else "list_event_heads"]
+        async with self._read(query, (after, limit)) as rows:
             return [to_event(r) for r in rows]
 
     # -- tokens -----------------------------------------------------------------

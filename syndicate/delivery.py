@@ -119,7 +119,7 @@ class FanOut:
     async def run_once(self) -> int:
         """Fan out one batch of events; returns how many events it covered."""
         cursor = await self.storage.get_cursor(FANOUT_CURSOR)
-        events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH)
+        events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH, with_data=False)
         if not events:
             return 0
         subscriptions = await self.storage.list_active_subscriptions()

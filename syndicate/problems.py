@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 import storage
+from storage.jsoncodec import dumps
 
 from .logs import request_id
 from .openapi import QUERY_PARAMS
@@ -67,7 +68,7 @@ def problem_response(problem: Problem, request: web.Request | None = None) -> we
         body["errors"] = problem.errors
     return web.Response(
         status=problem.status,
-        body=json.dumps(body).encode(),
+        body=dumps(body),
         content_type=PROBLEM_JSON,
         headers=problem.headers,
     )
@@ -179,7 +180,7 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(data, ensure_ascii=False).encode(),
+        body=dumps(data),
         content_type="application/json",
         charset="utf-8",
         headers=headers,

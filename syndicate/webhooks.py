@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from storage.jsoncodec import dumps
 from storage.records import Article, Event, Subscription, format_time
 
 from .articles import article_json, deleted_article_json
@@ -74,7 +74,7 @@ def event_body(event: Event, base_url: str) -> bytes:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return dumps(payload)
 
 
 def matches(subscription: Subscription, event: Event) -> bool:

@@ -66,6 +66,8 @@ async def test_put_get_and_events(store: Storage) -> None:
     assert events[1].created_at == later
     assert await store.list_events(after=events[0].seq) == events[1:]
     assert await store.list_events(limit=1) == events[:1]
+    heads = await store.list_events(with_data=False)
+    assert heads == [dataclasses.replace(e, data={}) for e in events]
 
 
 async def test_create_only_conflicts(store: Storage) -> None:

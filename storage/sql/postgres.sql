@@ -107,6 +107,10 @@ UPDATE topics SET title = $2, description = $3, updated_at = $4 WHERE slug = $1;
 -- name: list_events
 SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
+-- name: list_event_heads
+SELECT seq, type, article_id, topics, '{}'::jsonb AS data, created_at
+FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
+
 -- name: insert_token
 INSERT INTO tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4)
 RETURNING *;
@@ -125,6 +129,9 @@ SELECT * FROM tokens ORDER BY id;
 
 -- name: revoke_token
 UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING *;
+
+-- name: notify_token_revoked
+SELECT pg_notify('syndicate_tokens', '');
 
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,

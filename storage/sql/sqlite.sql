@@ -75,6 +75,10 @@ ON CONFLICT (slug) DO UPDATE SET title = excluded.title, description = excluded.
 -- name: list_events
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
+-- name: list_event_heads
+SELECT seq, type, article_id, topics, '{}' AS data, created_at
+FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+
 -- name: insert_token
 INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)
 RETURNING *;

@@ -16,7 +16,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,6 +77,8 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Advisory lock keys (fixed bigints; the hex spells "SYNDMIGR" and "SYNDWRIT").
 _MIGRATION_LOCK = 0x5359_4E44_4D49_4752
 _WRITE_LOCK = 0x5359_4E44_5752_4954
+#: Simple protocol (no parameters), so both statements go in one round trip.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})"
 #: Later than every stored time: the "no cursor" upper bound.
 _AFTER_ALL = datetime.max.replace(tzinfo=UTC)
 #: Above every delivery id: the "no cursor" upper bound.
@@ -168,9 +171,16 @@ _ARTICLE_COLUMNS = (
 )  # fmt: skip
 
 
-def _article_params(article: Article) -> tuple[Any, ...]:
-    """In the column order of ``save_article`` (the jsonb codec takes the topics tuple)."""
-    return tuple(getattr(article, column) for column in _ARTICLE_COLUMNS)
+def _article_columns(articles: Iterable[Article]) -> list[list[Any]]:
+    """The articles as one list per column of ``_ARTICLE_COLUMNS``, for ``unnest``
+    (topics as JSON text)."""
+    columns: list[list[Any]] = [[] for _ in _ARTICLE_COLUMNS]
+    for article in articles:
+        for column, name in zip(columns, _ARTICLE_COLUMNS, strict=True):
+            column.append(getattr(article, name))
+    topics = _ARTICLE_COLUMNS.index("topics")
+    columns[topics] = [dumps_text(list(value)) for value in columns[topics]]
+    return columns
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -330,14 +340,40 @@ class PostgresStorage:
                         raise
                     return
 
-    @staticmethod
-    async def _lock_writes(conn: _Conn) -> None:
-        # A sequence hands out seq at INSERT, but transactions commit in any
-        # order: a consumer that already read seq N+1 would never see N if N
-        # committed later. Holding one lock from before the INSERT until COMMIT
-        # makes seq order commit order. Taken first thing in an article write,
-        # it also keeps the existence and slug checks from racing.
-        await conn.execute(Q["advisory_xact_lock"], _WRITE_LOCK)
+    @contextlib.asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[_Conn]:
+        """A transaction holding the article write lock, begun and locked in one
+        round trip (a simple-protocol BEGIN; SELECT), for writes that touch events.
+
+        A sequence hands out seq at INSERT, but transactions commit in any order: a
+        consumer that already read seq N+1 would never see N if N committed later.
+        Holding one lock from before the INSERT until COMMIT makes seq order commit
+        order. Taken first thing, it also keeps the existence and slug checks of an
+        article write from racing. A connection found dead at BEGIN is replaced once."""
+        with wrap_exceptions():
+            for attempt in range(2):
+                async with self._acquire() as conn:
+                    try:
+                        await conn.execute(_BEGIN_WRITE)
+                    except Exception as exc:
+                        if not await self._lost(exc) or attempt:
+                            raise
+                        continue
+                    try:
+                        yield conn
+                    except Exception as exc:
+                        if not await self._lost(exc):
+                            await conn.execute("ROLLBACK")
+                        raise
+                    # On cancellation the pool's reset on release rolls back.
+                    try:
+                        status = await conn.execute("COMMIT")
+                    except Exception as exc:
+                        await self._lost(exc)
+                        raise
+                    if status != "COMMIT":  # the transaction had failed: nothing was written
+                        raise StorageError(f"PostgreSQL answered {status} to COMMIT")
+                    return
 
     # -- articles ---------------------------------------------------------------
 
@@ -347,8 +383,13 @@ class PostgresStorage:
         """Many article writes in a handful of set-based statements (the caller holds
         the write lock): read what they touch, decide in Python, write the changes."""
         ids = list(dict.fromkeys(r.draft.id for r in requests))
-        existing = {row["id"]: _article(row) for row in await conn.fetch(Q["get_articles"], ids)}
-        owners = await self._slug_owners(conn, [r.draft for r in requests])
+        drafts = [r.draft for r in requests]
+        wanting = _changes.slug_wants(drafts)
+        # The articles themselves and who holds the slugs they want, in one query.
+        rows = await conn.fetch(Q["articles_and_slug_owners"], ids, sorted(wanting))
+        existing = {row["id"]: _article(row) for row in rows if row["wanted"]}
+        owners = {row["slug"]: row["id"] for row in rows if row["slug"] in wanting}
+        await self._crowded_slug_owners(conn, wanting, owners)
         plans = _changes.plan_puts(
             [(r.draft, r.create_only, r.now) for r in requests], existing, owners
         )
@@ -358,19 +399,17 @@ class PostgresStorage:
         return [p if isinstance(p, Exception) else PutResult(p.article, p.outcome) for p in plans]
 
     @staticmethod
-    async def _slug_owners(conn: _Conn, drafts: Sequence[ArticleDraft]) -> dict[str, str]:
-        """Who holds each slug the drafts may want: their bases, and where a base
-        is wanted twice or held by another article, all its ``base-N`` forms too.
-        (One query with every range would be planned as a full scan: the
-        planner cannot see how narrow the ranges are.)"""
-        wanting = _changes.slug_wants(drafts)
-        rows = await conn.fetch(Q["slug_owners"], sorted(wanting))
-        owners = {row["slug"]: row["id"] for row in rows}
+    async def _crowded_slug_owners(
+        conn: _Conn, wanting: Mapping[str, set[str]], owners: dict[str, str]
+    ) -> None:
+        """Where a wanted base slug is wanted twice or held by another article, add
+        the holders of all its ``base-N`` forms to ``owners``. (One query with every
+        range would be planned as a full scan: the planner cannot see how narrow
+        the ranges are.)"""
         for base in _changes.crowded_bases(wanting, owners):
             low, _, high = _changes.slug_range(base)
             rows = await conn.fetch(Q["slugs_in_range"], low, high)
             owners.update((row["slug"], row["id"]) for row in rows)
-        return owners
 
     @staticmethod
     async def _apply(
@@ -380,36 +419,36 @@ class PostgresStorage:
         now: datetime,
     ) -> None:
         """Store the articles (in order; an id may come twice, the last wins), one
-        event each, their topic rows and counts, and every touched topic's marker."""
-        await conn.executemany(Q["save_article"], [_article_params(a) for _, a in writes])
-        seqs = sorted(
-            row["seq"]
-            for row in await conn.fetch(
-                Q["insert_events"],
-                [event for event, _ in writes],
-                [a.id for _, a in writes],
-                [dumps_text(list(a.topics)) for _, a in writes],
-                [dumps_text(a.to_json()) for _, a in writes],
-                [a.updated_at for _, a in writes],
-            )
-        )
+        event each, their topic rows and counts, and every touched topic's marker:
+        one statement (``write_articles``), after one more for articles that had
+        topic rows before."""
         final = {a.id: a for _, a in writes}
         indexed = [article_id for article_id in final if article_id in before]
         if indexed:
-            await conn.execute(Q["uncount_articles_topics"], indexed)
-            await conn.execute(Q["delete_articles_topics"], indexed)
+            await conn.execute(Q["unindex_articles"], indexed)
         live = [a for a in final.values() if not a.deleted]
-        rows = [(topic, a.id, a.published_at) for a in live for topic in a.topics]
-        if rows:
-            topics = sorted({topic for topic, _, _ in rows})
-            titles = [default_topic_title(t) for t in topics]
-            await conn.execute(Q["ensure_topics"], topics, titles, now)
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            await conn.execute(Q["insert_articles_topics"], *columns)
-            await conn.execute(Q["count_topics"], columns[0])
-        touched = {t for _, a in writes for t in a.topics}
-        touched.update(t for article_id in indexed for t in before[article_id].topics)
-        await conn.execute(Q["mark_topics_changed"], seqs[-1], now, sorted(touched))
+        links = [(topic, a.id, a.published_at) for a in live for topic in a.topics]
+        added = Counter(topic for topic, _, _ in links)
+        touched = sorted(
+            {t for _, a in writes for t in a.topics}
+            | {t for article_id in indexed for t in before[article_id].topics}
+        )
+        await conn.execute(
+            Q["write_articles"],
+            *_article_columns(final.values()),
+            [event for event, _ in writes],
+            [a.id for _, a in writes],
+            [dumps_text(list(a.topics)) for _, a in writes],
+            [dumps_text(a.to_json()) for _, a in writes],
+            [a.updated_at for _, a in writes],
+            [topic for topic, _, _ in links],
+            [article_id for _, article_id, _ in links],
+            [published for _, _, published in links],
+            touched,
+            [default_topic_title(t) for t in touched],
+            [added[t] for t in touched],
+            now,
+        )
 
     async def put_article(
         self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None
@@ -417,16 +456,14 @@ class PostgresStorage:
         return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
 
     async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
-        async with self._transaction() as conn:
-            await self._lock_writes(conn)
+        async with self._write_transaction() as conn:
             return await self._write_puts(conn, requests)
 
     async def put_articles(
         self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
     ) -> list[PutResult]:
         stamp = now or utcnow()
-        async with self._transaction() as conn:
-            await self._lock_writes(conn)
+        async with self._write_transaction() as conn:
             outcomes = await self._write_puts(conn, [PutRequest(d, False, stamp) for d in drafts])
         results = []
         for outcome in outcomes:
@@ -468,8 +505,7 @@ class PostgresStorage:
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
         stamp = now or utcnow()
-        async with self._transaction() as conn:
-            await self._lock_writes(conn)
+        async with self._write_transaction() as conn:
             row = await conn.fetchrow(Q["get_article"], article_id)
             if row is None:
                 raise ArticleNotFound(article_id)

@@ -27,56 +27,70 @@ SELECT * FROM articles WHERE id = $1;
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = $1;
 
--- name: get_articles
-SELECT * FROM articles WHERE id = ANY($1::text[]);
--- name: slug_owners
-SELECT slug, id FROM articles WHERE slug = ANY($1::text[]);
+-- name: articles_and_slug_owners
+-- The articles with ids $1 (wanted) and those holding the slugs $2.
+SELECT *, id = ANY($1::text[]) AS wanted FROM articles
+ WHERE id = ANY($1::text[]) OR slug = ANY($2::text[]);
+
 -- name: slugs_in_range
 -- A base and all its base-N forms (and a few more, which only make the answer
 -- larger): [base, base.), as "." sorts right after "-".
 SELECT slug, id FROM articles WHERE slug >= $1 AND slug < $2;
--- name: save_article
-INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
-                      url, image, language, published_at, updated_at, created_at, version,
-                      deleted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (id) DO UPDATE
-   SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
-       content = excluded.content, content_type = excluded.content_type,
-       topics = excluded.topics, author = excluded.author, url = excluded.url,
-       image = excluded.image, language = excluded.language,
-       published_at = excluded.published_at, updated_at = excluded.updated_at,
-       version = excluded.version, deleted_at = excluded.deleted_at;
-
--- name: ensure_topics
-INSERT INTO topics (slug, title, description, created_at, updated_at)
-SELECT slug, title, '', $3, $3
-  FROM unnest($1::text[], $2::text[]) AS t (slug, title)
-ON CONFLICT (slug) DO NOTHING;
-
--- name: insert_events
--- Identity values are taken in row order, which ORDER BY n fixes: sorted, the
--- returned seqs belong to the events in the order given.
-INSERT INTO events (type, article_id, topics, data, created_at)
-SELECT type, article_id, topics::jsonb, data::jsonb, created_at
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-       WITH ORDINALITY AS e (type, article_id, topics, data, created_at, n)
- ORDER BY n
-RETURNING seq;
--- name: uncount_articles_topics
+-- name: unindex_articles
+-- Before rewriting articles that have topic rows: drop the rows, uncount them.
+WITH gone AS (DELETE FROM article_topics WHERE article_id = ANY($1::text[]) RETURNING topic)
 UPDATE topics t SET article_count = t.article_count - d.n
-  FROM (SELECT topic, count(*) AS n FROM article_topics
-         WHERE article_id = ANY($1::text[]) GROUP BY topic) AS d
+  FROM (SELECT topic, count(*) AS n FROM gone GROUP BY topic) AS d
  WHERE t.slug = d.topic;
--- name: delete_articles_topics
-DELETE FROM article_topics WHERE article_id = ANY($1::text[]);
--- name: insert_articles_topics
-INSERT INTO article_topics (topic, article_id, published_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]);
--- name: count_topics
-UPDATE topics t SET article_count = t.article_count + d.n
-  FROM (SELECT topic, count(*) AS n FROM unnest($1::text[]) AS u (topic) GROUP BY topic) AS d
- WHERE t.slug = d.topic;
+
+-- name: write_articles
+-- A whole group of article writes in one statement (under the write lock):
+-- $1-$17   the final state of each article, one array per column;
+-- $18-$22  one event per write, in order (identity values are taken in row
+--          order, which ORDER BY n fixes, so seq order is the order given);
+-- $23-$25  the live articles' topic rows;
+-- $26-$28  every touched topic, its default title (for a new topic) and how
+--          many topic rows it gains; all are marked changed at the last event.
+-- Foreign keys are checked at the end of the statement, so the topic rows may
+-- name articles and topics inserted by the same statement.
+WITH saved AS (
+    INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics,
+                          author, url, image, language, published_at, updated_at,
+                          created_at, version, deleted_at)
+    SELECT id, guid, slug, title, summary, content, content_type, topics::jsonb, author,
+           url, image, language, published_at, updated_at, created_at, version, deleted_at
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                  $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int[],
+                  $17::timestamptz[])
+           AS a (id, guid, slug, title, summary, content, content_type, topics, author, url,
+                 image, language, published_at, updated_at, created_at, version, deleted_at)
+    ON CONFLICT (id) DO UPDATE
+       SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
+           content = excluded.content, content_type = excluded.content_type,
+           topics = excluded.topics, author = excluded.author, url = excluded.url,
+           image = excluded.image, language = excluded.language,
+           published_at = excluded.published_at, updated_at = excluded.updated_at,
+           version = excluded.version, deleted_at = excluded.deleted_at
+), logged AS (
+    INSERT INTO events (type, article_id, topics, data, created_at)
+    SELECT type, article_id, topics::jsonb, data::jsonb, created_at
+      FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::timestamptz[])
+           WITH ORDINALITY AS e (type, article_id, topics, data, created_at, n)
+     ORDER BY n
+    RETURNING seq
+), linked AS (
+    INSERT INTO article_topics (topic, article_id, published_at)
+    SELECT * FROM unnest($23::text[], $24::text[], $25::timestamptz[])
+)
+INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
+                    changed_seq, changed_at)
+SELECT slug, title, '', $29, $29, n, (SELECT max(seq) FROM logged), $29
+  FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t (slug, title, n)
+ON CONFLICT (slug) DO UPDATE
+   SET article_count = topics.article_count + excluded.article_count,
+       changed_seq = excluded.changed_seq, changed_at = excluded.changed_at;
+
 -- name: list_articles
 SELECT * FROM articles
  WHERE deleted_at IS NULL AND (published_at, id) < ($1, $2)
@@ -184,9 +198,6 @@ RETURNING d.*;
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = $1 AND claimed_by = $2;
-
--- name: mark_topics_changed
-UPDATE topics SET changed_seq = $1, changed_at = $2 WHERE slug = ANY($3::text[]);
 
 -- name: topic_feed_state
 SELECT changed_seq AS seq, changed_at, updated_at FROM topics WHERE slug = $1;

@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     with h.scratch_dir() as tmp:
         receiver = h.Helper("bench.receiver", []).start(tmp)
         db = h.new_database(args.backend, tmp, "fanout")
-        env = {"SYNDICATE_ALLOW_PRIVATE_TARGETS": "1", "SYNDICATE_MAX_PER_HOST": str(CONCURRENCY)}
+        # The per-host cap is per process: split the raw client's concurrency between them.
+        per_host = max(1, CONCURRENCY // args.workers)
+        env = {"SYNDICATE_ALLOW_PRIVATE_TARGETS": "1", "SYNDICATE_MAX_PER_HOST": str(per_host)}
         try:
             token = h.create_token(db.url)
             with h.Service(db.url, workers=args.workers, env=env).start(tmp) as service:

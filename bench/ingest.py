@@ -214,7 +214,8 @@ async def post_batches(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--workers", type=int, default=1)
+    # One process per core, as for feed reads: the deployment we recommend (docs).
+    parser.add_argument("--workers", type=int, default=h.cores())
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args(argv)

@@ -702,27 +702,29 @@ class SQLiteStorage:
         stamp = now or utcnow()
         at = format_time(stamp)
         ids = json.dumps([o.delivery_id for o in outcomes])
-        async with self._transaction() as conn:
-            async with conn.execute(Q["deliveries_of"], (ids,)) as cur:
-                owners = {r["id"]: r["subscription_id"] for r in await cur.fetchall()}
+
+        # One hop to the writer thread for the whole batch (see _in_writer).
+        def complete(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(Q["deliveries_of"], (ids,))
+            owners = {r["id"]: r["subscription_id"] for r in rows}
             live = [o for o in outcomes if o.delivery_id in owners]
-            await conn.executemany(Q["complete_delivery"], [outcome_params(o, at) for o in live])
+            conn.executemany(Q["complete_delivery"], [outcome_params(o, at) for o in live])
             succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
             failed = {owners[o.delivery_id] for o in live} - succeeded
             if succeeded:
-                await conn.execute(
-                    Q["subscriptions_succeeded"], (at, json.dumps(sorted(succeeded)))
-                )
+                conn.execute(Q["subscriptions_succeeded"], (at, json.dumps(sorted(succeeded))))
             if not failed:
                 return []
-            await conn.execute(Q["subscriptions_failed"], (at, json.dumps(sorted(failed))))
+            conn.execute(Q["subscriptions_failed"], (at, json.dumps(sorted(failed))))
             params = {
                 "ids": json.dumps(sorted(failed)),
                 "now": at,
                 "cutoff": format_time(stamp - disable_after),
             }
-            async with conn.execute(Q["disable_failing_subscriptions"], params) as cur:
-                return sorted(r["id"] for r in await cur.fetchall())
+            rows = conn.execute(Q["disable_failing_subscriptions"], params)
+            return sorted(r["id"] for r in rows)
+
+        return await self._in_writer(complete)
 
     async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
         async with self._transaction() as conn:

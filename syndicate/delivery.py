@@ -269,6 +269,8 @@ class Dispatcher:
                 [d.id for d in waiting], worker=self.worker_id,
                 until=utcnow() + timedelta(seconds=wait),
             )  # fmt: skip
+            # Claim them again when they are due, not at the next poll.
+            asyncio.get_running_loop().call_later(wait, self._wake.set)
 
     def _forget(self, delivery_id: int, _: object) -> None:
         self._jobs.pop(delivery_id, None)
@@ -378,12 +380,22 @@ class Dispatcher:
         while self._outcomes and tries != 0:
             batch = self._outcomes[:]
             self._outcomes_ready.clear()
-            try:
-                disabled = await self.storage.complete_deliveries(
+            write = asyncio.ensure_future(
+                self.storage.complete_deliveries(
                     batch,
                     worker=self.worker_id,
                     disable_after=timedelta(seconds=self.settings.disable_after),
                 )
+            )
+            try:
+                disabled = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # A write already sent may still commit: wait for it, so the same
+                # outcomes are not recorded twice by the final flush at shutdown.
+                with contextlib.suppress(Exception):
+                    await write
+                    del self._outcomes[: len(batch)]
+                raise
             except Exception as exc:
                 if isinstance(exc, StorageError):
                     logger.warning("recording outcomes failed; retrying", extra={"error": str(exc)})

@@ -84,6 +84,8 @@ DEFAULT_BUSY_TIMEOUT_MS = 10_000
 INLINE_BUSY_TIMEOUT_MS = 5
 #: Most single article writes committed together in one transaction.
 MAX_GROUP_COMMIT = 256
+#: Topics whose feed state is kept between changes (one process's memory bound).
+MAX_CACHED_FEED_STATES = 10_000
 #: Sorts after every stored time: the "no cursor" upper bound.
 _AFTER_ALL = "~"
 #: Above every delivery id: the "no cursor" upper bound.
@@ -145,6 +147,10 @@ class SQLiteStorage:
         self._writer = writer
         self._reader = reader
         self._inline = inline
+        # Feed states read inline, valid while PRAGMA data_version (which changes
+        # whenever another connection, in any process, commits) stays the same.
+        self._feed_states: dict[str | None, FeedState] = {}
+        self._data_version: int | None = None
         self._group = GroupCommit(self._write_group, limit=MAX_GROUP_COMMIT)
         self._lock = asyncio.Lock()
         self._closed = False
@@ -473,6 +479,15 @@ class SQLiteStorage:
         return to_topic(row), not existed
 
     async def feed_state(self, topic: str | None) -> FeedState:
+        version = self._read_inline(Q["data_version"], ())
+        if version is not None:
+            if version[0][0] != self._data_version:
+                self._feed_states.clear()
+                self._data_version = version[0][0]
+            else:
+                cached = self._feed_states.get(topic)
+                if cached is not None:
+                    return cached
         params: tuple[str, ...] = ()
         if topic is None:
             query = Q["all_feed_state"]
@@ -487,7 +502,12 @@ class SQLiteStorage:
                 raise TopicNotFound(topic)
             return FeedState(0, None, None)
         row = rows[0]
-        return FeedState(row["seq"], text_time(row["changed_at"]), text_time(row["updated_at"]))
+        state = FeedState(row["seq"], text_time(row["changed_at"]), text_time(row["updated_at"]))
+        if version is not None and len(self._feed_states) < MAX_CACHED_FEED_STATES:
+            # Read after data_version: if a commit came in between, the next call
+            # sees a new version and reads again.
+            self._feed_states[topic] = state
+        return state
 
     # -- events -----------------------------------------------------------------
 
@@ -761,10 +781,14 @@ class SQLiteStorage:
             "now": format_time(stamp),
             "limit": limit,
         }
-        async with self._transaction() as conn:
-            async with conn.execute(Q["claim_deliveries"], params) as cur:
-                rows = await cur.fetchall()
-        return sorted((to_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+
+        # One hop to the writer thread (see _in_writer), rows converted there too:
+        # under load each hop and each row handed back waits for the event loop's GIL.
+        def claim(conn: sqlite3.Connection) -> list[Delivery]:
+            return [to_delivery(r) for r in conn.execute(Q["claim_deliveries"], params)]
+
+        claimed = await self._in_writer(claim)
+        return sorted(claimed, key=lambda d: (d.next_attempt_at, d.id))
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         async with self._transaction() as conn:

@@ -13,7 +13,7 @@ from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .limits import RATE_LIMITER, RateLimiter
 from .logs import request_middleware
-from .problems import error_middleware
+from .problems import error_response
 from .settings import Settings
 
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     The delivery fan-out and dispatcher run as background tasks of the app."""
     app = web.Application(
         client_max_size=settings.max_body_size,
-        middlewares=[request_middleware, error_middleware],
+        middlewares=[request_middleware(error_response)],
     )
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()

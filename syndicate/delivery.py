@@ -223,11 +223,13 @@ class Dispatcher:
             claimed: list[Delivery] = []
             if room > 0:
                 try:
-                    claimed = await self.storage.claim_deliveries(
-                        worker=self.worker_id, limit=min(room, CLAIM_BATCH), lease=self.lease
-                    )
+                    claimed = await self._claim(min(room, CLAIM_BATCH))
                     if claimed:
-                        await self._start(claimed)
+                        try:
+                            await self._start(claimed)
+                        except asyncio.CancelledError:  # hand back what did not start
+                            self._unfinished.extend(d.id for d in claimed if d.id not in self._jobs)
+                            raise
                 except StorageError as exc:
                     logger.warning("claiming deliveries failed", extra={"error": str(exc)})
                 except Exception:
@@ -237,6 +239,19 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    async def _claim(self, limit: int) -> list[Delivery]:
+        claim = asyncio.ensure_future(
+            self.storage.claim_deliveries(worker=self.worker_id, limit=limit, lease=self.lease)
+        )
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # A claim already sent may still commit (SQLite runs it on its writer
+            # thread): take what it got, to be handed back at shutdown.
+            with contextlib.suppress(Exception):
+                self._unfinished.extend(d.id for d in await claim)
+            raise
 
     async def _start(self, claimed: list[Delivery]) -> None:
         events = await self.storage.get_events(sorted({d.event_seq for d in claimed}))

@@ -249,6 +249,5 @@ async def feed(request: web.Request) -> web.StreamResponse:
         return web.Response(status=304, headers=headers)
     if use_gzip:
         headers["Content-Encoding"] = "gzip"
-    response = web.Response(body=rendered.gzipped if use_gzip else rendered.body, headers=headers)
-    response.headers["Content-Type"] = feeds.CONTENT_TYPES[fmt]
-    return response
+    headers["Content-Type"] = feeds.CONTENT_TYPES[fmt]
+    return web.Response(body=rendered.gzipped if use_gzip else rendered.body, headers=headers)

@@ -1,17 +1,17 @@
 """RFC 9457 problem details: the one shape every error response takes.
 
 Problem(status, title, detail, errors)   raised by handlers
-error_middleware                         turns Problem, aiohttp's HTTP errors and
+error_response                           turns Problem, aiohttp's HTTP errors and
                                          storage errors into problem+json; an
                                          unexpected exception is logged and
-                                         answered 500 without details.
+                                         answered 500 without details (called by
+                                         the middleware in logs.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -30,7 +30,6 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://syndicate.invalid/problems/"
 
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Problem(Exception):
@@ -91,15 +90,11 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return Problem(exc.status, detail, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        problem = _problem_for(request, exc)
-        if problem is None:
-            raise
-        return problem_response(problem, request)
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """The problem+json answer for an exception a handler raised; ``None`` for
+    non-error HTTP exceptions (redirects), which aiohttp answers itself."""
+    problem = _problem_for(request, exc)
+    return None if problem is None else problem_response(problem, request)
 
 
 def _problem_for(request: web.Request, exc: Exception) -> Problem | None:

@@ -441,3 +441,30 @@ async def test_feed_content_is_what_storage_holds(store: Storage, client: Client
     _, body = await get(client, "/feeds/t.json")
     doc = json.loads(body)
     assert doc["items"][0]["content_html"].startswith("<h1>Head</h1>")
+
+
+async def test_large_feeds_arrive_whole_with_every_header(client: Client) -> None:
+    """A feed of 50 long articles (~600 KB) goes out as headers then body: complete,
+    with its length, request id and nosniff, and the connection still reusable."""
+    text = "<p>" + "Calcified liver lesions are usually harmless. " * 250 + "</p>"
+    articles = [
+        {"id": f"long-{i}", "title": f"Long read {i}", "content": text, "topics": ["big"]}
+        for i in range(50)
+    ]
+    async with client.request("POST", "/api/articles/batch", json={"articles": articles}) as r:
+        assert r.status == 200
+    for encoding in ("identity", "gzip", "identity"):
+        resp, body = await get(client, "/feeds/big.rss", **{"Accept-Encoding": encoding})
+        assert resp.status == 200
+        assert int(resp.headers["Content-Length"]) == len(body)
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert len(resp.headers["X-Request-Id"]) == 32
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        assert len(body) > 500_000
+        parsed = feedparser.parse(body)
+        assert parsed.bozo == 0 and len(parsed.entries) == 50
+    async with client.request("HEAD", "/feeds/big.rss", token="",
+                              headers={"Accept-Encoding": "identity"}) as resp:  # fmt: skip
+        assert resp.status == 200 and await resp.read() == b""
+        assert int(resp.headers["Content-Length"]) > 500_000

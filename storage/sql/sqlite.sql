@@ -134,6 +134,9 @@ RETURNING *;
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = ? AND claimed_by = ?;
 
+-- name: data_version
+PRAGMA data_version;
+
 -- name: topic_feed_state
 SELECT changed_seq AS seq, changed_at, updated_at FROM topics WHERE slug = ?;
 

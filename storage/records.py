@@ -6,6 +6,7 @@ All datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,13 +33,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text."""
+    """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text.
+
+    Cached: one write formats the same few instants (its ``now``) many times. Equal
+    instants in other zones hit the same entry, which is right: the text is UTC."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    # isoformat (not strftime, whose %Y does not zero-pad years below 1000
-    # everywhere): fixed width with the year padded to four digits.
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # Not strftime, whose %Y does not zero-pad years below 1000 everywhere.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (twice as fast here)
+        value.year, value.month, value.day,
+        value.hour, value.minute, value.second, value.microsecond,
+    )  # fmt: skip
 
 
 def parse_time(value: str) -> datetime:

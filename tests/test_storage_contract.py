@@ -396,3 +396,24 @@ async def test_batch_sees_its_own_earlier_writes(store: Storage) -> None:
     assert [e.type for e in await store.list_events()] == [
         "article.published", "article.published", "article.updated", "article.published"
     ]  # fmt: skip
+
+
+def test_times_are_fixed_width_utc_text() -> None:
+    """Stored and served times sort as text: fixed width, UTC, years zero-padded."""
+    from datetime import timezone
+
+    from storage.records import format_time, parse_time
+
+    plus_two = timezone(timedelta(hours=2))
+    cases = {
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC): "2026-01-02T03:04:05.000006Z",
+        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC): "0999-12-31T23:59:59.000000Z",
+        datetime(2026, 1, 2, 1, 0, tzinfo=plus_two): "2026-01-01T23:00:00.000000Z",
+    }
+    for _ in range(2):  # the second time from the cache
+        for value, text in cases.items():
+            assert format_time(value) == text
+            assert parse_time(text) == value
+    assert format_time(datetime(2026, 1, 1, 23, 0, tzinfo=UTC)) == format_time(
+        datetime(2026, 1, 2, 1, 0, tzinfo=plus_two)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import urllib.request
 
 from bench import _harness as h
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         token = h.create_token(db.url)
         service = h.Service(db.url, workers=args.workers).start(tmp)
         nginx = None
+        bare: list[h.Helper] = []
         try:
             articles = [h.article(i, prefix="feed", content=content) for i in range(50)]
             asyncio.run(h.load_articles(service.base, token, articles))
@@ -58,7 +60,18 @@ def main(argv: list[str] | None = None) -> None:
             assert n_status == 200 and n_body == body
             n_etag = n_headers["ETag"]
             assert fetch(nginx_url, {"If-None-Match": n_etag})[0] == 304
-            runs: dict[str, list[h.WrkResult]] = {k: [] for k in ("o200", "n200", "o304", "n304")}
+            feed_file = root / "feeds" / "liver-health.rss"
+            port = h.free_port()
+            for _ in range(args.workers):
+                bare.append(
+                    h.Helper("bench.bare_feed", ["--body", str(feed_file), "--etag", etag],
+                             port=port).start(tmp)
+                )  # fmt: skip
+            time.sleep(1.0)  # the later ones bind after the first already answers
+            bare_url = f"http://{h.HOST}:{port}/feeds/liver-health.rss"
+            assert fetch(bare_url)[1] == body
+            keys = ("o200", "n200", "b200", "o304", "n304", "b304")
+            runs: dict[str, list[h.WrkResult]] = {k: [] for k in keys}
             for round_no in range(h.ROUNDS):
                 print(f"round {round_no + 1}/{h.ROUNDS}", flush=True)
                 w = {"duration": args.duration}
@@ -66,15 +79,19 @@ def main(argv: list[str] | None = None) -> None:
                 runs["n200"].append(h.wrk(nginx_url, **w))  # type: ignore[arg-type]
                 runs["o304"].append(h.wrk(url, headers=[f"If-None-Match: {etag}"], **w))  # type: ignore[arg-type]
                 runs["n304"].append(h.wrk(nginx_url, headers=[f"If-None-Match: {n_etag}"], **w))  # type: ignore[arg-type]
+                runs["b200"].append(h.wrk(bare_url, **w))  # type: ignore[arg-type]
+                runs["b304"].append(h.wrk(bare_url, headers=[f"If-None-Match: {etag}"], **w))  # type: ignore[arg-type]
             rss = service.rss_mb()
         finally:
+            for helper in bare:
+                helper.stop()
             service.stop()
             if nginx is not None:
                 nginx.stop()
     m = {k: h.median_wrk(v) for k, v in runs.items()}
     rows = []
     for code, target in (("200", TARGET_200), ("304", TARGET_304)):
-        ours, base = m["o" + code], m["n" + code]
+        ours, base, bare_run = m["o" + code], m["n" + code], m["b" + code]
         ratio = ours.rps / base.rps
         rows.append(
             [
@@ -86,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ratio:.2f}x",
                 f">= {target}x",
                 h.verdict(ratio, target),
+                f"{bare_run.rps / base.rps:.2f}x",
             ]
         )
     errors = sum(r.errors + r.non_2xx_3xx for v in runs.values() for r in v)
@@ -101,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             "ours/nginx",
             "target",
             "result",
+            "bare aiohttp/nginx",
         ],
         rows,
         [
@@ -108,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
             "Accept-Encoding); nginx serves the identical bytes as a static file.",
             f"Both with {args.workers} processes: `syndicate serve --workers {args.workers}` "
             f"vs nginx `worker_processes {args.workers}`; wrk shares the same {h.cores()} cores.",
+            f"Bare aiohttp: `bench/bare_feed.py` x {args.workers} on one port, the same bytes "
+            "and ETag with no middleware or database, same wrk settings: what the framework "
+            "itself reaches here.",
             f"Service RSS after the run: {rss:.0f} MB over {args.workers} processes. "
             f"Socket errors + non-2xx/3xx across all runs: {errors}.",
         ],

@@ -254,9 +254,10 @@ class Dispatcher:
             raise
 
     async def _start(self, claimed: list[Delivery]) -> None:
-        events = await self.storage.get_events(sorted({d.event_seq for d in claimed}))
-        subscriptions = await self.storage.get_subscriptions(
-            sorted({d.subscription_id for d in claimed})
+        # Both reads at once: each is a round trip (or a hop to SQLite's reader).
+        events, subscriptions = await asyncio.gather(
+            self.storage.get_events(sorted({d.event_seq for d in claimed})),
+            self.storage.get_subscriptions(sorted({d.subscription_id for d in claimed})),
         )
         deferred: dict[str, tuple[_Host, list[Delivery]]] = {}
         for delivery in claimed:

@@ -101,12 +101,12 @@ class TokenCache:
             conn = await self._connect()
             conn.add_termination_listener(self._lost)
             await conn.add_listener(CHANNEL, self._notified)
-            if self._closed:
+            if self._closed or conn.is_closed():  # closing, or lost already
                 conn.terminate()
                 return
             self.invalidate()
-            self._listener = conn
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self._listener = conn  # no await since the check: _lost cannot come between
+        except Exception as exc:
             logger.warning("token cache off: cannot LISTEN", extra={"error": str(exc)})
             if conn is not None:
                 conn.terminate()
@@ -119,8 +119,10 @@ class TokenCache:
     def _notified(self, *_: Any) -> None:
         self.invalidate()
 
-    def _lost(self, *_: Any) -> None:
-        if self._listener is not None and not self._closed:
+    def _lost(self, conn: object, *_: Any) -> None:
+        if conn is not self._listener:
+            return  # an earlier connection, already replaced or given up
+        if not self._closed:
             logger.warning("token cache off: the LISTEN connection was lost")
         self._listener = None
         self.invalidate()

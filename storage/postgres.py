@@ -171,6 +171,11 @@ _ARTICLE_COLUMNS = (
 )  # fmt: skip
 
 
+def _article_row(article: Article) -> tuple[Any, ...]:
+    """In the column order of ``save_article`` (the jsonb codec takes the topics tuple)."""
+    return tuple(getattr(article, column) for column in _ARTICLE_COLUMNS)
+
+
 def _article_columns(articles: Iterable[Article]) -> list[list[Any]]:
     """The articles as one list per column of ``_ARTICLE_COLUMNS``, for ``unnest``
     (topics as JSON text)."""
@@ -426,16 +431,21 @@ class PostgresStorage:
         indexed = [article_id for article_id in final if article_id in before]
         if indexed:
             await conn.execute(Q["unindex_articles"], indexed)
+        in_one_go: Iterable[Article] = final.values()
+        if len(final) < len(writes):
+            # An id written twice: write every state in order (one upsert cannot
+            # touch a row twice, and a slug may pass between articles in between).
+            await conn.executemany(Q["save_article"], [_article_row(a) for _, a in writes])
+            in_one_go = ()
         live = [a for a in final.values() if not a.deleted]
         links = [(topic, a.id, a.published_at) for a in live for topic in a.topics]
         added = Counter(topic for topic, _, _ in links)
-        touched = sorted(
-            {t for _, a in writes for t in a.topics}
-            | {t for article_id in indexed for t in before[article_id].topics}
-        )
+        touched = {t for _, a in writes for t in a.topics}
+        touched.update(t for article_id in indexed for t in before[article_id].topics)
+        gaining = sorted(added)
         await conn.execute(
             Q["write_articles"],
-            *_article_columns(final.values()),
+            *_article_columns(in_one_go),
             [event for event, _ in writes],
             [a.id for _, a in writes],
             [dumps_text(list(a.topics)) for _, a in writes],
@@ -444,10 +454,11 @@ class PostgresStorage:
             [topic for topic, _, _ in links],
             [article_id for _, article_id, _ in links],
             [published for _, _, published in links],
-            touched,
-            [default_topic_title(t) for t in touched],
-            [added[t] for t in touched],
+            gaining,
+            [default_topic_title(t) for t in gaining],
+            [added[t] for t in gaining],
             now,
+            sorted(touched - added.keys()),
         )
 
     async def put_article(

@@ -33,14 +33,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@functools.lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text.
-
-    Cached: one write formats the same few instants (its ``now``) many times. Equal
-    instants in other zones hit the same entry, which is right: the text is UTC."""
+    """RFC 3339 in UTC with microseconds: fixed width, so it also sorts as text."""
     if value.tzinfo is not UTC:
+        # Converted before the cache: in a zone with DST, two instants an hour
+        # apart (``fold``) compare equal as local times.
         value = value.astimezone(UTC)
+    return _format_utc(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_utc(value: datetime) -> str:
+    """Cached: one write formats the same few instants (its ``now``) many times."""
     # Not strftime, whose %Y does not zero-pad years below 1000 everywhere.
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (twice as fast here)
         value.year, value.month, value.day,

@@ -503,7 +503,11 @@ class SQLiteStorage:
             return FeedState(0, None, None)
         row = rows[0]
         state = FeedState(row["seq"], text_time(row["changed_at"]), text_time(row["updated_at"]))
-        if version is not None and len(self._feed_states) < MAX_CACHED_FEED_STATES:
+        if (
+            version is not None
+            and self._data_version == version[0][0]  # no newer reader cleared it meanwhile
+            and len(self._feed_states) < MAX_CACHED_FEED_STATES
+        ):
             # Read after data_version: if a commit came in between, the next call
             # sees a new version and reads again.
             self._feed_states[topic] = state

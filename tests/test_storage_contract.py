@@ -344,6 +344,25 @@ async def test_topic_counts_follow_every_write(store: Storage) -> None:
     assert (await store.get_topic("diet")).article_count == 2
 
 
+async def test_one_batch_writing_an_id_twice_is_written_in_order(store: Storage) -> None:
+    """Within one batch an article may give up a slug that a later write takes,
+    and a topic named only by an overwritten state is not created."""
+    await store.put_article(draft("a", slug="foo", slug_explicit=True))
+    results = await store.put_articles([
+        draft("b", slug="b", slug_explicit=True, topics=("phantom",)),
+        draft("a", slug="bar", slug_explicit=True),
+        draft("b", slug="foo", slug_explicit=True, topics=("real",)),
+    ])  # fmt: skip
+    assert [r.article.slug for r in results] == ["b", "bar", "foo"]
+    assert (await store.get_article("a")).slug == "bar"
+    assert (await store.get_article("b")).slug == "foo"
+    counts = {t.slug: t.article_count for t in await store.list_topics()}
+    assert counts == {"liver-health": 1, "real": 1}
+    with pytest.raises(TopicNotFound):
+        await store.feed_state("phantom")
+    assert [e.article_id for e in await store.list_events()] == ["a", "b", "a", "b"]
+
+
 async def test_slug_suffixes_skip_only_what_is_taken(store: Storage) -> None:
     await store.put_article(draft("x", slug="same-extra", slug_explicit=True))
     await store.put_article(draft("y", slug="same-3", slug_explicit=True))
@@ -401,6 +420,7 @@ async def test_batch_sees_its_own_earlier_writes(store: Storage) -> None:
 def test_times_are_fixed_width_utc_text() -> None:
     """Stored and served times sort as text: fixed width, UTC, years zero-padded."""
     from datetime import timezone
+    from zoneinfo import ZoneInfo
 
     from storage.records import format_time, parse_time
 
@@ -414,6 +434,12 @@ def test_times_are_fixed_width_utc_text() -> None:
         for value, text in cases.items():
             assert format_time(value) == text
             assert parse_time(text) == value
+    new_york = ZoneInfo("America/New_York")  # 01:30 comes twice on 2024-11-03
+    first, second = (datetime(2024, 11, 3, 1, 30, tzinfo=new_york, fold=f) for f in (0, 1))
+    assert [format_time(first), format_time(second)] == [
+        "2024-11-03T05:30:00.000000Z",
+        "2024-11-03T06:30:00.000000Z",
+    ]
     assert format_time(datetime(2026, 1, 1, 23, 0, tzinfo=UTC)) == format_time(
         datetime(2026, 1, 2, 1, 0, tzinfo=plus_two)
     )

@@ -36,6 +36,20 @@ SELECT *, id = ANY($1::text[]) AS wanted FROM articles
 -- A base and all its base-N forms (and a few more, which only make the answer
 -- larger): [base, base.), as "." sorts right after "-".
 SELECT slug, id FROM articles WHERE slug >= $1 AND slug < $2;
+-- name: save_article
+-- One article state, when the same id is written twice in one group.
+INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
+                      url, image, language, published_at, updated_at, created_at, version,
+                      deleted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (id) DO UPDATE
+   SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
+       content = excluded.content, content_type = excluded.content_type,
+       topics = excluded.topics, author = excluded.author, url = excluded.url,
+       image = excluded.image, language = excluded.language,
+       published_at = excluded.published_at, updated_at = excluded.updated_at,
+       version = excluded.version, deleted_at = excluded.deleted_at;
+
 -- name: unindex_articles
 -- Before rewriting articles that have topic rows: drop the rows, uncount them.
 WITH gone AS (DELETE FROM article_topics WHERE article_id = ANY($1::text[]) RETURNING topic)
@@ -49,8 +63,11 @@ UPDATE topics t SET article_count = t.article_count - d.n
 -- $18-$22  one event per write, in order (identity values are taken in row
 --          order, which ORDER BY n fixes, so seq order is the order given);
 -- $23-$25  the live articles' topic rows;
--- $26-$28  every touched topic, its default title (for a new topic) and how
---          many topic rows it gains; all are marked changed at the last event.
+-- $26-$28  the topics that gain topic rows, their default titles (for a new
+--          topic) and how many rows each gains;
+-- $30      the other touched topics (left, or only in an earlier write of the
+--          same id): they exist already and are only marked. All are marked
+--          changed at the last event.
 -- Foreign keys are checked at the end of the statement, so the topic rows may
 -- name articles and topics inserted by the same statement.
 WITH saved AS (
@@ -82,14 +99,17 @@ WITH saved AS (
 ), linked AS (
     INSERT INTO article_topics (topic, article_id, published_at)
     SELECT * FROM unnest($23::text[], $24::text[], $25::timestamptz[])
+), counted AS (
+    INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
+                        changed_seq, changed_at)
+    SELECT slug, title, '', $29, $29, n, (SELECT max(seq) FROM logged), $29
+      FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t (slug, title, n)
+    ON CONFLICT (slug) DO UPDATE
+       SET article_count = topics.article_count + excluded.article_count,
+           changed_seq = excluded.changed_seq, changed_at = excluded.changed_at
 )
-INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
-                    changed_seq, changed_at)
-SELECT slug, title, '', $29, $29, n, (SELECT max(seq) FROM logged), $29
-  FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t (slug, title, n)
-ON CONFLICT (slug) DO UPDATE
-   SET article_count = topics.article_count + excluded.article_count,
-       changed_seq = excluded.changed_seq, changed_at = excluded.changed_at;
+UPDATE topics SET changed_seq = (SELECT max(seq) FROM logged), changed_at = $29
+ WHERE slug = ANY($30::text[]);
 
 -- name: list_articles
 SELECT * FROM articles

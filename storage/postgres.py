@@ -718,6 +718,15 @@ class PostgresStorage:
         up_to: int,
         now: datetime | None = None,
     ) -> int:
+        if not pairs:  # nothing to create: one statement, atomic on its own
+            with wrap_exceptions():
+                async with self._acquire() as conn:
+                    try:
+                        await conn.execute(Q["move_cursor"], cursor, up_to)
+                    except Exception as exc:
+                        await self._lost(exc)  # a dead connection: replace the pool's
+                        raise
+            return 0
         seqs = [seq for seq, _ in pairs]
         subscription_ids = [sid for _, sid in pairs]
         async with self._transaction() as conn:

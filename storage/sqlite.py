@@ -674,12 +674,15 @@ class SQLiteStorage:
         now: datetime | None = None,
     ) -> int:
         stamp = format_time(now or utcnow())
-        async with self._transaction() as conn:
+
+        def fan_out(conn: sqlite3.Connection) -> int:  # one hop (see _in_writer)
             before = conn.total_changes
-            await conn.executemany(Q["fan_out_delivery"], [(s, sid, stamp) for s, sid in pairs])
+            conn.executemany(Q["fan_out_delivery"], [(s, sid, stamp) for s, sid in pairs])
             created = conn.total_changes - before
-            await conn.execute(Q["move_cursor"], (cursor, up_to))
-        return created
+            conn.execute(Q["move_cursor"], (cursor, up_to))
+            return created
+
+        return await self._in_writer(fan_out)
 
     async def get_cursor(self, name: str) -> int:
         async with self._read(Q["get_cursor"], (name,)) as rows:

@@ -52,26 +52,27 @@ def to_article(row: sqlite3.Row) -> Article:
     )
 
 
-def article_params(article: Article) -> dict[str, Any]:
-    return {
-        "id": article.id,
-        "guid": article.guid,
-        "slug": article.slug,
-        "title": article.title,
-        "summary": article.summary,
-        "content": article.content,
-        "content_type": article.content_type,
-        "topics": json.dumps(list(article.topics)),
-        "author": article.author,
-        "url": article.url,
-        "image": article.image,
-        "language": article.language,
-        "published_at": format_time(article.published_at),
-        "updated_at": format_time(article.updated_at),
-        "created_at": format_time(article.created_at),
-        "version": article.version,
-        "deleted_at": time_text(article.deleted_at),
-    }
+def article_params(article: Article) -> tuple[Any, ...]:
+    """In the column order of ``save_article``."""
+    return (
+        article.id,
+        article.guid,
+        article.slug,
+        article.title,
+        article.summary,
+        article.content,
+        article.content_type,
+        json.dumps(list(article.topics)),
+        article.author,
+        article.url,
+        article.image,
+        article.language,
+        format_time(article.published_at),
+        format_time(article.updated_at),
+        format_time(article.created_at),
+        article.version,
+        time_text(article.deleted_at),
+    )
 
 
 def to_topic(row: sqlite3.Row) -> Topic:

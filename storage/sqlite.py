@@ -28,6 +28,7 @@ import aiosqlite
 from . import _changes
 from ._group import GroupCommit, PutRequest
 from ._sql import load_migrations, load_queries
+from ._sqlite_bulk import insert_rows
 from ._sqlite_rows import (
     article_params,
     outcome_params,
@@ -350,9 +351,10 @@ class SQLiteStorage:
     ) -> None:
         """Store the articles (in order; an id may come twice, the last wins), one
         event each, their topic rows and counts, and every touched topic's marker."""
-        conn.executemany(Q["save_article"], [article_params(a) for _, a in writes])
+        insert_rows(conn, Q["save_article"], [article_params(a) for _, a in writes])
         first = int(conn.execute(Q["last_event_seq"]).fetchone()[0]) + 1
-        conn.executemany(
+        insert_rows(
+            conn,
             Q["insert_event_at"],
             [
                 (seq, event, a.id, json.dumps(list(a.topics)), dumps_text(a.to_json()),
@@ -364,17 +366,19 @@ class SQLiteStorage:
         final = {a.id: a for _, a in writes}
         indexed = [article_id for article_id in final if article_id in before]
         if indexed:
-            marks = [(last, stamp, article_id) for article_id in indexed]
-            conn.executemany(Q["uncount_and_mark_article_topics"], marks)
-            conn.executemany(Q["delete_article_topics"], [(i,) for i in indexed])
+            ids = json.dumps(indexed)
+            conn.execute(Q["uncount_and_mark_article_topics"], (last, stamp, ids))
+            conn.execute(Q["delete_article_topics"], (ids,))
         live = [a for a in final.values() if not a.deleted]
         counts = Counter(topic for a in live for topic in a.topics)
-        conn.executemany(
+        insert_rows(
+            conn,
             Q["add_topic_count"],
             [(topic, default_topic_title(topic), stamp, stamp, n, last, stamp)
              for topic, n in sorted(counts.items())],
         )  # fmt: skip
-        conn.executemany(
+        insert_rows(
+            conn,
             Q["insert_article_topic"],
             [(topic, a.id, format_time(a.published_at)) for a in live for topic in a.topics],
         )

@@ -17,9 +17,7 @@ SELECT slug, id FROM articles WHERE slug >= ? AND slug < ?;
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,
                       deleted_at)
-VALUES (:id, :guid, :slug, :title, :summary, :content, :content_type, :topics, :author,
-        :url, :image, :language, :published_at, :updated_at, :created_at, :version,
-        :deleted_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE
    SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
        content = excluded.content, content_type = excluded.content_type,
@@ -43,7 +41,7 @@ ON CONFLICT (slug) DO UPDATE SET article_count = article_count + excluded.articl
 UPDATE topics SET changed_seq = ?, changed_at = ?
  WHERE slug IN (SELECT value FROM json_each(?));
 -- name: delete_article_topics
-DELETE FROM article_topics WHERE article_id = ?;
+DELETE FROM article_topics WHERE article_id IN (SELECT value FROM json_each(?));
 
 -- name: insert_article_topic
 INSERT INTO article_topics (topic, article_id, published_at) VALUES (?, ?, ?);
@@ -268,6 +266,10 @@ UPDATE deliveries SET next_attempt_at = ?, claimed_until = NULL, claimed_by = NU
  WHERE id IN (SELECT value FROM json_each(?)) AND claimed_by = ?;
 
 -- name: uncount_and_mark_article_topics
-UPDATE topics SET article_count = article_count - 1, changed_seq = ?, changed_at = ?
- WHERE slug IN (SELECT topic FROM article_topics WHERE article_id = ?);
+-- The topics of the articles in the JSON array ?3 lose one count per article.
+UPDATE topics SET article_count = article_count - gone.articles, changed_seq = ?1,
+                  changed_at = ?2
+  FROM (SELECT topic, count(*) AS articles FROM article_topics
+         WHERE article_id IN (SELECT value FROM json_each(?3)) GROUP BY topic) AS gone
+ WHERE topics.slug = gone.topic;
 

@@ -21,6 +21,9 @@ from .records import (
     parse_time,
 )
 
+#: A row as sqlite3 returns it, or as ``_sqlite_bulk.fetch_all`` does (a dict).
+Row = sqlite3.Row | Mapping[str, Any]
+
 
 def time_text(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
@@ -30,7 +33,7 @@ def text_time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
-def to_article(row: sqlite3.Row) -> Article:
+def to_article(row: Row) -> Article:
     return Article(
         id=row["id"],
         guid=row["guid"],
@@ -75,7 +78,7 @@ def article_params(article: Article) -> tuple[Any, ...]:
     )
 
 
-def to_topic(row: sqlite3.Row) -> Topic:
+def to_topic(row: Row) -> Topic:
     return Topic(
         slug=row["slug"],
         title=row["title"],
@@ -88,7 +91,7 @@ def to_topic(row: sqlite3.Row) -> Topic:
     )
 
 
-def to_token(row: sqlite3.Row) -> Token:
+def to_token(row: Row) -> Token:
     return Token(
         id=row["id"],
         name=row["name"],
@@ -99,7 +102,7 @@ def to_token(row: sqlite3.Row) -> Token:
     )
 
 
-def to_event(row: sqlite3.Row) -> Event:
+def to_event(row: Row) -> Event:
     return Event(
         seq=row["seq"],
         type=row["type"],
@@ -110,7 +113,7 @@ def to_event(row: sqlite3.Row) -> Event:
     )
 
 
-def to_subscription(row: sqlite3.Row) -> Subscription:
+def to_subscription(row: Row) -> Subscription:
     return Subscription(
         id=row["id"],
         kind=row["kind"],
@@ -132,7 +135,7 @@ def to_subscription(row: sqlite3.Row) -> Subscription:
     )
 
 
-def to_delivery(row: sqlite3.Row) -> Delivery:
+def to_delivery(row: Row) -> Delivery:
     return Delivery(
         id=row["id"],
         event_seq=row["event_seq"],
@@ -162,14 +165,14 @@ def subscription_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def outcome_params(outcome: DeliveryOutcome, now: str) -> dict[str, Any]:
-    return {
-        "id": outcome.delivery_id,
-        "status": outcome.status,
-        "next_attempt_at": time_text(outcome.next_attempt_at),
-        "status_code": outcome.status_code,
-        "error": outcome.error,
-        "response_body": outcome.response_body,
-        "latency_ms": outcome.latency_ms,
-        "now": now,
-    }
+def outcome_values(outcome: DeliveryOutcome) -> list[Any]:
+    """One element of ``complete_deliveries``' JSON array of outcomes."""
+    return [
+        outcome.delivery_id,
+        outcome.status,
+        time_text(outcome.next_attempt_at),
+        outcome.status_code,
+        outcome.error,
+        outcome.response_body,
+        outcome.latency_ms,
+    ]

@@ -28,10 +28,10 @@ import aiosqlite
 from . import _changes
 from ._group import GroupCommit, PutRequest
 from ._sql import load_migrations, load_queries
-from ._sqlite_bulk import insert_rows
+from ._sqlite_bulk import distinct_rounds, fetch_all, insert_rows
 from ._sqlite_rows import (
     article_params,
-    outcome_params,
+    outcome_values,
     subscription_values,
     text_time,
     time_text,
@@ -246,6 +246,18 @@ class SQLiteStorage:
             async with self._reader.execute(sql, params) as cur:
                 rows = await cur.fetchall()
         yield list(rows)
+
+    async def _read_rows(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """``_read`` for reads of many rows: one step on the reader's thread, not one
+        per row (each gives the GIL away and waits to take it back; see _sqlite_bulk)."""
+        reader = self._reader
+        with wrap_exceptions():
+            rows: list[dict[str, Any]] = await reader._execute(  # type: ignore[no-untyped-call]
+                fetch_all, reader._conn, sql, params
+            )
+        return rows
 
     def _read_inline(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
         """A short read on the loop thread; None when SQLite is busy (ask the reader)."""
@@ -523,8 +535,8 @@ class SQLiteStorage:
         self, *, after: int = 0, limit: int = 100, with_data: bool = True
     ) -> list[Event]:
         query = Q["list_events" if with_data else "list_event_heads"]
-        async with self._read(query, (after, limit)) as rows:
-            return [to_event(r) for r in rows]
+        rows = await self._read_rows(query, (after, limit))
+        return sorted((to_event(r) for r in rows), key=lambda e: e.seq)
 
     # -- tokens -----------------------------------------------------------------
 
@@ -614,10 +626,8 @@ class SQLiteStorage:
             return to_subscription(rows[0]) if rows else None
 
     async def get_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
-        async with self._read(
-            Q["get_subscriptions"], (json.dumps(list(subscription_ids)),)
-        ) as rows:
-            return {r["id"]: to_subscription(r) for r in rows}
+        rows = await self._read_rows(Q["get_subscriptions"], (json.dumps(list(subscription_ids)),))
+        return {r["id"]: to_subscription(r) for r in rows}
 
     async def list_subscriptions(
         self,
@@ -633,10 +643,9 @@ class SQLiteStorage:
             return [to_subscription(r) for r in rows]
 
     async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
-        async with self._read(
-            Q["list_active_subscriptions"], (format_time(now or utcnow()),)
-        ) as rows:
-            return [to_subscription(r) for r in rows]
+        stamp = format_time(now or utcnow())
+        rows = await self._read_rows(Q["list_active_subscriptions"], (stamp,))
+        return sorted((to_subscription(r) for r in rows), key=lambda s: s.id)
 
     async def update_subscription(
         self, subscription_id: str, changes: Mapping[str, Any], *, now: datetime | None = None
@@ -681,7 +690,8 @@ class SQLiteStorage:
 
         def fan_out(conn: sqlite3.Connection) -> int:  # one hop (see _in_writer)
             before = conn.total_changes
-            conn.executemany(Q["fan_out_delivery"], [(s, sid, stamp) for s, sid in pairs])
+            if pairs:
+                conn.execute(Q["fan_out_deliveries"], (dumps_text(pairs), stamp))
             created = conn.total_changes - before
             conn.execute(Q["move_cursor"], (cursor, up_to))
             return created
@@ -693,8 +703,8 @@ class SQLiteStorage:
             return int(rows[0][0]) if rows else 0
 
     async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
-        async with self._read(Q["get_events"], (json.dumps(list(seqs)),)) as rows:
-            return {r["seq"]: to_event(r) for r in rows}
+        rows = await self._read_rows(Q["get_events"], (json.dumps(list(seqs)),))
+        return {r["seq"]: to_event(r) for r in rows}
 
     async def get_delivery(self, delivery_id: int) -> Delivery:
         async with self._read(Q["get_delivery"], (delivery_id,)) as rows:
@@ -734,12 +744,15 @@ class SQLiteStorage:
         at = format_time(stamp)
         ids = json.dumps([o.delivery_id for o in outcomes])
 
-        # One hop to the writer thread for the whole batch (see _in_writer).
+        # One hop to the writer thread for the whole batch (see _in_writer), and
+        # a few steps there whatever its size (see _sqlite_bulk).
         def complete(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(Q["deliveries_of"], (ids,))
-            owners = {r["id"]: r["subscription_id"] for r in rows}
+            (found,) = conn.execute(Q["deliveries_of"], (ids,)).fetchone()
+            owners = {int(key): owner for key, owner in json.loads(found).items()}
             live = [o for o in outcomes if o.delivery_id in owners]
-            conn.executemany(Q["complete_delivery"], [outcome_params(o, at) for o in live])
+            for part in distinct_rounds(live, key=lambda o: o.delivery_id):
+                values = dumps_text([outcome_values(o) for o in part])
+                conn.execute(Q["complete_deliveries"], {"outcomes": values, "now": at})
             succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
             failed = {owners[o.delivery_id] for o in live} - succeeded
             if succeeded:
@@ -793,10 +806,14 @@ class SQLiteStorage:
             "limit": limit,
         }
 
-        # One hop to the writer thread (see _in_writer), rows converted there too:
-        # under load each hop and each row handed back waits for the event loop's GIL.
+        # One hop to the writer thread (see _in_writer), rows converted there too,
+        # and three steps there, not one per row (see _sqlite_bulk).
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
-            return [to_delivery(r) for r in conn.execute(Q["claim_deliveries"], params)]
+            (ids,) = conn.execute(Q["due_deliveries"], params).fetchone()
+            if ids == "[]":
+                return []
+            conn.execute(Q["claim_deliveries"], {**params, "ids": ids})
+            return [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
 
         claimed = await self._in_writer(claim)
         return sorted(claimed, key=lambda d: (d.next_attempt_at, d.id))

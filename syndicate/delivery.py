@@ -259,7 +259,7 @@ class Dispatcher:
             self.storage.get_events(sorted({d.event_seq for d in claimed})),
             self.storage.get_subscriptions(sorted({d.subscription_id for d in claimed})),
         )
-        deferred: dict[str, tuple[_Host, list[Delivery]]] = {}
+        deferred: dict[int, tuple[_Host, list[Delivery]]] = {}
         for delivery in claimed:
             subscription = subscriptions.get(delivery.subscription_id)
             event = events.get(delivery.event_seq)
@@ -268,7 +268,8 @@ class Dispatcher:
                 continue
             host = self._host(subscription.url)
             if host.held >= self.settings.max_per_host * HOST_BACKLOG_FACTOR:
-                deferred.setdefault(subscription.url, (host, []))[1].append(delivery)
+                # One write per busy host, however many of its URLs wait.
+                deferred.setdefault(id(host), (host, []))[1].append(delivery)
                 continue
             host.held += 1
             self._held += 1

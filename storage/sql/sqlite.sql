@@ -117,16 +117,19 @@ ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 -- name: get_delivery
 SELECT * FROM deliveries WHERE id = ?;
 
+-- name: due_deliveries
+-- The ids to claim, as one JSON array (one step: see storage/_sqlite_bulk.py).
+SELECT json_group_array(id) FROM (SELECT id FROM deliveries
+                                   WHERE status IN ('pending', 'failed')
+                                     AND next_attempt_at <= :now
+                                     AND (claimed_until IS NULL OR claimed_until <= :now)
+                                   ORDER BY next_attempt_at, id
+                                   LIMIT :limit);
 -- name: claim_deliveries
-UPDATE deliveries
-   SET claimed_until = :until, claimed_by = :worker
- WHERE id IN (SELECT id FROM deliveries
-               WHERE status IN ('pending', 'failed')
-                 AND next_attempt_at <= :now
-                 AND (claimed_until IS NULL OR claimed_until <= :now)
-               ORDER BY next_attempt_at, id
-               LIMIT :limit)
-RETURNING *;
+UPDATE deliveries SET claimed_until = :until, claimed_by = :worker
+ WHERE id IN (SELECT value FROM json_each(:ids));
+-- name: deliveries_by_id
+SELECT * FROM deliveries WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
@@ -182,10 +185,15 @@ RETURNING *;
 -- name: delete_subscription
 DELETE FROM subscriptions WHERE id = ? RETURNING id;
 
--- name: fan_out_delivery
+-- name: fan_out_deliveries
+-- ?1: a JSON array of [event seq, subscription id] pairs, created in that order.
 -- Pairs whose subscription was deleted meanwhile are skipped, not an error.
 INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-SELECT ?1, id, 'pending', ?3, ?3 FROM subscriptions WHERE id = ?2
+SELECT json_extract(pair.value, '$[0]'), s.id, 'pending', ?2, ?2
+  FROM json_each(?1) AS pair
+  JOIN subscriptions AS s ON s.id = json_extract(pair.value, '$[1]')
+ WHERE true  -- (needed before ON CONFLICT after a join)
+ ORDER BY pair.key
 ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 
 -- name: move_cursor
@@ -211,21 +219,27 @@ SELECT * FROM deliveries
  LIMIT :limit;
 
 -- name: deliveries_of
-SELECT id, subscription_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?));
+-- {delivery id: subscription id} as one JSON object.
+SELECT json_group_object(id, subscription_id) FROM deliveries
+ WHERE id IN (SELECT value FROM json_each(?));
 
--- name: complete_delivery
+-- name: complete_deliveries
+-- :outcomes: a JSON array of [id, status, next_attempt_at, status_code, error,
+-- response_body, latency_ms], each id once; all written in one step.
 UPDATE deliveries
    SET attempts = attempts + 1,
-       status = :status,
-       next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
-       last_status_code = :status_code,
-       last_error = :error,
-       last_response_body = :response_body,
-       last_latency_ms = :latency_ms,
-       delivered_at = CASE WHEN :status = 'delivered' THEN :now ELSE delivered_at END,
+       status = json_extract(o.value, '$[1]'),
+       next_attempt_at = coalesce(json_extract(o.value, '$[2]'), next_attempt_at),
+       last_status_code = json_extract(o.value, '$[3]'),
+       last_error = json_extract(o.value, '$[4]'),
+       last_response_body = json_extract(o.value, '$[5]'),
+       last_latency_ms = json_extract(o.value, '$[6]'),
+       delivered_at = CASE WHEN json_extract(o.value, '$[1]') = 'delivered' THEN :now
+                           ELSE delivered_at END,
        claimed_until = NULL,
        claimed_by = NULL
- WHERE id = :id;
+  FROM json_each(:outcomes) AS o
+ WHERE deliveries.id = json_extract(o.value, '$[0]');
 
 -- name: subscriptions_succeeded
 UPDATE subscriptions SET last_success_at = ?, failing_since = NULL

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 import time
@@ -38,9 +37,9 @@ def _key(secret: str) -> bytes:
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64 HMAC-SHA256>`` signature over ``id.timestamp.body``."""
-    signed = msg_id.encode() + b"." + str(timestamp).encode() + b"." + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+    # hmac.digest: OpenSSL's one-shot HMAC, several times faster than an hmac.new object.
+    return "v1," + base64.b64encode(hmac.digest(_key(secret), signed, "sha256")).decode()
 
 
 def signature_header(secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ._changes import SUBSCRIPTION_TIME_FIELDS, subscription_changes
+from .jsoncodec import dumps_text
 from .records import (
     Article,
     Delivery,
@@ -65,7 +66,7 @@ def article_params(article: Article) -> tuple[Any, ...]:
         article.summary,
         article.content,
         article.content_type,
-        json.dumps(list(article.topics)),
+        dumps_text(article.topics),
         article.author,
         article.url,
         article.image,

@@ -369,7 +369,7 @@ class SQLiteStorage:
             conn,
             Q["insert_event_at"],
             [
-                (seq, event, a.id, json.dumps(list(a.topics)), dumps_text(a.to_json()),
+                (seq, event, a.id, dumps_text(a.topics), dumps_text(a.to_json()),
                  format_time(a.updated_at))
                 for seq, (event, a) in enumerate(writes, start=first)
             ],

@@ -18,7 +18,7 @@ from storage import (
     TopicNotFound,
     open_storage,
 )
-from storage.records import ArticleDraft
+from storage.records import Article, ArticleDraft
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
@@ -63,6 +63,10 @@ async def test_put_get_and_events(store: Storage) -> None:
     ]
     assert events[0].seq < events[1].seq
     assert events[1].data["title"] == "New" and events[1].data["version"] == 2
+    # The snapshot is the whole article as it was: every field, read back exactly.
+    assert Article.from_json(events[1].data) == updated.article
+    assert Article.from_json(events[0].data) == article
+    assert set(events[1].data) == {f.name for f in dataclasses.fields(Article)}
     assert events[1].created_at == later
     assert await store.list_events(after=events[0].seq) == events[1:]
     assert await store.list_events(limit=1) == events[:1]

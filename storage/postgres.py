@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections import Counter
@@ -140,13 +141,20 @@ def _connecting() -> Iterator[None]:
         raise StorageUnavailable(f"PostgreSQL: {exc}") from exc
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(field.name for field in dataclasses.fields(cls))
+
+
 def _record(cls: type[_R], row: asyncpg.Record, *arrays: str) -> _R:
     """``row`` as a ``cls``: the columns it has fields for, times in UTC, jsonb arrays as tuples."""
-    names = {field.name for field in dataclasses.fields(cls)}
+    names = _field_names(cls)
     values: dict[str, Any] = {}
     for key, value in row.items():
         if key in names:
-            values[key] = value.astimezone(UTC) if isinstance(value, datetime) else value
+            if isinstance(value, datetime) and value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            values[key] = value
     for key in arrays:
         values[key] = tuple(values[key])
     return cls(**values)

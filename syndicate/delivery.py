@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -145,7 +144,11 @@ class FanOut:
 
 @dataclass
 class _Host:
-    limit: asyncio.Semaphore
+    #: Deliveries waiting for one of this host's senders, in claim order.
+    queue: deque[tuple[Delivery, Event, Subscription]] = field(default_factory=deque)
+    #: Sender tasks working through ``queue``: at most ``max_per_host``.
+    senders: int = 0
+    #: Deliveries queued or being sent.
     held: int = 0
     #: Smoothed seconds per attempt: how fast this host drains its backlog.
     latency: float = 0.05
@@ -171,11 +174,15 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.settings.max_in_flight)
         self._hosts: dict[str, _Host] = {}
+        # Sender tasks: up to max_per_host per host, each sending its host's queued
+        # deliveries one after another (a task per delivery cost more than all the
+        # dispatcher's other work per delivery).
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[DeliveryOutcome] = []
         self._outcomes_ready = asyncio.Event()
         self._held = 0
-        self._jobs: dict[int, asyncio.Task[None]] = {}
+        #: Deliveries queued (None) or taken by a sender task.
+        self._jobs: dict[int, asyncio.Task[None] | None] = {}
         self._sending: set[int] = set()
         self._unfinished: list[int] = []
         # One event fans out to many subscriptions: encode its body once, not per delivery.
@@ -197,8 +204,15 @@ class Dispatcher:
         """Stop claiming; let requests already on the wire finish (bounded by the
         delivery timeout), record their outcomes, and hand every other claimed
         delivery back at once instead of leaving it leased."""
+        for host in self._hosts.values():
+            while host.queue:
+                delivery, _, _ = host.queue.popleft()
+                self._jobs.pop(delivery.id, None)
+                host.held -= 1
+                self._held -= 1
+                self._unfinished.append(delivery.id)
         for delivery_id, task in list(self._jobs.items()):
-            if delivery_id not in self._sending:
+            if task is not None and delivery_id not in self._sending:
                 task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.settings.delivery_timeout + 1)
@@ -273,11 +287,13 @@ class Dispatcher:
                 continue
             host.held += 1
             self._held += 1
-            task = asyncio.create_task(self._deliver(delivery, event, subscription, host))
-            self._tasks.add(task)
-            self._jobs[delivery.id] = task
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(self._forget, delivery.id))
+            host.queue.append((delivery, event, subscription))
+            self._jobs[delivery.id] = None
+            if host.senders < self.settings.max_per_host:
+                host.senders += 1
+                task = asyncio.create_task(self._send_queued(host))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         for host, waiting in deferred.values():
             # Back when this host will have worked through what it holds: at
             # once for a fast partner, much later for one that hangs.
@@ -289,14 +305,25 @@ class Dispatcher:
             # Claim them again when they are due, not at the next poll.
             asyncio.get_running_loop().call_later(wait, self._wake.set)
 
-    def _forget(self, delivery_id: int, _: object) -> None:
-        self._jobs.pop(delivery_id, None)
+    async def _send_queued(self, host: _Host) -> None:
+        """One of ``host``'s senders: its queued deliveries, one at a time, until none is left."""
+        task = asyncio.current_task()
+        try:
+            while host.queue:
+                delivery, event, subscription = host.queue.popleft()
+                self._jobs[delivery.id] = task
+                try:
+                    await self._deliver(delivery, event, subscription, host)
+                finally:
+                    self._jobs.pop(delivery.id, None)
+        finally:
+            host.senders -= 1
 
     def _host(self, url: str) -> _Host:
         key = (urlsplit(url).hostname or "").lower()
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host(asyncio.Semaphore(self.settings.max_per_host))
+            host = self._hosts[key] = _Host()
         return host
 
     async def _deliver(
@@ -327,7 +354,7 @@ class Dispatcher:
         if lease is not None and lease <= utcnow():
             self._record(_gone(delivery, "the subscription's lease has expired"))
             return
-        async with host.limit, self._slots:
+        async with self._slots:  # the host's own cap: its number of senders
             self._sending.add(delivery.id)
             request = await self._request(delivery, event, subscription)
             attempt = await self.sender.send(request)

@@ -348,3 +348,40 @@ async def test_metrics_count_deliveries(
     assert "syndicate_delivery_attempt_seconds_count 1.0" in text
     assert "syndicate_deliveries_pending 0.0" in text
     assert "syndicate_oldest_pending_delivery_age_seconds" in text
+
+
+async def test_each_host_gets_at_most_its_cap_at_once(
+    start_server: ServerFactory, receiver: Receiver, tokens: dict[str, str]
+) -> None:
+    service = await start_server(**FAST, max_per_host=3)
+    service.token = tokens["operator"]
+    in_flight: dict[str, int] = {"127.0.0.1": 0, "localhost": 0}
+    peak = dict(in_flight)
+    peak_overall = 0
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        nonlocal peak_overall
+        host = request.host.rsplit(":", 1)[0]
+        in_flight[host] += 1
+        peak[host] = max(peak[host], in_flight[host])
+        peak_overall = max(peak_overall, sum(in_flight.values()))
+        await asyncio.sleep(0.05)
+        in_flight[host] -= 1
+        return web.Response(status=204)
+
+    for n in range(8):
+        receiver.behaviours[f"/hook/{n}"] = slow
+        url = receiver.url(f"/hook/{n}")
+        await subscribe(service, tokens["partner"], url)
+        await subscribe(service, tokens["partner"], url.replace("127.0.0.1", "localhost"))
+    for n in range(2):
+        async with service.request(
+            "POST", "/api/articles", json={**ARTICLE, "id": f"c{n}"}
+        ) as resp:
+            assert resp.status == 201
+    await receiver.wait_for(lambda: len(receiver.received) == 32)
+    # Each host at its cap, never above it; the two hosts at the same time.
+    assert peak == {"127.0.0.1": 3, "localhost": 3}
+    assert peak_overall > 3
+    ids = {r.message_id for r in receiver.received}
+    assert len(ids) == 32

@@ -130,7 +130,7 @@ def summarize(content_html: str, length: int = SUMMARY_LENGTH) -> str:
     ``<`` or ``&`` (where a tag or an entity may be cut short) yields a prefix of
     the whole text, which decides the excerpt once it is longer than the cut. Of
     that text, only the first ``length // 2 + 3`` words are collapsed: whole words
-    followed by more text, at least ``length + 5`` characters together."""
+    followed by more text, at least ``length + 4`` characters together."""
     words_needed = length // 2 + 3
     size = 4 * length
     while size < len(content_html):

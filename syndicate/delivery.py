@@ -314,6 +314,10 @@ class Dispatcher:
                 self._jobs[delivery.id] = task
                 try:
                     await self._deliver(delivery, event, subscription, host)
+                except Exception:  # _deliver records its own failures; never stop the host
+                    logger.exception(
+                        "delivery failed unexpectedly", extra={"delivery": delivery.id}
+                    )
                 finally:
                     self._jobs.pop(delivery.id, None)
         finally:

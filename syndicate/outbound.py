@@ -116,7 +116,11 @@ class Sender:
                 request.url, data=request.body, headers=request.headers, allow_redirects=False
             ) as response:
                 body = await _read_capped(response, MAX_RESPONSE_READ)
-                text = body[:MAX_RESPONSE_STORED].decode("utf-8", "replace")
+                # NUL as U+FFFD too: database text cannot hold it (PostgreSQL refuses
+                # it, SQLite's JSON functions cut the text there).
+                text = (
+                    body[:MAX_RESPONSE_STORED].decode("utf-8", "replace").replace("\x00", "\ufffd")
+                )
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
                 if 300 <= response.status < 400:
                     location = response.headers.get("Location", "")

@@ -135,6 +135,31 @@ async def test_failure_then_success_keeps_the_webhook_id(
     assert log["last_latency_ms"] > 0 and log["delivered_at"]
 
 
+async def test_a_binary_answer_is_recorded_not_lost(
+    service: Client, receiver: Receiver, tokens: dict[str, str]
+) -> None:
+    # A partner answering with bytes no database text can hold (NUL, invalid UTF-8):
+    # the outcome is still recorded, with the whole body shown readably.
+    async def binary(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, body=b"bad\x00gateway \xff\xfe end")
+
+    receiver.behaviours["/binary"] = binary
+    sub = await subscribe(service, tokens["partner"], receiver.url("/binary"))
+    async with service.request("POST", "/api/articles", json=ARTICLE) as resp:
+        assert resp.status == 201
+    await receiver.wait_for(lambda: len(receiver.at("/binary")) == 1)
+    path = f"/api/subscriptions/{sub['id']}/deliveries"
+    log: dict[str, Any] = {}
+    for _ in range(100):
+        async with service.request("GET", path, token=tokens["partner"]) as resp:
+            log = (await resp.json())["deliveries"][0]
+        if log["attempts"]:
+            break
+        await asyncio.sleep(0.05)
+    assert (log["status"], log["attempts"], log["last_status_code"]) == ("failed", 1, 500)
+    assert log["last_response_body"] == "bad\ufffdgateway \ufffd\ufffd end"
+
+
 async def test_a_hanging_partner_does_not_hold_back_others(
     service: Client, receiver: Receiver, tokens: dict[str, str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,8 @@ from storage import (
     TopicNotFound,
     open_storage,
 )
-from storage.records import Article, ArticleDraft
+from storage.records import Article, ArticleDraft, format_time
+from storage.sqlite import path_from_url
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
@@ -270,6 +272,60 @@ async def test_two_connections_claim_disjointly(database_url: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_write_waiting_for_another_process_sees_what_it_committed(
+    database_url: str,
+) -> None:
+    """Another process is in the middle of writing article "race" (it holds the
+    write lock). Our write of the same id waits for it, and then sees it: an
+    update of that article (version 2), not a second create."""
+    store = await open_storage(database_url)
+    row = ("race", "tag:other,2026:article/race", "race-slug", "From the other process",
+           "S", "<p>other</p>", "html", '["liver-health"]', T0, T0, T0, 1)  # fmt: skip
+    try:
+        if database_url.startswith("sqlite"):
+            import sqlite3
+
+            other = sqlite3.connect(path_from_url(database_url), isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(
+                "INSERT INTO articles (id, guid, slug, title, summary, content, content_type,"
+                " topics, published_at, updated_at, created_at, version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row[:8], *(format_time(t) for t in row[8:11]), row[11]),
+            )
+            commit: Any = other.execute
+        else:
+            import asyncpg
+
+            from storage.postgres import _WRITE_LOCK
+
+            other = await asyncpg.connect(database_url)
+            await other.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+            await other.execute(
+                "INSERT INTO articles (id, guid, slug, title, summary, content, content_type,"
+                " topics, published_at, updated_at, created_at, version)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)",
+                *row,
+            )
+            commit = other.execute
+        ours = asyncio.create_task(store.put_article(draft("race", title="Ours"), now=T0))
+        await asyncio.sleep(0.3)
+        assert not ours.done(), "our write waits for the other process's"
+        result = commit("COMMIT")
+        if asyncio.iscoroutine(result):
+            await result
+        written = await asyncio.wait_for(ours, 10)
+        assert written.outcome == "updated"
+        assert (written.article.version, written.article.title) == (2, "Ours")
+        assert written.article.guid == "tag:other,2026:article/race"
+    finally:
+        await store.close()
+        if "other" in locals():
+            closed = other.close()
+            if asyncio.iscoroutine(closed):
+                await closed
 
 
 async def test_data_survives_reopen(database_url: str) -> None:

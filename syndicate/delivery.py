@@ -393,8 +393,8 @@ class Dispatcher:
             "delivery_id": delivery.id,
             "subscription_id": delivery.subscription_id,
             "status_code": attempt.status,
-            "error": attempt.error,
-            "response_body": attempt.body,
+            "error": _storable(attempt.error),
+            "response_body": _storable(attempt.body),
             "latency_ms": attempt.latency_ms,
         }
         if attempt.ok:
@@ -460,6 +460,13 @@ class Dispatcher:
                     "subscription disabled after failing too long",
                     extra={"subscription": subscription_id},
                 )
+
+
+def _storable(text: str | None) -> str | None:
+    """Partner text (a response body, an error naming what it sent) as database text
+    can hold it: NUL as U+FFFD. PostgreSQL refuses NUL (the whole outcome batch was
+    refused, and retried forever); SQLite's JSON functions cut the text there."""
+    return text if text is None or "\x00" not in text else text.replace("\x00", "\ufffd")
 
 
 def _gone(delivery: Delivery, reason: str) -> DeliveryOutcome:

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 USER_AGENT = "Syndicate-Webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_READ = 64 * 1024
 MAX_RESPONSE_STORED = 4096
+#: Characters of a refused redirect's Location kept in the delivery's error.
+MAX_LOCATION_SHOWN = 300
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() accepts
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -116,14 +118,10 @@ class Sender:
                 request.url, data=request.body, headers=request.headers, allow_redirects=False
             ) as response:
                 body = await _read_capped(response, MAX_RESPONSE_READ)
-                # NUL as U+FFFD too: database text cannot hold it (PostgreSQL refuses
-                # it, SQLite's JSON functions cut the text there).
-                text = (
-                    body[:MAX_RESPONSE_STORED].decode("utf-8", "replace").replace("\x00", "\ufffd")
-                )
+                text = body[:MAX_RESPONSE_STORED].decode("utf-8", "replace")
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
                 if 300 <= response.status < 400:
-                    location = response.headers.get("Location", "")
+                    location = response.headers.get("Location", "")[:MAX_LOCATION_SHOWN]
                     error = f"HTTP {response.status} redirect to {location!r} (not followed)"
                 return Attempt(
                     status=response.status,

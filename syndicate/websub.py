@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 MAX_SECRET_BYTES = 200
 MAX_CALLBACK_LENGTH = 2048
+#: Control characters (NUL included: no database text can hold it) refused in
+#: callbacks and secrets.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 VERIFY_ATTEMPTS = 3
 
 routes = web.RouteTableDef()
@@ -290,7 +294,7 @@ async def hub_endpoint(request: web.Request) -> web.Response:
             await request.app[STORAGE].get_topic(topic.slug)
         except TopicNotFound:
             return _text(404, f"no topic {topic.slug!r} here")
-    if not callback or len(callback) > MAX_CALLBACK_LENGTH:
+    if not callback or len(callback) > MAX_CALLBACK_LENGTH or _CONTROL.search(callback):
         return _text(400, "hub.callback must be an absolute http(s) URL")
     try:
         await check_url(callback, allow_private=settings.allow_private_targets)
@@ -300,6 +304,8 @@ async def hub_endpoint(request: web.Request) -> web.Response:
     secret_text = str(secret) if secret else None
     if secret_text is not None and len(secret_text.encode()) >= MAX_SECRET_BYTES:
         return _text(400, f"hub.secret must be shorter than {MAX_SECRET_BYTES} bytes")
+    if secret_text is not None and _CONTROL.search(secret_text):
+        return _text(400, "hub.secret must not contain control characters")
     lease = clamp_lease(str(form.get("hub.lease_seconds") or "") or None, settings)
     hub.spawn(hub.verify(mode, topic, callback, lease, secret_text))
     return _text(202, "verification of intent will follow")

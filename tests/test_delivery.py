@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from storage import Storage
+from syndicate.outbound import parse_retry_after
 
 ARTICLE = {
     "id": "liver-1",
@@ -136,10 +137,13 @@ async def test_failure_then_success_keeps_the_webhook_id(
 
 
 async def test_a_binary_answer_is_recorded_not_lost(
-    service: Client, receiver: Receiver, tokens: dict[str, str]
+    start_server: ServerFactory, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
     # A partner answering with bytes no database text can hold (NUL, invalid UTF-8):
     # the outcome is still recorded, with the whole body shown readably.
+    service = await start_server(**{**FAST, "retry_schedule": (60.0,)})
+    service.token = tokens["operator"]
+
     async def binary(request: web.Request) -> web.StreamResponse:
         return web.Response(status=500, body=b"bad\x00gateway \xff\xfe end")
 
@@ -378,6 +382,8 @@ async def test_metrics_count_deliveries(
 async def test_each_host_gets_at_most_its_cap_at_once(
     start_server: ServerFactory, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
+    # The cap as a partner sees it: concurrent requests at its end. (The dispatcher's
+    # senders per host and the HTTP client's per-host limit both enforce it.)
     service = await start_server(**FAST, max_per_host=3)
     service.token = tokens["operator"]
     in_flight: dict[str, int] = {"127.0.0.1": 0, "localhost": 0}
@@ -410,3 +416,15 @@ async def test_each_host_gets_at_most_its_cap_at_once(
     assert peak_overall > 3
     ids = {r.message_id for r in receiver.received}
     assert len(ids) == 32
+
+
+def test_retry_after_is_ascii_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(" 7 ", now) == 7.0
+    assert parse_retry_after("Fri, 20 Nov 2026 08:01:00 GMT", now) == 60.0
+    assert parse_retry_after("Fri, 20 Nov 2026 07:00:00 GMT", now) == 0.0
+    # Unicode digits pass str.isdigit() but not float(): ignored, not a crash that
+    # would lose the partner's status code.
+    assert parse_retry_after("²", now) is None
+    assert parse_retry_after("soon", now) is None

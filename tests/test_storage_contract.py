@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +75,22 @@ async def test_put_get_and_events(store: Storage) -> None:
     assert await store.list_events(limit=1) == events[:1]
     heads = await store.list_events(with_data=False)
     assert heads == [dataclasses.replace(e, data={}) for e in events]
+
+
+async def test_event_snapshots_are_the_whole_article(store: Storage) -> None:
+    # Every field distinct from the others, times with microseconds: a snapshot
+    # that swapped or dropped anything would not read back as the article.
+    full = draft(
+        "full", url="https://example.org/full", image="https://example.org/full.png",
+        language="en", author="Ann", topics=("liver-health", "diabetes"),
+        published_at=T0 - timedelta(days=3, microseconds=123_456),
+    )  # fmt: skip
+    now = T0 + timedelta(microseconds=654_321)
+    written = await store.put_article(full, now=now)
+    deleted = await store.delete_article("full", now=now + timedelta(hours=1, microseconds=1))
+    events = await store.list_events()
+    assert [Article.from_json(e.data) for e in events] == [written.article, deleted]
+    assert len({deleted.published_at, deleted.created_at, deleted.updated_at}) == 3
 
 
 async def test_create_only_conflicts(store: Storage) -> None:
@@ -283,6 +300,8 @@ async def test_a_write_waiting_for_another_process_sees_what_it_committed(
     store = await open_storage(database_url)
     row = ("race", "tag:other,2026:article/race", "race-slug", "From the other process",
            "S", "<p>other</p>", "html", '["liver-health"]', T0, T0, T0, 1)  # fmt: skip
+    other: Any = None
+    ours: asyncio.Task[Any] | None = None
     try:
         if database_url.startswith("sqlite"):
             import sqlite3
@@ -321,11 +340,17 @@ async def test_a_write_waiting_for_another_process_sees_what_it_committed(
         assert (written.article.version, written.article.title) == (2, "Ours")
         assert written.article.guid == "tag:other,2026:article/race"
     finally:
-        await store.close()
-        if "other" in locals():
+        # The other process goes first (rolling back if it never committed), so
+        # that our write, if still waiting for its lock, can finish before we close.
+        if other is not None:
             closed = other.close()
             if asyncio.iscoroutine(closed):
                 await closed
+        if ours is not None and not ours.done():
+            ours.cancel()
+            with contextlib.suppress(BaseException):
+                await ours
+        await store.close()
 
 
 async def test_data_survives_reopen(database_url: str) -> None:

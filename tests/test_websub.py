@@ -152,6 +152,8 @@ async def test_no_secret_no_signature_and_deletions_send_the_current_feed(
         ({"hub.callback": "ftp://127.0.0.1/cb"}, 400),
         ({"hub.callback": ""}, 400),
         ({"hub.secret": "x" * 200}, 400),
+        ({"hub.callback": "{cb}?x=\x00"}, 400),
+        ({"hub.secret": "ab\x00cd"}, 400),
     ],
 )
 async def test_bad_requests_are_refused_with_a_reason(
@@ -159,7 +161,10 @@ async def test_bad_requests_are_refused_with_a_reason(
 ) -> None:
     good = {"hub.mode": "subscribe", "hub.topic": f"{hub.base_url}/feeds/liver-health.rss",
             "hub.callback": subscriber.url("/cb")}  # fmt: skip
-    form = {k: v.replace("{base}", hub.base_url) for k, v in form.items()}
+    form = {
+        k: v.replace("{base}", hub.base_url).replace("{cb}", subscriber.url("/cb"))
+        for k, v in form.items()
+    }
     got, text = await hub_post(hub, {**good, **form})
     assert got == status and text.strip()
     await asyncio.sleep(0.2)

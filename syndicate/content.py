@@ -163,9 +163,14 @@ def slugify(title: str, max_length: int = SLUG_MAX_LENGTH) -> str:
 
     "Café au lait: ½ price!" -> "cafe-au-lait-1-2-price"; "肝脏钙化" -> "肝脏钙化".
     """
-    decomposed = unicodedata.normalize("NFKD", title)
-    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
-    slug = _SLUG_JUNK.sub("-", unicodedata.normalize("NFC", folded).lower()).strip("-")
+    if title.isascii():  # nothing to fold: NFKD and NFC leave ASCII as it is
+        folded = title
+    else:
+        decomposed = unicodedata.normalize("NFKD", title)
+        folded = unicodedata.normalize(
+            "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
+        )
+    slug = _SLUG_JUNK.sub("-", folded.lower()).strip("-")
     if len(slug) > max_length:
         slug = slug[:max_length]
         if "-" in slug[max_length // 2 :]:

@@ -108,6 +108,10 @@ class Storage(Protocol):
         every topic). Writes mark every topic an article enters or leaves.
         ``TopicNotFound`` for an unknown topic."""
 
+    def cached_feed_state(self, topic: str | None) -> FeedState | None:
+        """What ``feed_state`` would answer, when this process knows it to be
+        current without any I/O; otherwise None (ask ``feed_state``)."""
+
     # -- the event log ----------------------------------------------------------
 
     async def list_events(

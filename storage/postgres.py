@@ -560,6 +560,9 @@ class PostgresStorage:
         assert row is not None
         return _record(Topic, row), created is not None
 
+    def cached_feed_state(self, topic: str | None) -> FeedState | None:
+        return None  # every read asks the server: other machines write too
+
     async def feed_state(self, topic: str | None) -> FeedState:
         if topic is None:
             row = await self._fetch_one(Q["all_feed_state"])

@@ -7,7 +7,8 @@ committed data and never waits for the writer.
 
 ``feed_state`` (asked on every feed request) reads on a third, synchronous
 connection in the event loop's own thread: an indexed point read takes a few
-microseconds, far less than the hop to aiosqlite's thread and back.
+microseconds, far less than the hop to aiosqlite's thread and back. Its result is
+cached until the WAL-index header changes (``_wal_watch.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ._sqlite_rows import (
     to_token,
     to_topic,
 )
+from ._wal_watch import WalWatch
 from .base import ListCursor
 from .errors import (
     ArticleNotFound,
@@ -143,15 +145,18 @@ class SQLiteStorage:
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         inline: sqlite3.Connection | None = None,
+        wal_watch: WalWatch | None = None,
     ):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._inline = inline
-        # Feed states read inline, valid while PRAGMA data_version (which changes
-        # whenever another connection, in any process, commits) stays the same.
+        self._wal_watch = wal_watch
+        # Feed states read inline, valid while the database's change mark (the
+        # WAL-index header, else PRAGMA data_version: either changes whenever any
+        # connection, in any process, commits) stays the same.
         self._feed_states: dict[str | None, FeedState] = {}
-        self._data_version: int | None = None
+        self._data_version: bytes | int | None = None
         self._group = GroupCommit(self._write_group, limit=MAX_GROUP_COMMIT)
         self._lock = asyncio.Lock()
         self._closed = False
@@ -173,7 +178,8 @@ class SQLiteStorage:
                 await writer.close()
                 raise
             inline = None if path == ":memory:" else cls._connect_inline(path)
-        return cls(path, writer, reader, inline)
+        watch = None if inline is None else WalWatch.open(path)
+        return cls(path, writer, reader, inline, watch)
 
     @staticmethod
     def _connect_inline(path: str) -> sqlite3.Connection:
@@ -227,6 +233,7 @@ class SQLiteStorage:
             return
         self._closed = True
         await self._group.close()
+        self._wal_watch = None  # its memory goes with the last connection
         if self._inline is not None:
             self._inline.close()
         await self._reader.close()
@@ -494,12 +501,30 @@ class SQLiteStorage:
         assert row is not None
         return to_topic(row), not existed
 
-    async def feed_state(self, topic: str | None) -> FeedState:
+    def _change_mark(self) -> bytes | int | None:
+        """A value that changes whenever anyone commits (None: unknown, SQLite busy)."""
+        if self._wal_watch is not None and not self._closed:
+            header = self._wal_watch.header()
+            if header is not None:
+                return header
         version = self._read_inline(Q["data_version"], ())
+        return None if version is None else int(version[0][0])
+
+    def cached_feed_state(self, topic: str | None) -> FeedState | None:
+        watch = self._wal_watch
+        if watch is None or self._closed:
+            return None
+        header = watch.header()
+        if header is None or header != self._data_version:
+            return None
+        return self._feed_states.get(topic)
+
+    async def feed_state(self, topic: str | None) -> FeedState:
+        version = self._change_mark()
         if version is not None:
-            if version[0][0] != self._data_version:
+            if version != self._data_version:
                 self._feed_states.clear()
-                self._data_version = version[0][0]
+                self._data_version = version
             else:
                 cached = self._feed_states.get(topic)
                 if cached is not None:
@@ -521,7 +546,7 @@ class SQLiteStorage:
         state = FeedState(row["seq"], text_time(row["changed_at"]), text_time(row["updated_at"]))
         if (
             version is not None
-            and self._data_version == version[0][0]  # no newer reader cleared it meanwhile
+            and self._data_version == version  # no newer reader cleared it meanwhile
             and len(self._feed_states) < MAX_CACHED_FEED_STATES
         ):
             # Read after data_version: if a commit came in between, the next call

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
@@ -12,7 +12,7 @@ from . import api_articles, api_subscriptions, feed_http, health, metrics, opena
 from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .limits import RATE_LIMITER, RateLimiter
-from .logs import request_middleware
+from .logs import served
 from .problems import error_response
 from .settings import Settings
 
@@ -21,10 +21,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     """Build the app. With ``storage`` given the caller owns it (and closes it);
     otherwise the app opens ``settings.database`` on startup and closes it on cleanup.
     The delivery fan-out and dispatcher run as background tasks of the app."""
-    app = web.Application(
-        client_max_size=settings.max_body_size,
-        middlewares=[request_middleware(error_response)],
-    )
+    app = web.Application(client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()
     app[metrics.METRICS] = metrics.Metrics()
@@ -35,15 +32,11 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
         app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_delivery_ctx)
     app.cleanup_ctx.append(websub.hub_ctx)
-    app.add_routes(health.routes)
-    app.add_routes(metrics.routes)
-    app.add_routes(api_articles.routes)
-    app.add_routes(api_subscriptions.routes)
-    app.add_routes(feed_http.routes)
-    app.add_routes(pages.routes)
-    app.add_routes(websub.routes)
+    tables = [health, metrics, api_articles, api_subscriptions, feed_http, pages, websub, openapi]
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
-    app.add_routes(openapi.routes)
+    for module in tables:
+        app.add_routes(_served(module.routes))
+    app.add_routes(_served([web.route("*", "/{path:.*}", no_route)]))  # last: only the unmatched
     return app
 
 
@@ -68,3 +61,26 @@ async def _delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.stop()
+
+
+def _served(table: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """Each route's handler wrapped by ``logs.served``: request id, problem+json for
+    errors, ``nosniff`` (the service's middleware, without aiohttp's middleware layers)."""
+    wrapped: list[web.AbstractRouteDef] = []
+    for route in table:
+        assert isinstance(route, web.RouteDef), route
+        handler = served(route.handler, error_response)
+        wrapped.append(web.RouteDef(route.method, route.path, handler, route.kwargs))
+    return wrapped
+
+
+async def no_route(request: web.Request) -> web.StreamResponse:
+    """What no route matched: 405 with ``Allow`` when the path exists under other
+    methods, else 404 (both answered as problem+json by ``served``)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

@@ -23,6 +23,7 @@ from .app import create_app
 from .auth import create_token
 from .delivery import DeliveryService
 from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
+from .logs import AccessLog, access_logger
 from .logs import configure as configure_logging
 from .openapi import document_bytes
 from .settings import FIELDS, Settings, SettingsError, load_settings
@@ -204,7 +205,8 @@ async def _serve(settings: Settings, argv: Sequence[str], *, child: bool = False
         app = create_app(settings, storage=store)
         runner = web.AppRunner(
             app,
-            access_log=None,
+            access_log_class=AccessLog,
+            access_log=access_logger,
             max_line_size=settings.max_header_size,
             max_field_size=settings.max_header_size,
         )

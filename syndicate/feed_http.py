@@ -18,6 +18,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 import feeds
 from storage import Storage
@@ -25,6 +26,7 @@ from storage.records import Article, FeedState, default_topic_title
 
 from .articles import BadCursor, decode_cursor, encode_cursor, permalink
 from .keys import SETTINGS, STORAGE
+from .logs import fast_path
 from .problems import invalid
 from .settings import Settings
 
@@ -40,11 +42,16 @@ StateToken = tuple[int, datetime | None]
 
 @dataclass(frozen=True)
 class Rendered:
+    """One rendered feed page, with the response headers of each answer built once:
+    an unchanged feed is answered from here without formatting anything."""
+
     body: bytes
     gzipped: bytes
     etag: str
     last_modified: datetime
     link: str
+    content_type: str
+    max_age: int
 
     @functools.cached_property
     def gzip_etag(self) -> str:
@@ -53,6 +60,32 @@ class Rendered:
     @functools.cached_property
     def http_date(self) -> str:
         return format_datetime(self.last_modified.astimezone(UTC), usegmt=True)
+
+    @functools.cached_property
+    def not_modified_headers(self) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
+        """The 304's headers, (identity, gzip): what RFC 9110 §15.4.5 asks a 304 to
+        repeat (ETag, Cache-Control, Vary) and no other metadata: a cache keeps
+        the rest from the response it stored."""
+        common = {
+            "Cache-Control": f"public, max-age={self.max_age}",
+            "Vary": "Accept-Encoding",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return (
+            CIMultiDict({"ETag": self.etag, **common}),
+            CIMultiDict({"ETag": self.gzip_etag, **common}),
+        )
+
+    @functools.cached_property
+    def ok_headers(self) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
+        """The 200's headers: (identity, gzip)."""
+        identity, gzipped = self.not_modified_headers
+        full = {"Last-Modified": self.http_date, "Link": self.link,
+                "Content-Type": self.content_type}  # fmt: skip
+        return (
+            CIMultiDict(identity, **full),
+            CIMultiDict(gzipped, **full, **{"Content-Encoding": "gzip"}),
+        )
 
 
 class FeedCache:
@@ -129,6 +162,8 @@ async def _render(
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         last_modified=updated,
         link=f'<{hub}>; rel="hub", <{self_url}>; rel="self"',
+        content_type=feeds.CONTENT_TYPES[fmt],
+        max_age=settings.feed_page_max_age if before_raw else settings.feed_max_age,
     )
 
 
@@ -184,6 +219,8 @@ def _item(base: str, article: Article, titles: dict[str, str]) -> feeds.FeedItem
 
 
 def _accepts_gzip(header: str) -> bool:
+    if not header:
+        return False
     for part in header.split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip().lower() in ("gzip", "x-gzip", "*"):
@@ -199,6 +236,8 @@ def _not_modified(request: web.Request, rendered: Rendered, etags: tuple[str, st
     """RFC 9110 §13.2.2: If-None-Match wins; If-Modified-Since only without it."""
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
+        if if_none_match in etags:  # the usual revalidation: the one tag we gave
+            return True
         wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
         return "*" in wanted or bool(wanted & set(etags))
     if_modified_since = request.headers.get("If-Modified-Since")
@@ -213,41 +252,50 @@ def _not_modified(request: web.Request, rendered: Rendered, etags: tuple[str, st
     return False
 
 
+def _cached(request: web.Request) -> web.StreamResponse | None:
+    """The answer from what this process already holds: the first page of a feed
+    whose state the storage knows to be current and whose rendering is cached.
+    None sends the request down the full path (``feed``)."""
+    if request.query_string:
+        return None
+    match_info = request.match_info
+    topic = match_info["topic"]
+    app = request.app
+    state = app[STORAGE].cached_feed_state(None if topic == ALL else topic)
+    if state is None:
+        return None
+    rendered = app[FEED_CACHE].get((topic, match_info["fmt"], ""), (state.seq, state.updated_at))
+    return None if rendered is None else _answer(request, rendered)
+
+
+def _answer(request: web.Request, rendered: Rendered) -> web.Response:
+    variant = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    if _not_modified(request, rendered, (rendered.etag, rendered.gzip_etag)):
+        return web.Response(status=304, headers=rendered.not_modified_headers[variant])
+    body = rendered.gzipped if variant else rendered.body
+    return web.Response(body=body, headers=rendered.ok_headers[variant])
+
+
 @routes.get(r"/feeds/{topic:[a-z0-9][a-z0-9-]{0,63}}.{fmt:(rss|atom|json)}")
+@fast_path(_cached)
 async def feed(request: web.Request) -> web.StreamResponse:
-    topic = request.match_info["topic"]
-    fmt: feeds.FeedFormat = request.match_info["fmt"]  # type: ignore[assignment]
+    match_info = request.match_info
+    topic = match_info["topic"]
+    fmt: feeds.FeedFormat = match_info["fmt"]  # type: ignore[assignment]
     before_raw = request.query.get("before", "")
     if before_raw:
         try:
             decode_cursor(before_raw)
         except BadCursor as exc:
             raise invalid("before", str(exc)) from None
-    storage = request.app[STORAGE]
-    settings = request.app[SETTINGS]
-    cache = request.app[FEED_CACHE]
+    app = request.app
+    storage = app[STORAGE]
+    cache = app[FEED_CACHE]
     state = await storage.feed_state(None if topic == ALL else topic)
     token: StateToken = (state.seq, state.updated_at)
     key = (topic, fmt, before_raw)
     rendered = cache.get(key, token)
     if rendered is None:
-        rendered = await _render(storage, settings, topic, fmt, before_raw, state)
+        rendered = await _render(storage, app[SETTINGS], topic, fmt, before_raw, state)
         cache.put(key, token, rendered)
-
-    gzip_etag = rendered.gzip_etag
-    use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    max_age = settings.feed_page_max_age if before_raw else settings.feed_max_age
-    headers = {
-        "ETag": gzip_etag if use_gzip else rendered.etag,
-        "Last-Modified": rendered.http_date,
-        "Cache-Control": f"public, max-age={max_age}",
-        "Vary": "Accept-Encoding",
-        "Link": rendered.link,
-        "X-Content-Type-Options": "nosniff",
-    }
-    if _not_modified(request, rendered, (rendered.etag, gzip_etag)):
-        return web.Response(status=304, headers=headers)
-    if use_gzip:
-        headers["Content-Encoding"] = "gzip"
-    headers["Content-Type"] = feeds.CONTENT_TYPES[fmt]
-    return web.Response(body=rendered.gzipped if use_gzip else rendered.body, headers=headers)
+    return _answer(request, rendered)

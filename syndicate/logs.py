@@ -12,13 +12,12 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.abc import AbstractAccessLogger
 
 access_logger = logging.getLogger("syndicate.access")
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -29,6 +28,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[web.Request, Exception], "web.StreamResponse | None"]
+FastAnswer = Callable[[web.Request], "web.StreamResponse | None"]
 # New request ids: 64 random bits per process, then a counter (32 hex digits in
 # all, like a UUID's): unique across processes without a syscall per request.
 _ID_PREFIX = secrets.token_hex(8)
@@ -44,51 +44,84 @@ def request_id(request: web.Request) -> str:
     return value
 
 
-def request_middleware(on_error: ErrorAnswer) -> Middleware:
-    """The service's one middleware (each layer costs on every request): a request
-    id, errors answered by ``on_error`` (``None``: let the exception through),
-    ``nosniff`` and the id on every response, one access-log line."""
+def fast_path(fast: FastAnswer) -> Callable[[Handler], Handler]:
+    """Mark a handler as having a synchronous fast path: ``fast(request)`` answers
+    without awaiting anything, or returns None to let the handler answer. ``served``
+    tries it first, so a hit costs no coroutine of its own."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    def mark(handler: Handler) -> Handler:
+        handler.fast_path = fast  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def served(handler: Handler, on_error: ErrorAnswer) -> Handler:
+    """``handler`` as the service answers every route: with a request id, errors
+    answered by ``on_error`` (``None``: let the exception through), and ``nosniff``
+    and the id on the response.
+
+    A wrapper per route rather than an aiohttp middleware: with any middleware,
+    aiohttp runs each request through two more layers, which cost a fifth of a
+    feed revalidation's throughput. The access log is ``AccessLog`` (aiohttp's own
+    hook, free while INFO is off)."""
+    fast: FastAnswer | None = getattr(handler, "fast_path", None)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER)
         rid = incoming if incoming and _SANE_ID.match(incoming) else new_request_id()
         request[REQUEST_ID] = rid
-        started = time.perf_counter()
         try:
-            response = await handler(request)
+            response = None if fast is None else fast(request)
+            if response is None:
+                response = await handler(request)
         except Exception as exc:
             answer = on_error(request, exc)
             if answer is None:
                 raise
             response = answer
-        _finish(request, response, rid, started)
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = rid
+        if "X-Content-Type-Options" not in headers:
+            headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    return middleware
+    answer.__name__ = answer.__qualname__ = getattr(handler, "__name__", "handler")
+    answer.__doc__ = handler.__doc__
+    answer.__wrapped__ = handler  # type: ignore[attr-defined]
+    return answer
 
 
-def _finish(request: web.Request, response: web.StreamResponse, rid: str, started: float) -> None:
-    response.headers[REQUEST_ID_HEADER] = rid
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if not access_logger.isEnabledFor(logging.INFO):
-        return
-    resource = request.match_info.route.resource
-    access_logger.info(
-        "%s %s %s",
-        request.method,
-        request.path,
-        response.status,
-        extra={
-            "request_id": rid,
-            "method": request.method,
-            "path": request.path,
-            "route": resource.canonical if resource is not None else None,
-            "status": response.status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "remote": request.remote,
-        },
-    )
+class AccessLog(AbstractAccessLogger):
+    """One line per request, with the request id, route and latency (aiohttp's
+    access-log hook: ``web.AppRunner(app, access_log_class=AccessLog,
+    access_log=access_logger)``). aiohttp asks ``enabled`` once per connection, so
+    below INFO it costs nothing per request."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        match_info = getattr(request, "match_info", None)
+        route = match_info.route if match_info is not None else None
+        resource = route.resource if route is not None else None
+        rid = request.get(REQUEST_ID) or response.headers.get(REQUEST_ID_HEADER, "-")
+        self.logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status,
+            extra={
+                "request_id": rid,
+                "method": request.method,
+                "path": request.path,
+                "route": resource.canonical if resource is not None else None,
+                "status": response.status,
+                "latency_ms": round(time * 1000, 3),
+                "remote": request.remote,
+            },
+        )
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -15,7 +16,7 @@ from typing import Any
 
 import feedparser
 import pytest
-from conftest import Client, ServerFactory, expect_problem
+from conftest import Client, ServerFactory, clean_env, expect_problem
 from lxml import etree
 
 import feeds
@@ -393,6 +394,62 @@ async def test_two_instances_on_one_database_stay_exact(
         assert resp.status == 204
     resp, body = await get(reader_app, "/feeds/all.json")
     assert [i["title"] for i in json.loads(body)["items"]] == ["Two"]
+
+
+async def run_cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", *args, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_a_write_by_another_process_shows_in_the_next_read(
+    loaded: Client, database_url: str, tmp_path: Path
+) -> None:
+    """An operator imports with the CLI (another process) while the service serves
+    cached feeds: the very next read has the article, and the old ETag gets a 200."""
+    path = "/feeds/liver-health.rss"
+    first, _ = await get(loaded, path)
+    etag = first.headers["ETag"]
+    for _ in range(2):  # cached and known current: answered without asking the database
+        assert (await get(loaded, path, **{"If-None-Match": etag}))[0].status == 304
+    new = {"id": "from-cli", "title": "From the CLI", "content": "<p>x</p>",
+           "topics": ["liver-health"]}  # fmt: skip
+    (tmp_path / "new.json").write_text(json.dumps({"articles": [new]}))
+    await run_cli("import", str(tmp_path / "new.json"), "--database", database_url,
+                  "--no-progress")  # fmt: skip
+    resp, body = await get(loaded, path, **{"If-None-Match": etag})
+    assert resp.status == 200
+    assert "From the CLI" in [e.title for e in parse(resp, body).entries]
+    assert resp.headers["ETag"] != etag
+
+
+async def test_sqlite_knows_its_feed_state_is_current_until_anyone_commits(
+    tmp_path: Path,
+) -> None:
+    """SQLite answers an unchanged feed's state from memory (no I/O per request)
+    until any process commits anything; then it asks again."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = await open_storage(url)
+    try:
+        item = ArticleIn.model_validate({"title": "T", "content": "x", "topics": ["t"]})
+        await store.put_article(to_draft(item, host="127.0.0.1", article_id="a"))
+        assert store.cached_feed_state("t") is None, "never read yet"
+        state = await store.feed_state("t")
+        assert store.cached_feed_state("t") == state
+        await run_cli("token", "create", "--role", "partner", "--name", "p", "--database", url)
+        assert store.cached_feed_state("t") is None, "another process committed"
+        assert await store.feed_state("t") == state, "a commit elsewhere, the topic unchanged"
+        assert store.cached_feed_state("t") == state
+        await store.put_article(to_draft(item, host="127.0.0.1", article_id="b"))
+        assert store.cached_feed_state("t") is None, "our own commit counts too"
+        assert (await store.feed_state("t")).seq > state.seq
+    finally:
+        await store.close()
+    assert store.cached_feed_state("t") is None, "closed: nothing is known"
 
 
 async def test_reader_library_subscribes_polls_and_gets_304s(

@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 from bench import _harness as h
+from syndicate.settings import default_event_loop
 
 TITLE = "1. Feed reads (SQLite)"
 TARGET_200 = 0.45
@@ -128,8 +129,9 @@ def main(argv: list[str] | None = None) -> None:
             f"Both with {args.workers} processes: `syndicate serve --workers {args.workers}` "
             f"vs nginx `worker_processes {args.workers}`; wrk shares the same {h.cores()} cores.",
             f"Bare aiohttp: `bench/bare_feed.py` x {args.workers} on one port, the same bytes "
-            "and ETag with no middleware or database, same wrk settings: what the framework "
-            "itself reaches here.",
+            "and ETag with no middleware or database, on the service's event loop "
+            f"({default_event_loop()}), same wrk settings: what the framework itself reaches "
+            "here.",
             f"Service RSS after the run: {rss:.0f} MB over {args.workers} processes. "
             f"Socket errors + non-2xx/3xx across all runs: {errors}.",
         ],

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "max_header_size": "longest request header field in bytes (default 8190)",
         "log_level": "debug, info, warning or error (default info)",
         "log_format": "text or json: one JSON object per line (default text)",
+        "event_loop": "uvloop or asyncio (default uvloop where installed)",
     }
     for name in fields:
         env = FIELDS[name][0]
@@ -317,6 +318,15 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.counts["rejected"] else 0
 
 
+def run(settings: Settings, main: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine on the configured event loop."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv_list)
@@ -330,22 +340,22 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "serve":
             child = env.get(CHILD_ENV) == "1"
-            return asyncio.run(_serve(settings, argv_list, child=child))
+            return run(settings, _serve(settings, argv_list, child=child))
         if args.command == "openapi":
             sys.stdout.buffer.write(document_bytes(settings))
             return 0
         if args.command == "worker":
-            return asyncio.run(_worker(settings))
+            return run(settings, _worker(settings))
         if args.command == "deliveries":
-            return asyncio.run(_deliveries(settings, args))
+            return run(settings, _deliveries(settings, args))
         if args.command == "token" and args.token_command == "create":
-            return asyncio.run(_token_create(settings, args.role, args.name))
+            return run(settings, _token_create(settings, args.role, args.name))
         if args.command == "token" and args.token_command == "list":
-            return asyncio.run(_token_list(settings))
+            return run(settings, _token_list(settings))
         if args.command == "token" and args.token_command == "revoke":
-            return asyncio.run(_token_revoke(settings, args.name))
+            return run(settings, _token_revoke(settings, args.name))
         if args.command == "import":
-            return asyncio.run(_import(settings, args))
+            return run(settings, _import(settings, args))
     except storage_pkg.StorageError as exc:
         print(f"syndicate: {exc}", file=sys.stderr)
         return 1

@@ -75,7 +75,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_newcomer_flow_serve_post_read_restart(
     database_url: str, http: aiohttp.ClientSession, seed_article: dict[str, Any]
 ) -> None:
-    served = await serve(database_url)
+    served = await serve(database_url)  # on uvloop, the default
     try:
         tokens = TOKEN_RE.findall(served.output)
         assert len(tokens) == 1, served.output
@@ -88,7 +88,7 @@ async def test_newcomer_flow_serve_post_read_restart(
     finally:
         assert await served.stop() == 0
 
-    again = await serve(database_url)
+    again = await serve(database_url, "--event-loop", "asyncio")
     try:
         assert TOKEN_RE.findall(again.output) == [], "the bootstrap token is printed only once"
         async with http.get(f"{again.base}/api/articles/liver-calcification", headers=auth) as r:
@@ -175,6 +175,7 @@ async def test_import_directory_with_ndjson_and_bad_items(
         ({"SYNDICATE_DATABASE": "mysql://x"}, "SYNDICATE_DATABASE"),
         ({"SYNDICATE_MAX_BODY_SIZE": "-1"}, "SYNDICATE_MAX_BODY_SIZE='-1' must be at least 1"),
         ({"SYNDICATE_BASE_URL": "ftp://x"}, "SYNDICATE_BASE_URL"),
+        ({"SYNDICATE_EVENT_LOOP": "trio"}, "SYNDICATE_EVENT_LOOP='trio' is not one of uvloop"),
     ],
 )
 async def test_bad_settings_are_explained(env: dict[str, str], message: str) -> None:

@@ -43,6 +43,11 @@ def _without_delivery_links(document: dict[str, Any]) -> dict[str, Any]:
 
 
 stateful_schema = schemathesis.openapi.from_dict(_without_delivery_links(DOCUMENT))
+# Nor links schemathesis would infer from list answers (GET /api/articles -> PUT the
+# first one listed): the server outlives scenarios, so what a list holds depends on
+# every scenario before, and a replay would find another first item, or none. The
+# document's own links (from the answer to a write) are walked.
+stateful_schema.config.phases.stateful.inference.algorithms = []
 for _schema in (schema, stateful_schema):
     # A schema-valid read of a deleted article is answered 410 Gone, as documented.
     _accepted = _schema.config.checks.positive_data_acceptance

@@ -20,11 +20,13 @@ mapping stays while any of this process's connections to the database is open, s
 the storage reads only while its own connections are.
 
 The header is written in two copies, the first one last, and SQLite's readers retry
-until the copies agree; we compare the first copy only, so a header in the middle of
-being written reads as "changed" or as the state just before the commit, never as a
-state no reader could see. The format is stable (versions of SQLite sharing one
-database must agree on it). Where there is no mapping (not Linux, another locking
-mode, a VFS without shared memory) ``open`` returns None and the caller falls back
+(or recover the index) until the copies agree. We do the same: copies that differ
+answer None, and the caller asks SQLite (``PRAGMA data_version``), which sorts it
+out. That covers a writer killed between the two copies: its commit is in the WAL,
+and the next SQLite reader anywhere recovers it. The format is stable (versions of
+SQLite sharing one database must agree on it). Where there is no mapping (not Linux,
+another locking mode, a VFS without shared memory, or two SQLite libraries in this
+process) ``open`` returns None and the caller falls back
 to ``PRAGMA data_version``.
 """
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-HEADER_SIZE = 48
+HEADER_SIZE = 48  # one copy; the second follows it
 _IS_INIT = 12  # byte offset of isInit in the header
 
 
@@ -41,13 +43,14 @@ class WalWatch:
     def __init__(self, address: int) -> None:
         # A ctypes view of the header's bytes (reading ``.raw`` costs a tenth of
         # ``ctypes.string_at``).
-        self._header = (ctypes.c_char * HEADER_SIZE).from_address(address)
+        self._header = (ctypes.c_char * (2 * HEADER_SIZE)).from_address(address)
 
     @classmethod
     def open(cls, database_path: str) -> WalWatch | None:
         """A watch on ``database_path``'s WAL index, or None when this process has
         no mapping of it (call while a WAL-mode connection is open and has read)."""
         shm = os.path.realpath(database_path) + "-shm"
+        found = []
         try:
             with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
                 for line in maps:
@@ -57,15 +60,21 @@ class WalWatch:
                     start, end = (int(x, 16) for x in fields[0].split("-"))
                     # the region holding the file's first bytes, shared and readable
                     if int(fields[2], 16) == 0 and fields[1][0] == "r" and fields[1][3] == "s":
-                        if end - start >= HEADER_SIZE:
-                            return cls(start)
+                        found.append((start, end))
         except OSError:
             return None
-        return None
+        # Exactly one: two would mean two SQLite libraries in this process (say the
+        # standard one and a bundled copy), and the other one's mapping may go away.
+        if len(found) != 1 or found[0][1] - found[0][0] < 2 * HEADER_SIZE:
+            return None
+        return cls(found[0][0])
 
     def header(self) -> bytes | None:
         """The header's bytes (they change with every commit), or None while the
         WAL index is not initialised. Only while a connection of this process to
         the database is open."""
-        header: bytes = self._header.raw
-        return header if header[_IS_INIT] else None
+        both: bytes = self._header.raw
+        header = both[:HEADER_SIZE]
+        if not header[_IS_INIT] or header != both[HEADER_SIZE:]:
+            return None
+        return header

@@ -36,6 +36,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
     for module in tables:
         app.add_routes(_served(module.routes))
+    feed_http.add_feed_route(app, served(feed_http.feed, error_response))
     app.add_routes(_served([web.route("*", "/{path:.*}", no_route)]))  # last: only the unmatched
     return app
 

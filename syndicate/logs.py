@@ -18,10 +18,12 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from multidict import istr
 
 access_logger = logging.getLogger("syndicate.access")
 REQUEST_ID = web.RequestKey("request_id", str)
-REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_HEADER = istr("X-Request-Id")  # istr: header lookups skip case-folding
+_NOSNIFF = istr("X-Content-Type-Options")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -36,7 +38,7 @@ _id_counter = itertools.count(1)
 
 
 def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def request_id(request: web.Request) -> str:
@@ -82,8 +84,8 @@ def served(handler: Handler, on_error: ErrorAnswer) -> Handler:
             response = answer
         headers = response.headers
         headers[REQUEST_ID_HEADER] = rid
-        if "X-Content-Type-Options" not in headers:
-            headers["X-Content-Type-Options"] = "nosniff"
+        if _NOSNIFF not in headers:
+            headers[_NOSNIFF] = "nosniff"
         return response
 
     answer.__name__ = answer.__qualname__ = getattr(handler, "__name__", "handler")

@@ -18,6 +18,7 @@ import feedparser
 import pytest
 from conftest import Client, ServerFactory, clean_env, expect_problem
 from lxml import etree
+from yarl import URL
 
 import feeds
 from storage import Storage, open_storage
@@ -204,6 +205,34 @@ async def test_unknown_topic_404_and_empty_topic_is_valid(loaded: Client) -> Non
         assert parsed.bozo == 0 and parsed.entries == []
     resp, _ = await get(loaded, "/feeds/liver-health.xml")
     assert resp.status == 404
+
+
+async def test_feed_paths_outside_the_route_are_404_and_other_methods_405(
+    loaded: Client,
+) -> None:
+    """The feed route matches exactly ``/feeds/<topic slug>.<rss|atom|json>``, every
+    time (also once the same path has been served before), and answers other methods
+    with 405 and ``Allow``."""
+    good = "/feeds/liver-health.json"
+    bad = ["/feeds/Liver-health.rss", "/feeds/liver-health", "/feeds/.rss",
+           "/feeds/-liver.rss", "/feeds/liver-health.rss.rss", "/feeds/liver%2Fhealth.rss",
+           f"/feeds/{'a' * 65}.rss", "/feeds/liver-health.RSS", "/feeds/", "/feeds"]  # fmt: skip
+    for _ in range(2):
+        resp, _ = await get(loaded, good)
+        assert resp.status == 200
+        for path in bad:
+            url = URL(loaded.url(path), encoded=True)
+            async with loaded.session.get(url) as resp:
+                problem = await expect_problem(resp, 404)
+                assert "no topic" not in problem["detail"], f"{path} is not a feed path"
+        async with loaded.request("GET", f"/feeds/{'a' * 64}.rss", token="") as resp:
+            problem = await expect_problem(resp, 404)  # a feed path, but no such topic
+            assert problem["detail"] == f"no topic {'a' * 64!r}"
+    async with loaded.request("POST", good, token="", data=b"x") as resp:
+        await expect_problem(resp, 405)
+        assert {m.strip() for m in resp.headers["Allow"].split(",")} == {"GET", "HEAD"}
+    async with loaded.request("HEAD", good, token="") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/feed")
 
 
 async def test_conditional_get_head_and_gzip(loaded: Client) -> None:

@@ -137,6 +137,7 @@ class TokenCache:
         self.invalidate()
         if listener is not None:
             try:
-                await asyncio.wait_for(listener.close(), 5)
+                async with asyncio.timeout(5):
+                    await listener.close()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 listener.terminate()

@@ -280,7 +280,8 @@ class PostgresStorage:
         await self._group.close()
         await self._tokens.close()
         try:
-            await asyncio.wait_for(self._pool.close(), DEFAULT_CLOSE_TIMEOUT)
+            async with asyncio.timeout(DEFAULT_CLOSE_TIMEOUT):
+                await self._pool.close()
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             logger.warning("closing the pool failed; terminating it", extra={"error": str(exc)})
             self._pool.terminate()

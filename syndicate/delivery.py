@@ -138,8 +138,16 @@ class FanOut:
             except Exception:
                 logger.exception("fan-out failed unexpectedly; retrying")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            await _nap(self._wake)
+
+
+async def _nap(wake: asyncio.Event) -> None:
+    """Wait until ``wake`` is set or ``POLL_INTERVAL`` passes. Not ``asyncio.wait_for``:
+    on Python 3.11 it swallows a cancellation that arrives just as the event is set, and
+    a loop waiting that way never stops (shutdown hung on it)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(POLL_INTERVAL):
+            await wake.wait()
 
 
 @dataclass
@@ -251,8 +259,7 @@ class Dispatcher:
             if len(claimed) == min(room, CLAIM_BATCH) and room > 0:
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            await _nap(self._wake)
 
     async def _claim(self, limit: int) -> list[Delivery]:
         claim = asyncio.ensure_future(

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -235,7 +236,17 @@ async def start_server(store: Storage) -> AsyncIterator[ServerFactory]:
     yield start
     for server, session in started:
         await session.close()
-        await server.close()
+        closing = asyncio.ensure_future(server.close())
+        if not (await asyncio.wait({closing}, timeout=15))[0]:
+            _dump_tasks("server.close() still waiting after 15 s")
+        await closing
+
+
+def _dump_tasks(why: str) -> None:
+    """Print every pending task's stack: what a hung teardown waits for."""
+    print(f"--- {why}; pending tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 @pytest.fixture

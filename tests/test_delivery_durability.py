@@ -244,3 +244,24 @@ async def test_a_killed_server_keeps_every_acknowledged_article(database_url: st
         await store.close()
     assert acknowledged <= stored, "every article answered 2xx survived the kill"
     assert {e.article_id for e in events} == stored, "and each has its event"
+
+
+async def test_stop_is_prompt_when_woken_as_it_stops(database_url: str) -> None:
+    """A write wakes the delivery loops in the very moment the service stops (a
+    request's last write during shutdown): the stop still ends at once. On Python
+    3.11 ``asyncio.wait_for`` swallowed that cancellation and shutdown hung."""
+    store = await open_storage(database_url)
+    try:
+        for _ in range(3):
+            service = DeliveryService(store, Settings(database=database_url))
+            await service.start()
+            await asyncio.sleep(0.2)  # both loops idle, waiting to be woken
+            service.notify()
+            service.dispatcher.wake()
+            try:
+                async with asyncio.timeout(5):
+                    await service.stop()
+            except TimeoutError:
+                pytest.fail("the delivery service did not stop within 5 s")
+    finally:
+        await store.close()

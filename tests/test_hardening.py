@@ -7,6 +7,7 @@ import asyncio
 import copy
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -266,7 +267,7 @@ class FaultyPartner:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
             if self.mode == "reset":
                 writer.transport.abort()
                 return
@@ -282,6 +283,10 @@ class FaultyPartner:
                     writer.write(chunk)
                     await writer.drain()
             if self.mode == "redirect":
+                # Read the body first: closing with it unread resets the connection,
+                # and the sender may see that before the answer.
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
                 writer.write(
                     b"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
                     + self.redirect_to.encode() + b"\r\nContent-Length: 0\r\n\r\n"

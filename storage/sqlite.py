@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from . import _changes
 from ._group import GroupCommit, PutRequest
 from ._sql import load_migrations, load_queries
 from ._sqlite_bulk import distinct_rounds, fetch_all, insert_rows
+from ._sqlite_checkpoint import CHECKPOINT, Checkpointer
 from ._sqlite_rows import (
     article_params,
     outcome_values,
@@ -85,6 +87,9 @@ DEFAULT_BUSY_TIMEOUT_MS = 10_000
 #: The synchronous point-read connection must never stall the event loop: when
 #: SQLite is busy for longer than this, the read goes through the reader thread.
 INLINE_BUSY_TIMEOUT_MS = 5
+#: How long a RESTART checkpoint waits for the write lock and for readers (it holds
+#: writers off meanwhile); when it gives up, a later one tries again.
+CHECKPOINT_BUSY_TIMEOUT_MS = 250
 #: Most single article writes committed together in one transaction.
 MAX_GROUP_COMMIT = 256
 #: Topics whose feed state is kept between changes (one process's memory bound).
@@ -146,19 +151,27 @@ class SQLiteStorage:
         reader: aiosqlite.Connection,
         inline: sqlite3.Connection | None = None,
         wal_watch: WalWatch | None = None,
+        checkpoint_connect: Callable[[], Awaitable[aiosqlite.Connection]] | None = None,
     ):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._inline = inline
         self._wal_watch = wal_watch
+        self._lock = asyncio.Lock()
+        # WAL checkpoints off the writer's thread (_sqlite_checkpoint.py); None keeps
+        # SQLite's automatic checkpoint in the writer's commits.
+        self._checkpointer = (
+            None
+            if wal_watch is None or checkpoint_connect is None
+            else Checkpointer(wal_watch, checkpoint_connect, writer_lock=self._lock)
+        )
         # Feed states read inline, valid while the database's change mark (the
         # WAL-index header, else PRAGMA data_version: either changes whenever any
         # connection, in any process, commits) stays the same.
         self._feed_states: dict[str | None, FeedState] = {}
         self._data_version: bytes | int | None = None
         self._group = GroupCommit(self._write_group, limit=MAX_GROUP_COMMIT)
-        self._lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
@@ -178,8 +191,14 @@ class SQLiteStorage:
                 await writer.close()
                 raise
             inline = None if path == ":memory:" else cls._connect_inline(path)
-        watch = None if inline is None else WalWatch.open(path)
-        return cls(path, writer, reader, inline, watch)
+            watch = None if inline is None else WalWatch.open(path)
+            checkpoint_connect = None
+            if watch is not None:
+                await writer.execute("PRAGMA wal_autocheckpoint = 0")
+                checkpoint_connect = functools.partial(
+                    cls._connect, path, CHECKPOINT_BUSY_TIMEOUT_MS
+                )
+        return cls(path, writer, reader, inline, watch, checkpoint_connect)
 
     @staticmethod
     def _connect_inline(path: str) -> sqlite3.Connection:
@@ -233,6 +252,8 @@ class SQLiteStorage:
             return
         self._closed = True
         await self._group.close()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         self._wal_watch = None  # its memory goes with the last connection
         if self._inline is not None:
             self._inline.close()
@@ -289,6 +310,14 @@ class SQLiteStorage:
                 except BaseException:
                     await self._rollback()
                     raise
+                checkpointer = self._checkpointer
+                if checkpointer is not None and checkpointer.inline_due():
+                    await self._writer.execute(CHECKPOINT)
+        self._after_commit()
+
+    def _after_commit(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit()
 
     async def _rollback(self) -> None:
         # A cancelled ``await execute(...)`` still runs in aiosqlite's thread, and
@@ -317,6 +346,8 @@ class SQLiteStorage:
     async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
 
+        checkpointer = self._checkpointer
+
         def transaction() -> T:
             conn = self._writer._conn  # aiosqlite's own sqlite3 connection, on its thread
             conn.execute("BEGIN IMMEDIATE")
@@ -327,12 +358,16 @@ class SQLiteStorage:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            if checkpointer is not None and checkpointer.inline_due():
+                conn.execute(CHECKPOINT).fetchall()
             return result
 
         async with self._lock:
             with wrap_exceptions():
                 # aiosqlite runs queued functions in order on its thread (pinned version).
-                return await asyncio.shield(self._writer._execute(transaction))  # type: ignore[no-untyped-call]
+                result: T = await asyncio.shield(self._writer._execute(transaction))  # type: ignore[no-untyped-call]
+        self._after_commit()
+        return result
 
     def _write_puts(
         self, conn: sqlite3.Connection, requests: Sequence[PutRequest]

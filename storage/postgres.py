@@ -205,6 +205,9 @@ def _subscription(row: asyncpg.Record) -> Subscription:
     return _record(Subscription, row, "topics", "events")
 
 
+#: ``records.format_time`` as a ``to_char`` pattern (of a UTC ``timestamp``).
+_TO_CHAR_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
 _ARTICLE_COLUMNS = (
     "id", "guid", "slug", "title", "summary", "content", "content_type", "topics", "author",
     "url", "image", "language", "published_at", "updated_at", "created_at", "version",
@@ -489,13 +492,18 @@ class PostgresStorage:
         touched = {t for _, a in writes for t in a.topics}
         touched.update(t for article_id in indexed for t in before[article_id].topics)
         gaining = sorted(added)
+        # Written in one go, the n-th write is the n-th article: the statement builds
+        # its snapshot from the row (see write_articles).
+        snapshots = (
+            [None] * len(writes) if in_one_go else [dumps_text(a.to_json()) for _, a in writes]
+        )
         await conn.execute(
             Q["write_articles"],
             *_article_columns(in_one_go),
             [event for event, _ in writes],
             [a.id for _, a in writes],
             [dumps_text(list(a.topics)) for _, a in writes],
-            [dumps_text(a.to_json()) for _, a in writes],
+            snapshots,
             [a.updated_at for _, a in writes],
             [topic for topic, _, _ in links],
             [article_id for _, article_id, _ in links],
@@ -505,6 +513,7 @@ class PostgresStorage:
             [added[t] for t in gaining],
             now,
             sorted(touched - added.keys()),
+            _TO_CHAR_TIME,
         )
 
     async def put_article(

@@ -91,6 +91,26 @@ async def test_event_snapshots_are_the_whole_article(store: Storage) -> None:
     events = await store.list_events()
     assert [Article.from_json(e.data) for e in events] == [written.article, deleted]
     assert len({deleted.published_at, deleted.created_at, deleted.updated_at}) == 3
+    # The very text partners get: times as format_time writes them, nothing extra.
+    assert [e.data for e in events] == [written.article.to_json(), deleted.to_json()]
+
+
+async def test_batch_snapshots_are_exact_whatever_the_text(store: Storage) -> None:
+    """A batch's snapshots, however the backend builds them, are ``to_json`` of
+    each article: quotes, backslashes, newlines, non-ASCII text, an early year."""
+    odd = '<p class="x">C:\\dir "quoted"\nline\ttab é 肝 \U0001f600 &amp; </p>'
+    drafts = [
+        draft("plain"),
+        draft("odd", content=odd, title='T "q" \\', author=None, summary="é\n"),
+        draft("early", published_at=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+              topics=("liver-health", "diabetes", "nutrition")),
+    ]  # fmt: skip
+    now = T0 + timedelta(microseconds=7)
+    results = await store.put_articles(drafts, now=now)
+    events = await store.list_events()
+    assert [e.data for e in events] == [r.article.to_json() for r in results]
+    assert events[2].data["published_at"] == "0999-01-02T03:04:05.000006Z"
+    assert events[1].data["content"] == odd
 
 
 async def test_create_only_conflicts(store: Storage) -> None:

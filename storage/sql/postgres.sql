@@ -66,6 +66,9 @@ UPDATE topics t SET article_count = t.article_count - d.n
 -- $1-$17   the final state of each article, one array per column;
 -- $18-$22  one event per write, in order (identity values are taken in row
 --          order, which ORDER BY n fixes, so seq order is the order given);
+--          an event whose snapshot ($21) is NULL is of the n-th article of
+--          $1-$17, and its snapshot is built here from that row: the article's
+--          body then crosses the wire once, and is not parsed as JSON again;
 -- $23-$25  the live articles' topic rows;
 -- $26-$28  the topics that gain topic rows, their default titles (for a new
 --          topic) and how many rows each gains;
@@ -74,18 +77,23 @@ UPDATE topics t SET article_count = t.article_count - d.n
 --          changed at the last event.
 -- Foreign keys are checked at the end of the statement, so the topic rows may
 -- name articles and topics inserted by the same statement.
-WITH saved AS (
+-- A built snapshot is Article.to_json(): every column, times as format_time text.
+WITH given AS (
+    SELECT *
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                  $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int[],
+                  $17::timestamptz[])
+           WITH ORDINALITY
+           AS a (id, guid, slug, title, summary, content, content_type, topics, author, url,
+                 image, language, published_at, updated_at, created_at, version, deleted_at, n)
+), saved AS (
     INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics,
                           author, url, image, language, published_at, updated_at,
                           created_at, version, deleted_at)
     SELECT id, guid, slug, title, summary, content, content_type, topics::jsonb, author,
            url, image, language, published_at, updated_at, created_at, version, deleted_at
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                  $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int[],
-                  $17::timestamptz[])
-           AS a (id, guid, slug, title, summary, content, content_type, topics, author, url,
-                 image, language, published_at, updated_at, created_at, version, deleted_at)
+      FROM given
     ON CONFLICT (id) DO UPDATE
        SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
            content = excluded.content, content_type = excluded.content_type,
@@ -95,10 +103,22 @@ WITH saved AS (
            version = excluded.version, deleted_at = excluded.deleted_at
 ), logged AS (
     INSERT INTO events (type, article_id, topics, data, created_at)
-    SELECT type, article_id, topics::jsonb, data::jsonb, created_at
+    SELECT e.type, e.article_id, e.topics::jsonb,
+           coalesce(e.data::jsonb, jsonb_build_object(
+               'id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
+               'summary', a.summary, 'content', a.content, 'content_type', a.content_type,
+               'topics', a.topics::jsonb, 'author', a.author, 'url', a.url,
+               'image', a.image, 'language', a.language,
+               'published_at', to_char(a.published_at AT TIME ZONE 'UTC', $31),
+               'updated_at', to_char(a.updated_at AT TIME ZONE 'UTC', $31),
+               'created_at', to_char(a.created_at AT TIME ZONE 'UTC', $31),
+               'version', a.version,
+               'deleted_at', to_char(a.deleted_at AT TIME ZONE 'UTC', $31))),
+           e.created_at
       FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::timestamptz[])
            WITH ORDINALITY AS e (type, article_id, topics, data, created_at, n)
-     ORDER BY n
+      LEFT JOIN given AS a ON e.data IS NULL AND a.n = e.n
+     ORDER BY e.n
     RETURNING seq
 ), linked AS (
     INSERT INTO article_topics (topic, article_id, published_at)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Container, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import ArticleExists, StorageError
-from .records import SUBSCRIPTION_MUTABLE, Article, ArticleDraft, EventType, PutOutcome
+from .records import (
+    SUBSCRIPTION_MUTABLE,
+    Article,
+    ArticleDraft,
+    EventType,
+    PutOutcome,
+    PutResult,
+)
+
+S = TypeVar("S")
 
 MAX_SLUG_SUFFIX = 10_000
 
@@ -142,6 +151,28 @@ def crowded_bases(wanting: Mapping[str, set[str]], owners: Mapping[str, str]) ->
         for base, ids in sorted(wanting.items())
         if len(ids) > 1 or owners.get(base, next(iter(ids))) not in ids
     ]
+
+
+#: What article writes are decided from: the stored articles they name (by id) and
+#: the article id holding each slug that could clash with theirs.
+State = tuple[dict[str, Article], dict[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared(Generic[S]):
+    """Article writes decided from ``state``, with the backend's statements (``S``)
+    that carry them out. Decided before the write lock, it stands if the same reads
+    made under the lock give the same ``state``: the decisions are a function of
+    the requests and the state alone."""
+
+    state: State
+    plans: list[Change | StorageError]
+    statements: list[S]
+
+    def results(self) -> list[PutResult | Exception]:
+        return [
+            p if isinstance(p, Exception) else PutResult(p.article, p.outcome) for p in self.plans
+        ]
 
 
 def plan_puts(

@@ -311,12 +311,15 @@ async def test_two_connections_claim_disjointly(database_url: str) -> None:
         await second.close()
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
 async def test_a_write_waiting_for_another_process_sees_what_it_committed(
-    database_url: str,
+    database_url: str, batch: bool
 ) -> None:
     """Another process is in the middle of writing article "race" (it holds the
     write lock). Our write of the same id waits for it, and then sees it: an
-    update of that article (version 2), not a second create."""
+    update of that article (version 2), not a second create. A batch is decided
+    before it waits (put_articles prepares outside the lock): it is decided again,
+    so another article of it that wants the same slug gets the next one."""
     store = await open_storage(database_url)
     row = ("race", "tag:other,2026:article/race", "race-slug", "From the other process",
            "S", "<p>other</p>", "html", '["liver-health"]', T0, T0, T0, 1)  # fmt: skip
@@ -349,13 +352,21 @@ async def test_a_write_waiting_for_another_process_sees_what_it_committed(
                 *row,
             )
             commit = other.execute
-        ours = asyncio.create_task(store.put_article(draft("race", title="Ours"), now=T0))
+        mine = draft("race", title="Ours")
+        if batch:
+            drafts = [mine, draft("next", slug="race-slug")]
+            ours = asyncio.create_task(store.put_articles(drafts, now=T0))
+        else:
+            ours = asyncio.create_task(store.put_article(mine, now=T0))
         await asyncio.sleep(0.3)
         assert not ours.done(), "our write waits for the other process's"
         result = commit("COMMIT")
         if asyncio.iscoroutine(result):
             await result
-        written = await asyncio.wait_for(ours, 10)
+        done = await asyncio.wait_for(ours, 10)
+        written = done[0] if batch else done
+        if batch:
+            assert (done[1].outcome, done[1].article.slug) == ("created", "race-slug-2")
         assert written.outcome == "updated"
         assert (written.article.version, written.article.title) == (2, "Ours")
         assert written.article.guid == "tag:other,2026:article/race"

@@ -325,6 +325,18 @@ def main(argv: list[str] | None = None) -> None:
             )
             + f", then executemany of {BATCH} per commit. The service does far more per "
             "article (auth, validation, HTML sanitising, slug, topic index, event row).",
+            "Per round (ours / raw): single "
+            + ", ".join(
+                f"{a:,.0f} / {b:,.0f}"
+                for a, b in zip(results["single"], results["raw1"], strict=True)
+            )
+            + "; batch "
+            + ", ".join(
+                f"{a:,.0f} / {b:,.0f}"
+                for a, b in zip(results["batch"], results["rawN"], strict=True)
+            )
+            + ". With 2 processes the kernel (SO_REUSEPORT) puts each batch connection in "
+            "one of them: both in one process is markedly slower than one in each.",
         ],
     )
 

@@ -76,14 +76,31 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._closed = False
+        #: The WAL length at which the next RESTART is tried: ``restart_frames``, and
+        #: ``restart_frames`` further on after one that a reader kept from finishing
+        #: (a RESTART after every commit would hold this process's writes off
+        #: 250 ms each while that reader stays).
+        self._next_restart = restart_frames
         #: Background checkpoints run.
         self.runs = 0
 
     def inline_due(self) -> bool:
-        """Right after a writer's COMMIT: should the writer checkpoint now, itself
-        (``CHECKPOINT``), because the WAL has grown past the inline bound?"""
+        """Right after a writer's COMMIT, on a thread where the writer connection is
+        open (the WAL index is mapped): should the writer checkpoint now, itself
+        (``inline``), because the WAL has grown past the inline bound?"""
+        if self._closed:
+            return False
         frames = self._watch.frames()
         return frames is not None and frames >= self._inline_frames
+
+    @staticmethod
+    def inline(conn: sqlite3.Connection) -> None:
+        """The writer's own checkpoint, after its COMMIT: the write is done, so a
+        failure here is logged, never the write's."""
+        try:
+            conn.execute(CHECKPOINT).fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("WAL checkpoint failed", extra={"error": str(exc)})
 
     def after_commit(self) -> None:
         """On the event loop, after one of the writer's commits."""
@@ -104,15 +121,16 @@ class Checkpointer:
                 if self._conn is None:
                     self._conn = await self._connect()
                 frames = self._watch.frames() or 0
-                if frames >= self._restart_frames:
+                if frames >= self._next_restart:
                     # This process's writes wait meanwhile: between them the RESTART
                     # would seldom get the write lock in time.
                     async with self._writer_lock:
-                        await self._checkpoint(RESTART)
+                        busy = await self._checkpoint(RESTART)
+                    self._next_restart = self._restart_frames + (frames if busy else 0)
                 else:
                     await self._checkpoint(CHECKPOINT)
                 self.runs += 1
-            except (sqlite3.Error, ValueError) as exc:
+            except Exception as exc:  # a failed checkpoint never fails a write
                 # The next commit past the threshold asks again; the writer's
                 # inline checkpoint bounds the WAL meanwhile.
                 logger.warning("WAL checkpoint failed", extra={"error": str(exc)})
@@ -120,16 +138,18 @@ class Checkpointer:
             if not self._again or self._closed:
                 return
 
-    async def _checkpoint(self, sql: str) -> None:
+    async def _checkpoint(self, sql: str) -> bool:
+        """Run ``sql``; whether it was kept from finishing (SQLite's ``busy``)."""
         conn = self._conn
         assert conn is not None
 
-        async def run() -> None:
+        async def run() -> bool:
             async with conn.execute(sql) as cur:
-                await cur.fetchall()
+                row = await cur.fetchone()
+            return bool(row is not None and row[0])
 
         # Shielded: a cancelled await would leave the checkpoint running on its thread.
-        await asyncio.shield(run())
+        return await asyncio.shield(run())
 
     async def close(self) -> None:
         """Let a running checkpoint finish (it is a few milliseconds), then close."""

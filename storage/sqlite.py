@@ -329,12 +329,17 @@ class SQLiteStorage:
                     await self._rollback()
                     raise
                 checkpointer = self._checkpointer
-                if checkpointer is not None and checkpointer.inline_due():
-                    await self._writer.execute(CHECKPOINT)
+                # Not once closing: the writer may be closed by now, and the WAL
+                # index unmapped with it.
+                if checkpointer is not None and not self._closed and checkpointer.inline_due():
+                    try:
+                        await self._writer.execute(CHECKPOINT)
+                    except sqlite3.Error as exc:  # the write is done: only logged
+                        logger.warning("WAL checkpoint failed", extra={"error": str(exc)})
         self._after_commit()
 
     def _after_commit(self) -> None:
-        if self._checkpointer is not None:
+        if self._checkpointer is not None and not self._closed:
             self._checkpointer.after_commit()
 
     async def _rollback(self) -> None:
@@ -377,7 +382,7 @@ class SQLiteStorage:
                     conn.execute("ROLLBACK")
                 raise
             if checkpointer is not None and checkpointer.inline_due():
-                conn.execute(CHECKPOINT).fetchall()
+                checkpointer.inline(conn)
             return result
 
         async with self._lock:

@@ -428,3 +428,23 @@ def test_retry_after_is_ascii_seconds_or_an_http_date() -> None:
     # would lose the partner's status code.
     assert parse_retry_after("²", now) is None
     assert parse_retry_after("soon", now) is None
+
+
+async def test_articles_from_before_anyone_subscribed_are_not_pushed_later(
+    service: Client, receiver: Receiver, tokens: dict[str, str]
+) -> None:
+    """With no subscriptions the fan-out passes events over; a partner subscribing
+    afterwards gets what is written from then on, and nothing from before."""
+    early = {**ARTICLE, "id": "early", "title": "Before anyone subscribed"}
+    async with service.request("POST", "/api/articles", json=early) as resp:
+        assert resp.status == 201
+    await asyncio.sleep(0.5)  # the fan-out, woken by the write, passes it over
+    partner = await subscribe(service, tokens["partner"], receiver.url("/late"), ["*"])
+    for n in range(3):
+        later = {**ARTICLE, "id": f"later-{n}", "title": f"After {n}"}
+        async with service.request("POST", "/api/articles", json=later) as resp:
+            assert resp.status == 201
+    await receiver.wait_for(lambda: len(receiver.at("/late")) >= 3)
+    await asyncio.sleep(0.3)
+    got = [verify(partner["secret"], r)["data"]["id"] for r in receiver.at("/late")]
+    assert sorted(got) == ["later-0", "later-1", "later-2"]

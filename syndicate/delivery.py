@@ -38,12 +38,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CLAIM_BATCH = 200
+CLAIM_BATCH = 500
+#: Deliveries a process holds (queued or being sent): this many times ``max_in_flight``.
+#: Claims are made ahead of sending, so that the next batch lands before the senders
+#: run dry: a claim waits for the database, which is slowest when the sending is busiest.
+CLAIM_AHEAD = 4  # <= HOST_BACKLOG_FACTOR: see the lease
 POLL_INTERVAL = 1.0
 FLUSH_INTERVAL = 0.02
 JITTER = 0.2
-#: Deliveries held for one host beyond this many times its cap are put back for later.
+#: A host may always hold this many times its cap (``max_per_host``): what the lease
+#: allows for a host that hangs (each of its senders times out in turn).
 HOST_BACKLOG_FACTOR = 4
+#: A fast host may hold more: as many as it takes, at its observed pace, this long to
+#: be sent. More are handed back for later; a host that slows down hands back what it
+#: holds beyond its new share as soon as an attempt shows it.
+HOST_BACKLOG_SECONDS = 0.5
+#: Weight of the newest attempt in a host's smoothed latency.
+LATENCY_WEIGHT = 0.2
 #: Bounds on how long a delivery handed back for a busy host waits to be claimed again.
 MIN_HOST_DEFER = 0.01
 MAX_HOST_DEFER = 2.0
@@ -173,10 +184,15 @@ class _Host:
     latency: float = 0.05
 
     def observe(self, seconds: float) -> None:
-        self.latency = 0.8 * self.latency + 0.2 * seconds
+        self.latency += LATENCY_WEIGHT * (seconds - self.latency)
 
     def drain_time(self, per_host: int) -> float:
         return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, self.held / per_host * self.latency))
+
+    def share(self, per_host: int, most: int) -> int:
+        """How many deliveries this host may hold (``most``: the process's limit)."""
+        paced = int(per_host * HOST_BACKLOG_SECONDS / max(self.latency, 1e-4))
+        return max(per_host * HOST_BACKLOG_FACTOR, min(most, paced))
 
 
 @dataclass
@@ -206,8 +222,19 @@ class Dispatcher:
         self._unfinished: list[int] = []
         # One event fans out to many subscriptions: encode its body once, not per delivery.
         self._bodies: OrderedDict[int, bytes] = OrderedDict()
-        # Long enough for a delivery to wait out its host's backlog and time out.
-        self.lease = timedelta(seconds=self.settings.delivery_timeout * (HOST_BACKLOG_FACTOR + 2))
+        self._limit = self.settings.max_in_flight * CLAIM_AHEAD
+        self._batch = min(CLAIM_BATCH, self._limit // 2)
+        # Long enough for a delivery to wait out its host's backlog and time out: a
+        # host that hangs times out once (one timeout), hands back all but
+        # HOST_BACKLOG_FACTOR rounds of its cap (that many more), and the delivery is
+        # sent (one more). A share bounded by HOST_BACKLOG_SECONDS instead takes at most
+        # that long by the smoothed latency, which is at least LATENCY_WEIGHT x the
+        # timeout after one. (Across hosts, the process holds CLAIM_AHEAD rounds of the
+        # global slots: no more than HOST_BACKLOG_FACTOR.)
+        timeout = self.settings.delivery_timeout
+        self.lease = timedelta(
+            seconds=timeout * (HOST_BACKLOG_FACTOR + 2) + HOST_BACKLOG_SECONDS / LATENCY_WEIGHT
+        )
 
     def wake(self) -> None:
         self._wake.set()
@@ -250,13 +277,13 @@ class Dispatcher:
             self._unfinished = []
 
     async def _claim_loop(self) -> None:
-        limit = self.settings.max_in_flight * 2
         while True:
-            room = limit - self._held
+            # A full batch or none: the claim loop is woken when there is room for one.
+            room = self._limit - self._held
             claimed: list[Delivery] = []
-            if room > 0:
+            if room >= self._batch:
                 try:
-                    claimed = await self._claim(min(room, CLAIM_BATCH))
+                    claimed = await self._claim(self._batch)
                     if claimed:
                         try:
                             await self._start(claimed)
@@ -267,7 +294,7 @@ class Dispatcher:
                     logger.warning("claiming deliveries failed", extra={"error": str(exc)})
                 except Exception:
                     logger.exception("claiming deliveries failed unexpectedly")
-            if len(claimed) == min(room, CLAIM_BATCH) and room > 0:
+            if len(claimed) == self._batch:
                 continue
             self._wake.clear()
             await _nap(self._wake)
@@ -299,7 +326,7 @@ class Dispatcher:
                 self._record(_gone(delivery, "the subscription or event no longer exists"))
                 continue
             host = self._host(subscription.url)
-            if host.held >= self.settings.max_per_host * HOST_BACKLOG_FACTOR:
+            if host.held >= host.share(self.settings.max_per_host, self._limit):
                 # One write per busy host, however many of its URLs wait.
                 deferred.setdefault(id(host), (host, []))[1].append(delivery)
                 continue
@@ -361,10 +388,51 @@ class Dispatcher:
             done = True
         finally:
             self._sending.discard(delivery.id)
-            host.held -= 1
-            self._held -= 1
+            self._release(host, 1)
             if not done:
                 self._unfinished.append(delivery.id)
+
+    def _release(self, host: _Host, count: int) -> None:
+        """``count`` of ``host``'s deliveries are no longer held. Wakes the claim loop
+        when that makes room for a batch, or for this host again."""
+        share = host.share(self.settings.max_per_host, self._limit)
+        host_was_full = host.held >= share
+        host.held -= count
+        threshold = self._limit - self._batch
+        if (self._held > threshold >= self._held - count) or (host_was_full and host.held < share):
+            self._wake.set()
+        self._held -= count
+
+    def _shed(self, host: _Host) -> None:
+        """Hand back what ``host`` holds beyond its share, last claimed first: its
+        latency has grown, and the rest would wait too long in this process."""
+        per_host = self.settings.max_per_host
+        excess = host.held - host.share(per_host, self._limit)
+        ids: list[int] = []
+        while excess > len(ids) and host.queue:
+            delivery, _, _ = host.queue.pop()
+            self._jobs.pop(delivery.id, None)
+            ids.append(delivery.id)
+        if not ids:
+            return
+        self._release(host, len(ids))
+        task = asyncio.create_task(self._hand_back(ids, host.drain_time(per_host)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_back(self, delivery_ids: list[int], wait: float) -> None:
+        until = utcnow() + timedelta(seconds=wait)
+        try:
+            await self.storage.defer_deliveries(delivery_ids, worker=self.worker_id, until=until)
+        except asyncio.CancelledError:
+            self._unfinished.extend(delivery_ids)  # handed back at shutdown
+            raise
+        except StorageError as exc:
+            # Still claimed: whoever claims them after the lease sends them.
+            logger.warning("handing back deliveries failed", extra={"error": str(exc)})
+            return
+        # Claim them again when they are due, not at the next poll.
+        asyncio.get_running_loop().call_later(wait, self._wake.set)
 
     async def _attempt(
         self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
@@ -381,8 +449,7 @@ class Dispatcher:
             request = await self._request(delivery, event, subscription)
             attempt = await self.sender.send(request)
         host.observe(attempt.latency_ms / 1000)
-        if host.held == self.settings.max_per_host * HOST_BACKLOG_FACTOR:
-            self._wake.set()  # room for this host again: claim now, not at the next poll
+        self._shed(host)
         if subscription.kind == "websub" and attempt.status == 410:
             await self.storage.delete_subscription(subscription.id)
             logger.info("websub subscriber answered 410: subscription ended",

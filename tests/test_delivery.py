@@ -418,6 +418,57 @@ async def test_each_host_gets_at_most_its_cap_at_once(
     assert len(ids) == 32
 
 
+async def test_a_partner_that_slows_down_hands_back_what_it_cannot_send_soon(
+    start_server: ServerFactory, receiver: Receiver, tokens: dict[str, str], store: Storage
+) -> None:
+    """A fast partner's backlog is claimed ahead of sending, beyond 4 x its cap, so the
+    next batch is there before its senders run dry. Once its attempts time out, what
+    it holds beyond 4 x its cap goes back to the database at once (no attempt
+    counted), not kept claimed through timeout after timeout."""
+    service = await start_server(**{**FAST, "delivery_timeout": 1.0}, max_per_host=2)
+    service.token = tokens["operator"]
+    hanging = False
+
+    async def fast_then_hanging(request: web.Request) -> web.StreamResponse:
+        if hanging:
+            await asyncio.sleep(30)
+        return web.Response(status=204)
+
+    subs = []
+    for n in range(30):
+        receiver.behaviours[f"/hook/{n}"] = fast_then_hanging
+        subs.append(await subscribe(service, tokens["partner"], receiver.url(f"/hook/{n}")))
+
+    async def claimed() -> list[Any]:
+        found = []
+        for sub in subs:
+            found += [d for d in await store.list_deliveries(sub["id"]) if d.claimed_by]
+        return found
+
+    async with service.request("POST", "/api/articles", json=ARTICLE) as resp:
+        assert resp.status == 201
+    await receiver.wait_for(lambda: len(receiver.received) == 30)
+    while await claimed():  # their outcomes are written
+        await asyncio.sleep(0.05)
+    hanging = True
+    later = {**ARTICLE, "id": "liver-2", "title": "Fatty liver, part two"}
+    async with service.request("POST", "/api/articles", json=later) as resp:
+        assert resp.status == 201
+    started = asyncio.get_running_loop().time()
+    most = 0
+    while asyncio.get_running_loop().time() - started < 0.8:  # before any times out
+        most = max(most, len(await claimed()))
+        await asyncio.sleep(0.05)
+    assert most == 30, "the fast partner's whole backlog is claimed ahead"
+    while len(held := await claimed()) > 2 * 4:
+        assert asyncio.get_running_loop().time() - started < 2.5, len(held)
+        await asyncio.sleep(0.05)
+    waiting = [d for sub in subs for d in await store.list_deliveries(sub["id"], status="pending")]
+    handed_back = [d for d in waiting if not d.claimed_by]
+    assert len(handed_back) >= 30 - 2 * 4 - 2
+    assert all(d.attempts == 0 for d in handed_back)
+
+
 def test_retry_after_is_ascii_seconds_or_an_http_date() -> None:
     now = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
     assert parse_retry_after("120", now) == 120.0

@@ -13,11 +13,12 @@ database work overlaps the loop's.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import sqlite3
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from .jsoncodec import loads_stored
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ def fetch_all(
     conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
 ) -> list[dict[str, Any]]:
     """Every row of the query ``sql`` as a dict by column name, in its order, in one
-    step: SQLite folds the rows into one JSON text, which ``json.loads`` reads in C.
+    step: SQLite folds the rows into one JSON text, which orjson reads in C.
 
     For columns of text, integers, reals (to 15 significant digits) and NULL: JSON
     cannot carry a BLOB (SQLite raises an error rather than lose one).
@@ -77,7 +78,7 @@ def fetch_all(
         wrapped = f"SELECT json_group_array(json_object({pairs})) FROM ({sql})"
         _json_selects[sql] = wrapped
     (text,) = conn.execute(wrapped, params).fetchone()
-    rows: list[dict[str, Any]] = json.loads(text)
+    rows: list[dict[str, Any]] = loads_stored(text)
     return rows
 
 

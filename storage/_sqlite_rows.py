@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ._changes import SUBSCRIPTION_TIME_FIELDS, subscription_changes
-from .jsoncodec import dumps_text
+from .jsoncodec import dumps_text, loads_stored
 from .records import (
     Article,
     Delivery,
@@ -24,6 +25,13 @@ from .records import (
 
 #: A row as sqlite3 returns it, or as ``_sqlite_bulk.fetch_all`` does (a dict).
 Row = sqlite3.Row | Mapping[str, Any]
+
+
+@functools.lru_cache(maxsize=1024)
+def _strings(text: str) -> tuple[str, ...]:
+    """A stored JSON list of strings (topics, event types) as a tuple: the same few
+    lists recur across rows, and each is parsed once."""
+    return tuple(loads_stored(text))
 
 
 def time_text(value: datetime | None) -> str | None:
@@ -43,7 +51,7 @@ def to_article(row: Row) -> Article:
         summary=row["summary"],
         content=row["content"],
         content_type=row["content_type"],
-        topics=tuple(json.loads(row["topics"])),
+        topics=_strings(row["topics"]),
         author=row["author"],
         url=row["url"],
         image=row["image"],
@@ -108,8 +116,8 @@ def to_event(row: Row) -> Event:
         seq=row["seq"],
         type=row["type"],
         article_id=row["article_id"],
-        topics=tuple(json.loads(row["topics"])),
-        data=json.loads(row["data"]),
+        topics=_strings(row["topics"]),
+        data=loads_stored(row["data"]),
         created_at=parse_time(row["created_at"]),
     )
 
@@ -120,8 +128,8 @@ def to_subscription(row: Row) -> Subscription:
         kind=row["kind"],
         owner=row["owner"],
         url=row["url"],
-        topics=tuple(json.loads(row["topics"])),
-        events=tuple(json.loads(row["events"])),
+        topics=_strings(row["topics"]),
+        events=_strings(row["events"]),
         secret=row["secret"],
         status=row["status"],
         description=row["description"],

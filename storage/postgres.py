@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 from collections import Counter
 from collections.abc import (
@@ -46,7 +45,7 @@ from .errors import (
     TokenExists,
     TopicNotFound,
 )
-from .jsoncodec import dumps_text
+from .jsoncodec import dumps_text, loads_stored
 from .records import (
     Article,
     ArticleDraft,
@@ -244,7 +243,9 @@ def _article_columns(articles: Iterable[Article]) -> list[list[Any]]:
 
 
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=dumps_text, decoder=json.loads)
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=dumps_text, decoder=loads_stored
+    )
 
 
 if TYPE_CHECKING:

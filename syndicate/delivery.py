@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -369,7 +370,7 @@ class Dispatcher:
             host.senders -= 1
 
     def _host(self, url: str) -> _Host:
-        key = (urlsplit(url).hostname or "").lower()
+        key = _host_name(url)
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
@@ -545,6 +546,11 @@ class Dispatcher:
                     "subscription disabled after failing too long",
                     extra={"subscription": subscription_id},
                 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_name(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
 
 
 def _storable(text: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -61,8 +62,8 @@ class Metrics:
         self.attempt_seconds.observe(attempt.latency_ms / 1000)
 
     def count_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
-        for outcome in outcomes:
-            self.deliveries.labels(outcome.status).inc()
+        for status, count in collections.Counter(o.status for o in outcomes).items():
+            self.deliveries.labels(status).inc(count)
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -558,13 +558,14 @@ def report(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
     notes: Sequence[str] = (),
+    rounds: int = ROUNDS,
 ) -> str:
     """Print the table and append a dated section to BENCHMARKS.md."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
         f"### {title} — {stamp}",
         "",
-        f"Command: `{command}` · machine: {machine()} · medians of {ROUNDS} rounds",
+        f"Command: `{command}` · machine: {machine()} · medians of {rounds} rounds",
         "",
         table(headers, rows),
     ]

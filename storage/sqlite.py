@@ -106,8 +106,13 @@ class _Rows:
     """An article write's rows, made before the write lock (``SQLiteStorage._rows``)."""
 
     articles: list[tuple[Any, ...]]
-    #: Each event's row after its seq, which is known only under the lock.
+    #: Each event's row after its seq, which is known only under the lock; empty
+    #: when SQLite builds the snapshots (``from_articles``).
     events: list[tuple[Any, ...]]
+    #: JSON array of [type, article id], one per event, when every event is of a
+    #: distinct article: SQLite then makes each snapshot from the row just written.
+    from_articles: str | None
+    event_count: int
     #: JSON array of the ids whose topic rows are replaced, or None.
     indexed: str | None
     #: (topic, topic rows it gains), by topic.
@@ -467,9 +472,14 @@ class SQLiteStorage:
         live = [a for a in final.values() if not a.deleted]
         counts = Counter(topic for a in live for topic in a.topics)
         touched = sorted({topic for _, a in writes for topic in a.topics} - counts.keys())
+        # An id written twice (group commit) has an event for the version that the
+        # row no longer holds: those snapshots are made here.
+        in_sql = len(final) == len(writes)
         return _Rows(
             articles=[article_params(a) for _, a in writes],
-            events=[
+            events=[]
+            if in_sql
+            else [
                 (
                     event,
                     a.id,
@@ -479,6 +489,8 @@ class SQLiteStorage:
                 )
                 for event, a in writes
             ],
+            from_articles=dumps_text([(event, a.id) for event, a in writes]) if in_sql else None,
+            event_count=len(writes),
             indexed=json.dumps(indexed) if indexed else None,
             counts=sorted(counts.items()),
             links=[(topic, a.id, format_time(a.published_at)) for a in live for topic in a.topics],
@@ -491,12 +503,15 @@ class SQLiteStorage:
         """Write ``rows`` (on the writer, in its transaction)."""
         insert_rows(conn, Q["save_article"], rows.articles)
         first = int(conn.execute(Q["last_event_seq"]).fetchone()[0]) + 1
-        insert_rows(
-            conn,
-            Q["insert_event_at"],
-            [(seq, *event) for seq, event in enumerate(rows.events, start=first)],
-        )
-        last, stamp = first + len(rows.events) - 1, rows.stamp
+        if rows.from_articles is not None:
+            conn.execute(Q["insert_events_from_articles"], (first, rows.from_articles))
+        else:
+            insert_rows(
+                conn,
+                Q["insert_event_at"],
+                [(seq, *event) for seq, event in enumerate(rows.events, start=first)],
+            )
+        last, stamp = first + rows.event_count - 1, rows.stamp
         if rows.indexed is not None:
             conn.execute(Q["uncount_and_mark_article_topics"], (last, stamp, rows.indexed))
             conn.execute(Q["delete_article_topics"], (rows.indexed,))

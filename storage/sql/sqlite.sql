@@ -34,6 +34,24 @@ SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 -- name: insert_event_at
 -- Under the write lock the next seqs are known: last_event_seq + 1, + 2, ...
 INSERT INTO events (seq, type, article_id, topics, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
+-- name: insert_events_from_articles
+-- One event per article of ?2 (a JSON array of [type, article id], ids distinct), seqs
+-- from ?1, the snapshot made by SQLite from the article row just written: the same
+-- text as dumps_text(Article.to_json()) (stored times are format_time text; SQLite and
+-- orjson escape strings alike, pinned by the contract tests). SQLite builds it with the
+-- GIL released, and the bodies are not bound a second time.
+INSERT INTO events (seq, type, article_id, topics, data, created_at)
+SELECT ?1 + e.key, json_extract(e.value, '$[0]'), a.id, a.topics,
+       json_object('id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
+                   'summary', a.summary, 'content', a.content,
+                   'content_type', a.content_type, 'topics', json(a.topics),
+                   'author', a.author, 'url', a.url, 'image', a.image,
+                   'language', a.language, 'published_at', a.published_at,
+                   'updated_at', a.updated_at, 'created_at', a.created_at,
+                   'version', a.version, 'deleted_at', a.deleted_at),
+       a.updated_at
+  FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[1]')
+ ORDER BY e.key;
 -- name: add_topic_count
 INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
                     changed_seq, changed_at)

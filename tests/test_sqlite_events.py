@@ -12,10 +12,10 @@ from pathlib import Path
 
 from storage import open_storage
 from storage.jsoncodec import dumps_text
-from storage.records import ArticleDraft
+from storage.records import ArticleDraft, format_time
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-ODD = '<p class="x">C:\\dir "quoted"\nline\ttab\r é 肝 \U0001f600 \u2028 &amp; </p>'
+ODD = '<p class="x">C:\\dir "quoted"\nline\ttab\r\x01\x1f\x7f é 肝 \U0001f600 \u2028 &amp; </p>'
 
 
 def draft(article_id: str, **fields: object) -> ArticleDraft:
@@ -34,13 +34,12 @@ def draft(article_id: str, **fields: object) -> ArticleDraft:
     return ArticleDraft(**values)  # type: ignore[arg-type]
 
 
-def stored_snapshots(db: Path) -> list[tuple[str, str]]:
+def stored_events(db: Path) -> list[tuple[int, str, str, str, str, str]]:
     conn = sqlite3.connect(db)
     try:
-        return [
-            (row[0], row[1])
-            for row in conn.execute("SELECT article_id, data FROM events ORDER BY seq")
-        ]
+        return conn.execute(
+            "SELECT seq, type, article_id, topics, data, created_at FROM events ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -73,6 +72,12 @@ async def test_snapshot_text_is_the_articles_json(tmp_path: Path) -> None:
     finally:
         await store.close()
     expected = [r.article for r in batch] + [deleted] + [r.article for r in twice]
-    assert stored_snapshots(db) == [(a.id, dumps_text(a.to_json())) for a in expected]
+    types = ["article.published"] * 3 + ["article.deleted"]
+    types += ["article.published", "article.updated", "article.published"]
+    assert stored_events(db) == [
+        (seq, kind, a.id, dumps_text(list(a.topics)), dumps_text(a.to_json()),
+         format_time(a.updated_at))
+        for seq, (kind, a) in enumerate(zip(types, expected, strict=True), start=1)
+    ]  # fmt: skip
     assert [a.title for a in expected[-3:]] == ["First", "Second", "Other"]
     assert expected[-2].version == 2

@@ -38,7 +38,7 @@ INSERT INTO events (seq, type, article_id, topics, data, created_at) VALUES (?, 
 -- One event per article of ?2 (a JSON array of [type, article id], ids distinct), seqs
 -- from ?1, the snapshot made by SQLite from the article row just written: the same
 -- text as dumps_text(Article.to_json()) (stored times are format_time text; SQLite and
--- orjson escape strings alike, pinned by the contract tests). SQLite builds it with the
+-- orjson escape strings alike, pinned by tests/test_sqlite_events.py). SQLite builds it with the
 -- GIL released, and the bodies are not bound a second time.
 INSERT INTO events (seq, type, article_id, topics, data, created_at)
 SELECT ?1 + e.key, json_extract(e.value, '$[0]'), a.id, a.topics,

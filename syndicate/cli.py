@@ -36,7 +36,9 @@ BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
 SERVE_ONLY = frozenset(
     {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
      "feed_page_max_age", "workers", "write_rate", "write_burst", "max_subscriptions",
-     "max_header_size", "max_topics"}
+     "max_header_size", "max_topics", "websub_max_per_topic", "hub_max_pending",
+     "hub_max_pending_per_client", "hub_max_pending_per_domain", "hub_subscribe_rate",
+     "header_timeout", "keepalive_timeout"}
 )  # fmt: skip
 
 
@@ -59,6 +61,11 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "delivery_timeout": "total timeout per delivery attempt (default 15s)",
         "max_in_flight": "delivery requests in flight at once (default 256)",
         "max_per_host": "delivery requests in flight per host (default 8)",
+        "max_per_owner": "deliveries held per partner or WebSub callback host (default 32)",
+        "webhook_share": "share of the delivery slots kept for webhooks (default 0.5)",
+        "websub_share": "share of the delivery slots kept for WebSub (default 0.25)",
+        "heartbeat_interval": "how often a process heartbeats in the database (default 2s)",
+        "worker_stale_after": "a process silent this long is dead; its leases freed (default 10s)",
         "disable_after": "disable a webhook failing this long without success (default 5d)",
         "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
         "allow_private_targets": "allow private/loopback subscription targets (dev only)",
@@ -66,6 +73,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "websub_lease_min": "shortest WebSub lease granted, seconds (default 1 hour)",
         "websub_lease_max": "longest WebSub lease granted, seconds (default 30 days)",
         "websub_max_per_host": "most WebSub subscriptions per callback host (default 1000)",
+        "websub_max_per_topic": "most WebSub subscriptions per topic feed (default 10000)",
+        "hub_max_pending": "WebSub verifications under way at once (default 1000)",
+        "hub_max_pending_per_client": "the same per client address or IPv6 /64 (default 50)",
+        "hub_max_pending_per_domain": "the same per callback registrable domain (default 50)",
+        "hub_subscribe_rate": "new WebSub subscribe requests per second in all (default 20)",
+        "header_timeout": "seconds to receive a request's headers (default 10)",
+        "keepalive_timeout": "seconds an idle keep-alive connection stays open (default 75)",
         "workers": "serve processes sharing the port (default 1)",
         "write_rate": "partner writes / hub requests per second per token and IP (default 10)",
         "write_burst": "partner writes / hub requests allowed in a burst (default 100)",

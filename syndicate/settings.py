@@ -31,12 +31,26 @@ DEFAULT_DELIVERY_CONNECT_TIMEOUT = 5.0
 DEFAULT_DELIVERY_TIMEOUT = 15.0
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_MAX_PER_HOST = 8
+DEFAULT_MAX_PER_OWNER = 32
+#: Shares of ``max_in_flight`` always left to each kind of subscription, whatever the
+#: other kind's backlog: WebSub may use at most 1 - webhook_share, webhooks 1 - websub_share.
+DEFAULT_WEBHOOK_SHARE = 0.5
+DEFAULT_WEBSUB_SHARE = 0.25
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+DEFAULT_WORKER_STALE_AFTER = 10.0
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
 DEFAULT_SECRET_GRACE = 86400.0
 DEFAULT_WEBSUB_LEASE = 10 * 86400
 MIN_WEBSUB_LEASE = 3600
 MAX_WEBSUB_LEASE = 30 * 86400
 DEFAULT_WEBSUB_MAX_PER_HOST = 1000
+DEFAULT_WEBSUB_MAX_PER_TOPIC = 10000
+DEFAULT_HUB_MAX_PENDING = 1000
+DEFAULT_HUB_MAX_PENDING_PER_CLIENT = 50
+DEFAULT_HUB_MAX_PENDING_PER_DOMAIN = 50
+DEFAULT_HUB_SUBSCRIBE_RATE = 20.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_WRITE_RATE = 10.0
 DEFAULT_WRITE_BURST = 100
 DEFAULT_MAX_SUBSCRIPTIONS = 100
@@ -70,6 +84,13 @@ class Settings:
     retry_schedule: delays before each retry, seconds (default 5s, 5m, 30m, 2h, 5h, 10h, 10h).
     delivery_connect_timeout, delivery_timeout: per attempt, seconds (defaults 5 and 15).
     max_in_flight, max_per_host: concurrent delivery requests overall and per host.
+    max_per_owner: concurrent delivery requests (queued or sent) per owner: a partner
+        token for webhooks, the callback host for WebSub (default 32).
+    webhook_share, websub_share: fractions of ``max_in_flight`` always kept for each
+        kind of subscription (defaults 0.5 and 0.25; their sum at most 1).
+    heartbeat_interval: how often a process records that it is alive, seconds (default 2).
+    worker_stale_after: a process silent this long is taken as dead and its claimed
+        deliveries are released by any live process, seconds (default 10).
     disable_after: a webhook subscription failing this long without a success is
         disabled, seconds (default 5 days).
     secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).
@@ -78,6 +99,13 @@ class Settings:
     websub_lease_default, websub_lease_min, websub_lease_max: WebSub leases, seconds
         (default 10 days, clamped to [1 hour, 30 days]).
     websub_max_per_host: most WebSub subscriptions for callbacks on one host.
+    websub_max_per_topic: most WebSub subscriptions of one topic feed.
+    hub_max_pending: WebSub verifications under way at once (beyond: 429).
+    hub_max_pending_per_client: the same per client address (an IPv6 /64 counts as one).
+    hub_max_pending_per_domain: the same per callback registrable domain.
+    hub_subscribe_rate: new WebSub subscription requests accepted per second in all.
+    header_timeout: seconds a client has to send its request line and headers.
+    keepalive_timeout: seconds an idle keep-alive connection stays open.
     workers: ``serve`` processes sharing the listening port (SO_REUSEPORT).
     write_rate, write_burst: partners' writes (per token and per client IP),
         failed authentications and ``POST /hub`` (per client IP) refill at
@@ -106,6 +134,11 @@ class Settings:
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_per_host: int = DEFAULT_MAX_PER_HOST
+    max_per_owner: int = DEFAULT_MAX_PER_OWNER
+    webhook_share: float = DEFAULT_WEBHOOK_SHARE
+    websub_share: float = DEFAULT_WEBSUB_SHARE
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    worker_stale_after: float = DEFAULT_WORKER_STALE_AFTER
     disable_after: float = DEFAULT_DISABLE_AFTER
     secret_grace: float = DEFAULT_SECRET_GRACE
     allow_private_targets: bool = False
@@ -113,6 +146,13 @@ class Settings:
     websub_lease_min: int = MIN_WEBSUB_LEASE
     websub_lease_max: int = MAX_WEBSUB_LEASE
     websub_max_per_host: int = DEFAULT_WEBSUB_MAX_PER_HOST
+    websub_max_per_topic: int = DEFAULT_WEBSUB_MAX_PER_TOPIC
+    hub_max_pending: int = DEFAULT_HUB_MAX_PENDING
+    hub_max_pending_per_client: int = DEFAULT_HUB_MAX_PENDING_PER_CLIENT
+    hub_max_pending_per_domain: int = DEFAULT_HUB_MAX_PENDING_PER_DOMAIN
+    hub_subscribe_rate: float = DEFAULT_HUB_SUBSCRIBE_RATE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     workers: int = 1
     write_rate: float = DEFAULT_WRITE_RATE
     write_burst: int = DEFAULT_WRITE_BURST
@@ -148,6 +188,17 @@ class Settings:
             )
         if self.max_topics > MAX_TOPICS_PER_ARTICLE:
             raise SettingsError(f"SYNDICATE_MAX_TOPICS must be at most {MAX_TOPICS_PER_ARTICLE}")
+        if not (0 <= self.webhook_share <= 1 and 0 <= self.websub_share <= 1) or (
+            self.webhook_share + self.websub_share > 1
+        ):
+            raise SettingsError(
+                "SYNDICATE_WEBHOOK_SHARE and SYNDICATE_WEBSUB_SHARE are fractions "
+                "from 0 to 1 whose sum is at most 1"
+            )
+        if self.worker_stale_after <= self.heartbeat_interval:
+            raise SettingsError(
+                "SYNDICATE_WORKER_STALE_AFTER must be longer than SYNDICATE_HEARTBEAT_INTERVAL"
+            )
         if self.db_pool_min > self.db_pool_max:
             raise SettingsError("SYNDICATE_DB_POOL_MIN is larger than SYNDICATE_DB_POOL_MAX")
 
@@ -232,6 +283,16 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _fraction(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name}={raw!r} is not a number from 0 to 1")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -290,6 +351,11 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "delivery_timeout": ("SYNDICATE_DELIVERY_TIMEOUT", _positive_float),
     "max_in_flight": ("SYNDICATE_MAX_IN_FLIGHT", _positive_int),
     "max_per_host": ("SYNDICATE_MAX_PER_HOST", _positive_int),
+    "max_per_owner": ("SYNDICATE_MAX_PER_OWNER", _positive_int),
+    "webhook_share": ("SYNDICATE_WEBHOOK_SHARE", _fraction),
+    "websub_share": ("SYNDICATE_WEBSUB_SHARE", _fraction),
+    "heartbeat_interval": ("SYNDICATE_HEARTBEAT_INTERVAL", _positive_float),
+    "worker_stale_after": ("SYNDICATE_WORKER_STALE_AFTER", _positive_float),
     "disable_after": ("SYNDICATE_DISABLE_AFTER", _positive_float),
     "secret_grace": ("SYNDICATE_SECRET_GRACE", _duration),
     "allow_private_targets": ("SYNDICATE_ALLOW_PRIVATE_TARGETS", _flag),
@@ -297,6 +363,13 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "websub_lease_min": ("SYNDICATE_WEBSUB_LEASE_MIN", _positive_int),
     "websub_lease_max": ("SYNDICATE_WEBSUB_LEASE_MAX", _positive_int),
     "websub_max_per_host": ("SYNDICATE_WEBSUB_MAX_PER_HOST", _positive_int),
+    "websub_max_per_topic": ("SYNDICATE_WEBSUB_MAX_PER_TOPIC", _positive_int),
+    "hub_max_pending": ("SYNDICATE_HUB_MAX_PENDING", _positive_int),
+    "hub_max_pending_per_client": ("SYNDICATE_HUB_MAX_PENDING_PER_CLIENT", _positive_int),
+    "hub_max_pending_per_domain": ("SYNDICATE_HUB_MAX_PENDING_PER_DOMAIN", _positive_int),
+    "hub_subscribe_rate": ("SYNDICATE_HUB_SUBSCRIBE_RATE", _positive_float),
+    "header_timeout": ("SYNDICATE_HEADER_TIMEOUT", _positive_float),
+    "keepalive_timeout": ("SYNDICATE_KEEPALIVE_TIMEOUT", _positive_float),
     "workers": ("SYNDICATE_WORKERS", _positive_int),
     "write_rate": ("SYNDICATE_WRITE_RATE", _positive_float),
     "write_burst": ("SYNDICATE_WRITE_BURST", _positive_int),

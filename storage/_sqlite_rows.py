@@ -141,6 +141,7 @@ def to_subscription(row: Row) -> Subscription:
         last_success_at=text_time(row["last_success_at"]),
         failing_since=text_time(row["failing_since"]),
         topic_url=row["topic_url"],
+        owner_key=row["owner_key"],
     )
 
 

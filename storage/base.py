@@ -186,6 +186,12 @@ class Storage(Protocol):
         """Every subscription that should receive new events: status ``active``
         and, when it has a lease, a lease that has not expired at ``now``."""
 
+    async def count_websub_subscriptions(
+        self, *, host: str | None = None, topic_url: str | None = None
+    ) -> int:
+        """How many WebSub subscriptions have their callback on ``host`` and/or are of
+        the feed ``topic_url`` (an index look-up, not a scan)."""
+
     async def update_subscription(
         self, subscription_id: str, changes: Mapping[str, Any], *, now: datetime | None = None
     ) -> Subscription:

@@ -64,6 +64,7 @@ from .records import (
     Token,
     Topic,
     default_topic_title,
+    owner_key,
     utcnow,
 )
 
@@ -316,6 +317,9 @@ class PostgresStorage:
                 await conn.execute(
                     Q["record_migration"], migration.version, migration.name, utcnow()
                 )
+            rows = await conn.fetch(Q["subscriptions_without_owner_key"])
+            keys = [(owner_key(r["kind"], r["owner"], r["url"]), r["id"]) for r in rows]
+            await conn.executemany(Q["set_owner_key"], keys)
 
     async def schema_version(self) -> int:
         rows = await self._fetch(Q["schema_version"])
@@ -757,6 +761,7 @@ class PostgresStorage:
             row = await conn.fetchrow(
                 Q["insert_subscription"], id, kind, owner, url, list(topics), list(events),
                 secret, status, description, lease_expires_at, topic_url, stamp,
+                owner_key(kind, owner, url),
             )  # fmt: skip
         assert row is not None
         return _subscription(row)
@@ -803,9 +808,19 @@ class PostgresStorage:
         sql = Q["update_subscription"].format(assignments=assignments)
         async with self._transaction() as conn:
             row = await conn.fetchrow(sql, subscription_id, now or utcnow(), *values.values())
+            if row is not None and "url" in values:
+                key = owner_key(row["kind"], row["owner"], row["url"])
+                row = await conn.fetchrow(Q["set_host_owner_key"], key, subscription_id) or row
         if row is None:
             raise SubscriptionNotFound(subscription_id)
         return _subscription(row)
+
+    async def count_websub_subscriptions(
+        self, *, host: str | None = None, topic_url: str | None = None
+    ) -> int:
+        key = None if host is None else owner_key("websub", None, f"//{host}")
+        row = await self._fetch_one(Q["count_websub_subscriptions"], key, topic_url)
+        return int(row[0]) if row else 0
 
     async def delete_subscription(self, subscription_id: str) -> None:
         async with self._transaction() as conn:

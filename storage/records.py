@@ -9,6 +9,7 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 EventType = Literal["article.published", "article.updated", "article.deleted"]
 PutOutcome = Literal["created", "updated", "unchanged"]
@@ -26,6 +27,15 @@ SUBSCRIPTION_MUTABLE = frozenset(
         "topic_url",
     }
 )  # fmt: skip
+
+
+def owner_key(kind: str, owner: str | None, url: str) -> str:
+    """The owner that a subscription's deliveries are shared out by: the partner for a
+    partner's webhook (however many hosts its endpoints are on), else the target's host
+    (a WebSub callback host, or the host of an operator-made webhook)."""
+    if kind == "webhook" and owner is not None:
+        return f"partner:{owner}"
+    return f"host:{(urlsplit(url).hostname or '').lower()}"
 
 
 def utcnow() -> datetime:
@@ -225,6 +235,8 @@ class Subscription:
     last_success_at: datetime | None = None
     failing_since: datetime | None = None
     topic_url: str | None = None
+    #: Whose share of the delivery slots this subscription's deliveries use: see owner_key().
+    owner_key: str | None = None
 
 
 @dataclass(frozen=True)

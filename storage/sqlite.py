@@ -77,6 +77,7 @@ from .records import (
     Topic,
     default_topic_title,
     format_time,
+    owner_key,
     utcnow,
 )
 
@@ -261,6 +262,12 @@ class SQLiteStorage:
                     "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, format_time(utcnow())),
                 )
+            async with conn.execute(Q["subscriptions_without_owner_key"]) as cur:
+                keys = [
+                    (owner_key(r["kind"], r["owner"], r["url"]), r["id"])
+                    for r in await cur.fetchall()
+                ]
+            await conn.executemany(Q["set_owner_key"], keys)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -771,6 +778,7 @@ class SQLiteStorage:
             "lease_expires_at": time_text(lease_expires_at),
             "topic_url": topic_url,
             "now": format_time(now or utcnow()),
+            "owner_key": owner_key(kind, owner, url),
         }
         async with self._transaction() as conn:
             row = await self._one(conn, Q["insert_subscription"], params)
@@ -819,9 +827,22 @@ class SQLiteStorage:
         params = {**values, "id": subscription_id, "now": format_time(now or utcnow())}
         async with self._transaction() as conn:
             row = await self._one(conn, sql, params)
+            if row is not None and "url" in values:
+                key = owner_key(row["kind"], row["owner"], row["url"])
+                row = await self._one(conn, Q["set_host_owner_key"], (key, subscription_id)) or row
         if row is None:
             raise SubscriptionNotFound(subscription_id)
         return to_subscription(row)
+
+    async def count_websub_subscriptions(
+        self, *, host: str | None = None, topic_url: str | None = None
+    ) -> int:
+        params = {
+            "owner_key": None if host is None else owner_key("websub", None, f"//{host}"),
+            "topic_url": topic_url,
+        }
+        async with self._read(Q["count_websub_subscriptions"], params) as rows:
+            return int(rows[0][0])
 
     async def delete_subscription(self, subscription_id: str) -> None:
         async with self._transaction() as conn:

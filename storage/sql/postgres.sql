@@ -193,9 +193,26 @@ SELECT pg_notify('syndicate_tokens', '');
 
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,
-                           lease_expires_at, topic_url, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                           lease_expires_at, topic_url, created_at, updated_at, owner_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
 RETURNING *;
+
+-- name: subscriptions_without_owner_key
+SELECT id, kind, owner, url FROM subscriptions WHERE owner_key IS NULL;
+
+-- name: set_owner_key
+UPDATE subscriptions SET owner_key = $1 WHERE id = $2;
+
+-- name: set_host_owner_key
+-- After a URL change: only subscriptions shared out by host follow it.
+UPDATE subscriptions SET owner_key = $1 WHERE id = $2 AND (kind = 'websub' OR owner IS NULL)
+RETURNING *;
+
+-- name: count_websub_subscriptions
+SELECT count(*) FROM subscriptions
+ WHERE kind = 'websub'
+   AND ($1::text IS NULL OR owner_key = $1)
+   AND ($2::text IS NULL OR topic_url = $2);
 
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = $1;

@@ -120,10 +120,27 @@ UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING
 
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,
-                           lease_expires_at, topic_url, created_at, updated_at)
+                           lease_expires_at, topic_url, created_at, updated_at, owner_key)
 VALUES (:id, :kind, :owner, :url, :topics, :events, :secret, :status, :description,
-        :lease_expires_at, :topic_url, :now, :now)
+        :lease_expires_at, :topic_url, :now, :now, :owner_key)
 RETURNING *;
+
+-- name: subscriptions_without_owner_key
+SELECT id, kind, owner, url FROM subscriptions WHERE owner_key IS NULL;
+
+-- name: set_owner_key
+UPDATE subscriptions SET owner_key = ? WHERE id = ?;
+
+-- name: set_host_owner_key
+-- After a URL change: only subscriptions shared out by host follow it.
+UPDATE subscriptions SET owner_key = ? WHERE id = ? AND (kind = 'websub' OR owner IS NULL)
+RETURNING *;
+
+-- name: count_websub_subscriptions
+SELECT count(*) FROM subscriptions
+ WHERE kind = 'websub'
+   AND (:owner_key IS NULL OR owner_key = :owner_key)
+   AND (:topic_url IS NULL OR topic_url = :topic_url);
 
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = ?;

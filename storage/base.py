@@ -34,6 +34,7 @@ from .records import (
     SubscriptionStatus,
     Token,
     Topic,
+    Worker,
 )
 
 #: A position in an article listing: (published_at, id) of the last item seen.
@@ -274,12 +275,51 @@ class Storage(Protocol):
     async def delivery_stats(self, *, now: datetime | None = None) -> DeliveryStats:
         """Queue depth over all subscriptions."""
 
+    # -- live processes ---------------------------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
+    ) -> None:
+        """Record a process that claims deliveries as alive (again) at ``now``."""
+
+    async def heartbeat_worker(self, worker_id: str, *, now: datetime | None = None) -> bool:
+        """Record that the process is still alive; False when its row is gone (another
+        process took it for dead and released its claims): register again."""
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Forget a process that is stopping (its claims were handed back)."""
+
+    async def release_workers(
+        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+    ) -> dict[str, int]:
+        """Take as dead every process that last heartbeated before ``stale_before``
+        or is named in ``dead`` (but never ``keep``, the caller): release the
+        deliveries they hold so that they are claimable at once, and forget them.
+        Returns {worker id: deliveries released}."""
+
+    async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:
+        """Every registered process, oldest first, with the deliveries it holds."""
+
     async def claim_deliveries(
-        self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+        kind: SubscriptionKind | None = None,
+        per_owner: int | None = None,
+        owner_rooms: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries (pending or failed, due, and not
         under another live lease) to ``worker`` until ``now + lease``. Two
-        claimers never get the same delivery while its lease holds."""
+        claimers never get the same delivery while its lease holds.
+
+        Shared out between owners (``Subscription.owner_key``): at most
+        ``owner_rooms[key]`` (default ``per_owner``; default: no cap) of one owner, the
+        first of each owner before the second of any, and within an owner first
+        attempts ahead of retries, then the longest due. ``kind``: only deliveries of
+        that kind of subscription."""
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         """Give a claimed delivery back before its lease runs out."""

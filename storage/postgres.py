@@ -63,6 +63,7 @@ from .records import (
     SubscriptionStatus,
     Token,
     Topic,
+    Worker,
     default_topic_title,
     owner_key,
     utcnow,
@@ -945,13 +946,59 @@ class PostgresStorage:
         assert row is not None
         return _record(DeliveryStats, row)
 
+    # -- live processes ---------------------------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
+    ) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                Q["register_worker"], worker_id, hostname, pid, kind, now or utcnow()
+            )
+
+    async def heartbeat_worker(self, worker_id: str, *, now: datetime | None = None) -> bool:
+        async with self._transaction() as conn:
+            found = await conn.fetchval(Q["heartbeat_worker"], now or utcnow(), worker_id)
+        return found is not None
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["unregister_worker"], worker_id)
+
+    async def release_workers(
+        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+    ) -> dict[str, int]:
+        async with self._transaction() as conn:
+            rows = await conn.fetch(Q["release_workers"], stale_before, list(dead), keep)
+        return {r["id"]: r["released"] for r in rows}
+
+    async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:
+        rows = await self._fetch(Q["list_workers"], now or utcnow())
+        return [_record(Worker, r) for r in rows]
+
     async def claim_deliveries(
-        self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+        kind: SubscriptionKind | None = None,
+        per_owner: int | None = None,
+        owner_rooms: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         stamp = now or utcnow()
+        rooms = dict(owner_rooms or {})
         async with self._transaction() as conn:
-            rows = await conn.fetch(Q["claim_deliveries"], stamp + lease, worker, stamp, limit)
-        return sorted((_record(Delivery, r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
+            rows = await conn.fetch(
+                Q["claim_deliveries"], stamp + lease, worker, stamp, limit,
+                limit if per_owner is None else per_owner, list(rooms), list(rooms.values()),
+                kind,
+            )  # fmt: skip
+        return sorted(
+            (_record(Delivery, r) for r in rows),
+            key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id),
+        )
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         async with self._transaction() as conn:

@@ -260,6 +260,20 @@ class DeliveryOutcome:
 
 
 @dataclass(frozen=True)
+class Worker:
+    """A live process that claims deliveries (``serve`` or ``worker``), as it last
+    heartbeated; ``held``: deliveries it holds under a live lease."""
+
+    id: str
+    hostname: str
+    pid: int
+    kind: str
+    started_at: datetime
+    heartbeat_at: datetime
+    held: int = 0
+
+
+@dataclass(frozen=True)
 class DeliveryStats:
     """Queue depth for metrics: not yet delivered (pending or failed), due now, and
     when the oldest undelivered one was created."""

@@ -75,9 +75,11 @@ from .records import (
     SubscriptionStatus,
     Token,
     Topic,
+    Worker,
     default_topic_title,
     format_time,
     owner_key,
+    parse_time,
     utcnow,
 )
 
@@ -978,8 +980,75 @@ class SQLiteStorage:
             row = rows[0]
             return DeliveryStats(row["pending"], row["due"], text_time(row["oldest_pending_at"]))
 
+    # -- live processes ---------------------------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
+    ) -> None:
+        params = {
+            "id": worker_id, "hostname": hostname, "pid": pid, "kind": kind,
+            "now": format_time(now or utcnow()),
+        }  # fmt: skip
+        async with self._transaction() as conn:
+            await conn.execute(Q["register_worker"], params)
+
+    async def heartbeat_worker(self, worker_id: str, *, now: datetime | None = None) -> bool:
+        async with self._transaction() as conn:
+            row = await self._one(
+                conn, Q["heartbeat_worker"], (format_time(now or utcnow()), worker_id)
+            )
+        return row is not None
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["unregister_worker"], (worker_id,))
+
+    async def release_workers(
+        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+    ) -> dict[str, int]:
+        params = {
+            "stale_before": format_time(stale_before), "dead": json.dumps(list(dead)),
+            "keep": keep,
+        }  # fmt: skip
+
+        def release(conn: sqlite3.Connection) -> dict[str, int]:
+            ids = [row[0] for row in conn.execute(Q["dead_workers"], params)]
+            if not ids:
+                return {}
+            released = dict.fromkeys(ids, 0)
+            for worker, count in conn.execute(Q["count_worker_claims"], (json.dumps(ids),)):
+                released[worker] = count
+            conn.execute(Q["release_worker_claims"], (json.dumps(ids),))
+            conn.execute(Q["delete_workers"], (json.dumps(ids),))
+            return released
+
+        return await self._in_writer(release)
+
+    async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:
+        async with self._read(Q["list_workers"], {"now": format_time(now or utcnow())}) as rows:
+            return [
+                Worker(
+                    id=r["id"],
+                    hostname=r["hostname"],
+                    pid=r["pid"],
+                    kind=r["kind"],
+                    started_at=parse_time(r["started_at"]),
+                    heartbeat_at=parse_time(r["heartbeat_at"]),
+                    held=r["held"],
+                )
+                for r in rows
+            ]
+
     async def claim_deliveries(
-        self, *, worker: str, limit: int, lease: timedelta, now: datetime | None = None
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+        kind: SubscriptionKind | None = None,
+        per_owner: int | None = None,
+        owner_rooms: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         stamp = now or utcnow()
         params = {
@@ -987,6 +1056,9 @@ class SQLiteStorage:
             "worker": worker,
             "now": format_time(stamp),
             "limit": limit,
+            "kind": kind,
+            "per_owner": limit if per_owner is None else per_owner,
+            "rooms": json.dumps(dict(owner_rooms or {})),
         }
 
         # One hop to the writer thread (see _in_writer), rows converted there too,
@@ -999,7 +1071,7 @@ class SQLiteStorage:
             return [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
 
         claimed = await self._in_writer(claim)
-        return sorted(claimed, key=lambda d: (d.next_attempt_at, d.id))
+        return sorted(claimed, key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id))
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         async with self._transaction() as conn:

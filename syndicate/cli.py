@@ -16,7 +16,7 @@ from aiohttp import web
 
 import storage as storage_pkg
 from storage import Storage, open_storage
-from storage.records import ROLES
+from storage.records import ROLES, utcnow
 
 from .api_subscriptions import DELIVERY_STATUSES
 from .app import create_app
@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--limit", type=int, default=50)
     _add_settings_flags(deliveries, ["database", "log_level", "log_format"])
 
+    workers = commands.add_parser(
+        "workers", help="list live serve/worker processes, their heartbeats and deliveries held"
+    )
+    _add_settings_flags(workers, ["database", "log_level", "log_format"])
+
     token = commands.add_parser("token", help="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it")
@@ -164,7 +169,7 @@ async def _wait_for_signal() -> None:
 
 async def _worker(settings: Settings) -> int:
     store = await _open(settings)
-    service = DeliveryService(store, settings)
+    service = DeliveryService(store, settings, kind="worker")
     try:
         await service.start()
         service.notify()
@@ -199,6 +204,28 @@ async def _deliveries(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{d.id:>8}  {d.status:<9} {d.attempts:>5} {code:>4}  {sub.id:<30} {error}")
     counts = {s: sum(1 for d, _ in rows if d.status == s) for s in DELIVERY_STATUSES}
     print("  ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+async def _workers(settings: Settings) -> int:
+    store = await _open(settings)
+    try:
+        now = utcnow()
+        workers = await store.list_workers(now=now)
+    finally:
+        await store.close()
+    print(f"{'WORKER':<20} {'KIND':<6} {'HOST':<24} {'PID':>7} {'HEARTBEAT':>10} {'HELD':>6}")
+    for w in workers:
+        age = f"{(now - w.heartbeat_at).total_seconds():.1f}s ago"
+        stale = (
+            " (stale)"
+            if (now - w.heartbeat_at).total_seconds() > settings.worker_stale_after
+            else ""
+        )
+        print(
+            f"{w.id:<20} {w.kind:<6} {w.hostname[:24]:<24} {w.pid:>7} {age:>10} {w.held:>6}{stale}"
+        )
+    print(f"{len(workers)} process{'es' if len(workers) != 1 else ''}")
     return 0
 
 
@@ -360,6 +387,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return 0
         if args.command == "worker":
             return run(settings, _worker(settings))
+        if args.command == "workers":
+            return run(settings, _workers(settings))
         if args.command == "deliveries":
             return run(settings, _deliveries(settings, args))
         if args.command == "token" and args.token_command == "create":

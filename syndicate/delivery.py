@@ -26,10 +26,18 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from storage import Storage, StorageError
-from storage.records import Delivery, DeliveryOutcome, Event, Subscription, utcnow
+from storage.records import (
+    Delivery,
+    DeliveryOutcome,
+    Event,
+    Subscription,
+    SubscriptionKind,
+    utcnow,
+)
 
 from . import webhooks
 from .egress import Resolver
+from .liveness import Liveness
 from .outbound import Attempt, OutboundRequest, Sender
 from .settings import Settings
 from .websub import websub_request
@@ -47,16 +55,18 @@ CLAIM_AHEAD = 4  # <= HOST_BACKLOG_FACTOR: see the lease
 POLL_INTERVAL = 1.0
 FLUSH_INTERVAL = 0.02
 JITTER = 0.2
-#: A host may always hold this many times its cap (``max_per_host``): what the lease
-#: allows for a host that hangs (each of its senders times out in turn).
+#: An owner may always hold this many times its cap (``max_per_owner``): what the lease
+#: allows for an owner that hangs (each of its senders times out in turn).
 HOST_BACKLOG_FACTOR = 4
-#: A fast host may hold more: as many as it takes, at its observed pace, this long to
-#: be sent. More are handed back for later; a host that slows down hands back what it
+#: A fast owner may hold more: as many as it takes, at its observed pace, this long to
+#: be sent. More are handed back for later; an owner that slows down hands back what it
 #: holds beyond its new share as soon as an attempt shows it.
 HOST_BACKLOG_SECONDS = 0.5
-#: Weight of the newest attempt in a host's smoothed latency.
+#: Seconds per attempt assumed of a host or owner before any is measured.
+INITIAL_LATENCY = 0.05
+#: Weight of the newest attempt in an owner's smoothed latency.
 LATENCY_WEIGHT = 0.2
-#: Bounds on how long a delivery handed back for a busy host waits to be claimed again.
+#: Bounds on how long a delivery handed back for a busy owner waits to be claimed again.
 MIN_HOST_DEFER = 0.01
 MAX_HOST_DEFER = 2.0
 FANOUT_CURSOR = "deliveries"
@@ -173,32 +183,82 @@ async def _nap(wake: asyncio.Event) -> None:
             await wake.wait()
 
 
-@dataclass
+@dataclass(eq=False)
+class _Owner:
+    """One owner's deliveries in this process (a partner, or a callback host): at most
+    ``max_per_owner`` of its requests are in flight, however many hosts it has, so an
+    owner that hangs holds at most that many slots until their timeouts fire."""
+
+    key: str
+    kind: SubscriptionKind
+    slots: asyncio.Semaphore
+    #: Deliveries queued or being sent.
+    held: int = 0
+    #: Smoothed seconds per attempt: how fast this owner's backlog drains.
+    latency: float = INITIAL_LATENCY
+    #: The hosts whose queues hold (or held) this owner's deliveries.
+    hosts: set[_Host] = field(default_factory=set)
+
+    def observe(self, seconds: float) -> None:
+        self.latency += LATENCY_WEIGHT * (seconds - self.latency)
+
+    def drain_time(self, cap: int) -> float:
+        return _drain_time(self.held, cap, self.latency)
+
+    def share(self, cap: int, most: int) -> int:
+        return _share(cap, most, self.latency)
+
+
+@dataclass(eq=False)
 class _Host:
     #: Deliveries waiting for one of this host's senders, in claim order.
-    queue: deque[tuple[Delivery, Event, Subscription]] = field(default_factory=deque)
+    queue: deque[_Job] = field(default_factory=deque)
     #: Sender tasks working through ``queue``: at most ``max_per_host``.
     senders: int = 0
     #: Deliveries queued or being sent.
     held: int = 0
     #: Smoothed seconds per attempt: how fast this host drains its backlog.
-    latency: float = 0.05
+    latency: float = INITIAL_LATENCY
 
     def observe(self, seconds: float) -> None:
         self.latency += LATENCY_WEIGHT * (seconds - self.latency)
 
-    def drain_time(self, per_host: int) -> float:
-        return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, self.held / per_host * self.latency))
+    def drain_time(self, cap: int) -> float:
+        return _drain_time(self.held, cap, self.latency)
 
-    def share(self, per_host: int, most: int) -> int:
-        """How many deliveries this host may hold (``most``: the process's limit)."""
-        paced = int(per_host * HOST_BACKLOG_SECONDS / max(self.latency, 1e-4))
-        return max(per_host * HOST_BACKLOG_FACTOR, min(most, paced))
+    def share(self, cap: int, most: int) -> int:
+        return _share(cap, most, self.latency)
+
+
+#: A claimed delivery with what it needs to be sent, queued at its host.
+_Job = tuple[Delivery, Event, Subscription, _Owner]
+
+
+def _drain_time(held: int, cap: int, latency: float) -> float:
+    """Seconds for ``cap`` senders at ``latency`` to work through ``held``, bounded."""
+    return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, held / cap * latency))
+
+
+def _share(cap: int, most: int, latency: float) -> int:
+    """How many deliveries a host or owner with this cap and latency may hold
+    (``most``: its kind's limit in the process)."""
+    paced = int(cap * HOST_BACKLOG_SECONDS / max(latency, 1e-4))
+    return max(cap * HOST_BACKLOG_FACTOR, min(most, paced))
+
+
+KINDS: tuple[SubscriptionKind, ...] = ("webhook", "websub")
 
 
 @dataclass
 class Dispatcher:
-    """Claims due deliveries and sends them; one per process."""
+    """Claims due deliveries and sends them; one per process.
+
+    Requests in flight are capped in four layers: per host (its senders), per owner
+    (a partner token, or a WebSub callback host), per kind of subscription (each kind
+    keeps its share of the global slots, whatever the other's backlog) and global.
+    Claims are made per kind and shared out between owners by the database
+    (``claim_deliveries``): an owner holding all it may is left out of the claim, and
+    first attempts go ahead of retries."""
 
     storage: Storage
     settings: Settings
@@ -207,9 +267,20 @@ class Dispatcher:
     worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
 
     def __post_init__(self) -> None:
+        settings = self.settings
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        shares = {"webhook": settings.webhook_share, "websub": settings.websub_share}
+        other = {"webhook": "websub", "websub": "webhook"}
+        #: A kind may use every slot but those kept for the other kind.
+        self._kind_slots = {
+            kind: asyncio.Semaphore(
+                max(1, settings.max_in_flight - int(settings.max_in_flight * shares[other[kind]]))
+            )
+            for kind in KINDS
+        }
         self._hosts: dict[str, _Host] = {}
+        self._owners: dict[str, _Owner] = {}
         # Sender tasks: up to max_per_host per host, each sending its host's queued
         # deliveries one after another (a task per delivery cost more than all the
         # dispatcher's other work per delivery).
@@ -217,22 +288,30 @@ class Dispatcher:
         self._outcomes: list[DeliveryOutcome] = []
         self._outcomes_ready = asyncio.Event()
         self._held = 0
+        self._kind_held = dict.fromkeys(KINDS, 0)
         #: Deliveries queued (None) or taken by a sender task.
         self._jobs: dict[int, asyncio.Task[None] | None] = {}
         self._sending: set[int] = set()
         self._unfinished: list[int] = []
         # One event fans out to many subscriptions: encode its body once, not per delivery.
         self._bodies: OrderedDict[int, bytes] = OrderedDict()
-        self._limit = self.settings.max_in_flight * CLAIM_AHEAD
-        self._batch = min(CLAIM_BATCH, self._limit // 2)
+        self._limit = settings.max_in_flight * CLAIM_AHEAD
+        self._kind_limit = {
+            kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in KINDS
+        }
+        self._kind_batch = {
+            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 2)) for kind in KINDS
+        }
         # Long enough for a delivery to wait out its host's backlog and time out: a
         # host that hangs times out once (one timeout), hands back all but
         # HOST_BACKLOG_FACTOR rounds of its cap (that many more), and the delivery is
-        # sent (one more). A share bounded by HOST_BACKLOG_SECONDS instead takes at most
-        # that long by the smoothed latency, which is at least LATENCY_WEIGHT x the
-        # timeout after one. (Across hosts, the process holds CLAIM_AHEAD rounds of the
-        # global slots: no more than HOST_BACKLOG_FACTOR.)
-        timeout = self.settings.delivery_timeout
+        # sent (one more). A share bounded by HOST_BACKLOG_SECONDS instead takes at
+        # most that long by the smoothed latency, which is at least LATENCY_WEIGHT x
+        # the timeout after one. Owners shed alike, and hold no more rounds of their
+        # cap; the process holds CLAIM_AHEAD rounds of the global slots (no more than
+        # HOST_BACKLOG_FACTOR). A crashed process's leases do not wait for this: live
+        # processes release them by its heartbeat (see liveness.py).
+        timeout = settings.delivery_timeout
         self.lease = timedelta(
             seconds=timeout * (HOST_BACKLOG_FACTOR + 2) + HOST_BACKLOG_SECONDS / LATENCY_WEIGHT
         )
@@ -253,10 +332,9 @@ class Dispatcher:
         delivery back at once instead of leaving it leased."""
         for host in self._hosts.values():
             while host.queue:
-                delivery, _, _ = host.queue.popleft()
+                delivery, _, _, owner = host.queue.popleft()
                 self._jobs.pop(delivery.id, None)
-                host.held -= 1
-                self._held -= 1
+                self._release(host, owner)
                 self._unfinished.append(delivery.id)
         for delivery_id, task in list(self._jobs.items()):
             if task is not None and delivery_id not in self._sending:
@@ -277,32 +355,53 @@ class Dispatcher:
                 )
             self._unfinished = []
 
+    def _room(self, kind: SubscriptionKind) -> int:
+        return min(self._kind_limit[kind] - self._kind_held[kind], self._limit - self._held)
+
     async def _claim_loop(self) -> None:
         while True:
-            # A full batch or none: the claim loop is woken when there is room for one.
-            room = self._limit - self._held
-            claimed: list[Delivery] = []
-            if room >= self._batch:
+            # Per kind, a full batch or none: the claim loop is woken when there is
+            # room for one, or an owner or host that was full has room again.
+            again = False
+            for kind in KINDS:
+                batch = self._kind_batch[kind]
+                if self._room(kind) < batch:
+                    continue
                 try:
-                    claimed = await self._claim(self._batch)
+                    claimed = await self._claim(kind, batch)
                     if claimed:
                         try:
                             await self._start(claimed)
                         except asyncio.CancelledError:  # hand back what did not start
                             self._unfinished.extend(d.id for d in claimed if d.id not in self._jobs)
                             raise
+                    again = again or len(claimed) == batch
                 except StorageError as exc:
                     logger.warning("claiming deliveries failed", extra={"error": str(exc)})
                 except Exception:
                     logger.exception("claiming deliveries failed unexpectedly")
-            if len(claimed) == self._batch:
+            if again:
                 continue
             self._wake.clear()
             await _nap(self._wake)
 
-    async def _claim(self, limit: int) -> list[Delivery]:
+    async def _claim(self, kind: SubscriptionKind, limit: int) -> list[Delivery]:
+        cap, most = self.settings.max_per_owner, self._kind_limit[kind]
+        # What each owner holding deliveries here may still take; others, a new share.
+        rooms = {
+            owner.key: max(0, owner.share(cap, most) - owner.held)
+            for owner in self._owners.values()
+            if owner.kind == kind and owner.held
+        }
         claim = asyncio.ensure_future(
-            self.storage.claim_deliveries(worker=self.worker_id, limit=limit, lease=self.lease)
+            self.storage.claim_deliveries(
+                worker=self.worker_id,
+                limit=limit,
+                lease=self.lease,
+                kind=kind,
+                per_owner=_share(cap, most, INITIAL_LATENCY),
+                owner_rooms=rooms,
+            )
         )
         try:
             return await asyncio.shield(claim)
@@ -319,31 +418,39 @@ class Dispatcher:
             self.storage.get_events(sorted({d.event_seq for d in claimed})),
             self.storage.get_subscriptions(sorted({d.subscription_id for d in claimed})),
         )
-        deferred: dict[int, tuple[_Host, list[Delivery]]] = {}
+        per_owner, per_host = self.settings.max_per_owner, self.settings.max_per_host
+        deferred: dict[float, list[Delivery]] = {}
         for delivery in claimed:
             subscription = subscriptions.get(delivery.subscription_id)
             event = events.get(delivery.event_seq)
             if subscription is None or event is None:
                 self._record(_gone(delivery, "the subscription or event no longer exists"))
                 continue
+            owner = self._owner(subscription)
             host = self._host(subscription.url)
-            if host.held >= host.share(self.settings.max_per_host, self._limit):
-                # One write per busy host, however many of its URLs wait.
-                deferred.setdefault(id(host), (host, []))[1].append(delivery)
+            most = self._kind_limit[owner.kind]
+            if owner.held >= owner.share(per_owner, most):
+                # One write per wait, however many deliveries wait that long.
+                deferred.setdefault(owner.drain_time(per_owner), []).append(delivery)
                 continue
+            if host.held >= host.share(per_host, most):
+                deferred.setdefault(host.drain_time(per_host), []).append(delivery)
+                continue
+            owner.held += 1
+            owner.hosts.add(host)
             host.held += 1
             self._held += 1
-            host.queue.append((delivery, event, subscription))
+            self._kind_held[owner.kind] += 1
+            host.queue.append((delivery, event, subscription, owner))
             self._jobs[delivery.id] = None
-            if host.senders < self.settings.max_per_host:
+            if host.senders < per_host:
                 host.senders += 1
                 task = asyncio.create_task(self._send_queued(host))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        for host, waiting in deferred.values():
-            # Back when this host will have worked through what it holds: at
+        for wait, waiting in deferred.items():
+            # Back when the owner or host will have worked through what it holds: at
             # once for a fast partner, much later for one that hangs.
-            wait = host.drain_time(self.settings.max_per_host)
             await self.storage.defer_deliveries(
                 [d.id for d in waiting], worker=self.worker_id,
                 until=utcnow() + timedelta(seconds=wait),
@@ -356,10 +463,10 @@ class Dispatcher:
         task = asyncio.current_task()
         try:
             while host.queue:
-                delivery, event, subscription = host.queue.popleft()
+                delivery, event, subscription, owner = host.queue.popleft()
                 self._jobs[delivery.id] = task
                 try:
-                    await self._deliver(delivery, event, subscription, host)
+                    await self._deliver(delivery, event, subscription, host, owner)
                 except Exception:  # _deliver records its own failures; never stop the host
                     logger.exception(
                         "delivery failed unexpectedly", extra={"delivery": delivery.id}
@@ -376,12 +483,26 @@ class Dispatcher:
             host = self._hosts[key] = _Host()
         return host
 
+    def _owner(self, subscription: Subscription) -> _Owner:
+        key = subscription.owner_key or f"host:{_host_name(subscription.url)}"
+        owner = self._owners.get(key)
+        if owner is None:
+            owner = self._owners[key] = _Owner(
+                key, subscription.kind, asyncio.Semaphore(self.settings.max_per_owner)
+            )
+        return owner
+
     async def _deliver(
-        self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
+        self,
+        delivery: Delivery,
+        event: Event,
+        subscription: Subscription,
+        host: _Host,
+        owner: _Owner,
     ) -> None:
         done = False
         try:
-            await self._attempt(delivery, event, subscription, host)
+            await self._attempt(delivery, event, subscription, host, owner)
             done = True
         except Exception as exc:
             logger.exception("delivery attempt failed", extra={"delivery": delivery.id})
@@ -389,37 +510,64 @@ class Dispatcher:
             done = True
         finally:
             self._sending.discard(delivery.id)
-            self._release(host, 1)
+            self._release(host, owner)
             if not done:
                 self._unfinished.append(delivery.id)
 
-    def _release(self, host: _Host, count: int) -> None:
-        """``count`` of ``host``'s deliveries are no longer held. Wakes the claim loop
-        when that makes room for a batch, or for this host again."""
-        share = host.share(self.settings.max_per_host, self._limit)
-        host_was_full = host.held >= share
-        host.held -= count
-        threshold = self._limit - self._batch
-        if (self._held > threshold >= self._held - count) or (host_was_full and host.held < share):
+    def _release(self, host: _Host, owner: _Owner) -> None:
+        """One of ``owner``'s deliveries to ``host`` is no longer held. Wakes the claim
+        loop when that makes room for a batch, or for a full owner or host again."""
+        kind = owner.kind
+        most = self._kind_limit[kind]
+        owner_share = owner.share(self.settings.max_per_owner, most)
+        host_share = host.share(self.settings.max_per_host, most)
+        was_full = owner.held >= owner_share or host.held >= host_share
+        before = self._room(kind)
+        owner.held -= 1
+        host.held -= 1
+        self._held -= 1
+        self._kind_held[kind] -= 1
+        batch = self._kind_batch[kind]
+        if (before < batch <= self._room(kind)) or (
+            was_full and owner.held < owner_share and host.held < host_share
+        ):
             self._wake.set()
-        self._held -= count
 
-    def _shed(self, host: _Host) -> None:
-        """Hand back what ``host`` holds beyond its share, last claimed first: its
-        latency has grown, and the rest would wait too long in this process."""
-        per_host = self.settings.max_per_host
-        excess = host.held - host.share(per_host, self._limit)
+    def _shed(self, host: _Host, owner: _Owner) -> None:
+        """Hand back what ``host`` holds beyond its share, and what ``owner`` holds
+        beyond its own, last claimed first: their latency has grown, and the rest
+        would wait too long in this process."""
+        per_owner, per_host = self.settings.max_per_owner, self.settings.max_per_host
+        most = self._kind_limit[owner.kind]
         ids: list[int] = []
-        while excess > len(ids) and host.queue:
-            delivery, _, _ = host.queue.pop()
-            self._jobs.pop(delivery.id, None)
-            ids.append(delivery.id)
+        excess = host.held - host.share(per_host, most)
+        while excess > 0 and host.queue:
+            delivery, _, _, its_owner = host.queue.pop()
+            ids.append(self._drop(delivery, host, its_owner))
+            excess -= 1
+        excess = owner.held - owner.share(per_owner, most)
+        for its_host in list(owner.hosts) if excess > 0 else ():
+            kept: deque[_Job] = deque()
+            while excess > 0 and its_host.queue:
+                job = its_host.queue.pop()
+                if job[3] is owner:
+                    ids.append(self._drop(job[0], its_host, owner))
+                    excess -= 1
+                else:
+                    kept.appendleft(job)
+            its_host.queue.extend(kept)
         if not ids:
             return
-        self._release(host, len(ids))
-        task = asyncio.create_task(self._hand_back(ids, host.drain_time(per_host)))
+        wait = max(host.drain_time(per_host), owner.drain_time(per_owner))
+        task = asyncio.create_task(self._hand_back(ids, wait))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _drop(self, delivery: Delivery, host: _Host, owner: _Owner) -> int:
+        """A queued delivery taken out of the queue, to be handed back."""
+        self._jobs.pop(delivery.id, None)
+        self._release(host, owner)
+        return delivery.id
 
     async def _hand_back(self, delivery_ids: list[int], wait: float) -> None:
         until = utcnow() + timedelta(seconds=wait)
@@ -436,7 +584,12 @@ class Dispatcher:
         asyncio.get_running_loop().call_later(wait, self._wake.set)
 
     async def _attempt(
-        self, delivery: Delivery, event: Event, subscription: Subscription, host: _Host
+        self,
+        delivery: Delivery,
+        event: Event,
+        subscription: Subscription,
+        host: _Host,
+        owner: _Owner,
     ) -> None:
         if subscription.status != "active":
             self._record(_gone(delivery, f"the subscription is {subscription.status}"))
@@ -445,12 +598,16 @@ class Dispatcher:
         if lease is not None and lease <= utcnow():
             self._record(_gone(delivery, "the subscription's lease has expired"))
             return
-        async with self._slots:  # the host's own cap: its number of senders
+        # The owner's cap first (a sender waiting for it holds no slot of its kind nor
+        # a global one), then its kind's share, then the global cap.
+        async with owner.slots, self._kind_slots[subscription.kind], self._slots:
             self._sending.add(delivery.id)
             request = await self._request(delivery, event, subscription)
             attempt = await self.sender.send(request)
-        host.observe(attempt.latency_ms / 1000)
-        self._shed(host)
+        seconds = attempt.latency_ms / 1000
+        host.observe(seconds)
+        owner.observe(seconds)
+        self._shed(host, owner)
         if subscription.kind == "websub" and attempt.status == 410:
             await self.storage.delete_subscription(subscription.id)
             logger.info("websub subscriber answered 410: subscription ended",
@@ -571,16 +728,25 @@ def _gone(delivery: Delivery, reason: str) -> DeliveryOutcome:
 
 
 class DeliveryService:
-    """Sender + FanOut + Dispatcher, run as background tasks of one process."""
+    """Sender + FanOut + Dispatcher + Liveness, run as background tasks of one process.
+    ``kind``: what ``syndicate workers`` shows the process as (serve or worker)."""
 
     def __init__(
         self, storage: Storage, settings: Settings, *, metrics: Metrics | None = None,
-        resolver: Resolver | None = None,
+        resolver: Resolver | None = None, kind: str = "serve",
     ) -> None:  # fmt: skip
         self.sender = Sender(settings, resolver=resolver)
         self.dispatcher = Dispatcher(storage, settings, self.sender, metrics=metrics)
         self.fanout = FanOut(storage, on_created=self.dispatcher.wake)
+        self.liveness = Liveness(
+            storage, settings, self.dispatcher.worker_id, kind=kind,
+            on_released=self.dispatcher.wake,
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def worker_id(self) -> str:
+        return self.dispatcher.worker_id
 
     def notify(self) -> None:
         """Something was committed here: fan out now rather than at the next poll."""
@@ -588,9 +754,13 @@ class DeliveryService:
 
     async def start(self) -> None:
         await self.sender.start()
+        # Registered before the first claim, so that no live process takes this one's
+        # claims for a dead process's.
+        await self.liveness.start()
         self._tasks = [
             asyncio.create_task(self.fanout.run(), name="syndicate-fanout"),
             asyncio.create_task(self.dispatcher.run(), name="syndicate-dispatcher"),
+            asyncio.create_task(self.liveness.run(), name="syndicate-heartbeat"),
         ]
 
     async def stop(self) -> None:
@@ -600,4 +770,6 @@ class DeliveryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        # After the dispatcher handed its claims back.
+        await self.liveness.stop()
         await self.sender.close()

@@ -241,14 +241,34 @@ SELECT * FROM deliveries WHERE id = $1;
 -- name: claim_deliveries
 -- SKIP LOCKED: rows another claimer is taking right now are passed over, not
 -- waited for; a row updated since our snapshot is re-checked against WHERE.
-WITH due AS (
-    SELECT id FROM deliveries
-     WHERE status IN ('pending', 'failed')
-       AND next_attempt_at <= $3
-       AND (claimed_until IS NULL OR claimed_until <= $3)
-     ORDER BY next_attempt_at, id
+-- Shared out between owners: each owner's due deliveries ranked (first attempts ahead
+-- of retries, then oldest first), at most its room ($6/$7, default $5) of each, the
+-- first of every owner before the second of any; owners with no room are passed over.
+WITH ranked AS (
+    SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at,
+           row_number() OVER (PARTITION BY s.owner_key
+                              ORDER BY d.attempts > 0, d.next_attempt_at, d.id) AS rank,
+           coalesce(r.room, $5) AS room
+      FROM deliveries AS d
+      JOIN subscriptions AS s ON s.id = d.subscription_id
+      LEFT JOIN unnest($6::text[], $7::integer[]) AS r (key, room) ON r.key = s.owner_key
+     WHERE d.status IN ('pending', 'failed')
+       AND d.next_attempt_at <= $3
+       AND (d.claimed_until IS NULL OR d.claimed_until <= $3)
+       AND ($8::text IS NULL OR s.kind = $8)
+       AND coalesce(r.room, 1) > 0
+),
+picked AS (
+    SELECT id, rank, retry, next_attempt_at FROM ranked
+     WHERE rank <= room
+     ORDER BY rank, retry, next_attempt_at, id
      LIMIT $4
-       FOR UPDATE SKIP LOCKED
+),
+due AS (
+    SELECT d.id FROM deliveries AS d JOIN picked USING (id)
+     WHERE d.status IN ('pending', 'failed')
+       AND (d.claimed_until IS NULL OR d.claimed_until <= $3)
+       FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries AS d
    SET claimed_until = $1, claimed_by = $2
@@ -426,3 +446,37 @@ SELECT count(*) AS pending,
 -- Back to the queue, due later, no attempt counted; only while still ours.
 UPDATE deliveries SET next_attempt_at = $3, claimed_until = NULL, claimed_by = NULL
  WHERE id = ANY($1::bigint[]) AND claimed_by = $2;
+
+-- name: register_worker
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $5)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: heartbeat_worker
+UPDATE workers SET heartbeat_at = $1 WHERE id = $2 RETURNING id;
+
+-- name: unregister_worker
+DELETE FROM workers WHERE id = $1;
+
+-- name: release_workers
+-- The workers silent since $1 or named dead in $2, never $3: their claims released and
+-- their rows deleted; returns one row per released worker with how many it held.
+WITH gone AS (
+    DELETE FROM workers
+     WHERE (heartbeat_at < $1 OR id = ANY($2::text[])) AND id <> $3
+    RETURNING id
+),
+released AS (
+    UPDATE deliveries AS d SET claimed_until = NULL, claimed_by = NULL
+      FROM gone
+     WHERE d.claimed_by = gone.id
+    RETURNING gone.id
+)
+SELECT gone.id, (SELECT count(*) FROM released WHERE released.id = gone.id) AS released
+  FROM gone;
+
+-- name: list_workers
+SELECT w.*, (SELECT count(*) FROM deliveries AS d
+              WHERE d.claimed_by = w.id AND d.claimed_until > $1) AS held
+  FROM workers AS w
+ ORDER BY w.started_at, w.id;

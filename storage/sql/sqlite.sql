@@ -157,13 +157,27 @@ ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 SELECT * FROM deliveries WHERE id = ?;
 
 -- name: due_deliveries
--- The ids to claim, as one JSON array (one step: see storage/_sqlite_bulk.py).
-SELECT json_group_array(id) FROM (SELECT id FROM deliveries
-                                   WHERE status IN ('pending', 'failed')
-                                     AND next_attempt_at <= :now
-                                     AND (claimed_until IS NULL OR claimed_until <= :now)
-                                   ORDER BY next_attempt_at, id
-                                   LIMIT :limit);
+-- The ids to claim, as one JSON array (one step: see storage/_sqlite_bulk.py), shared
+-- out between owners: each owner's due deliveries ranked (first attempts ahead of
+-- retries, then oldest first), at most :rooms[owner] (default :per_owner) of each, the
+-- first of every owner before the second of any. Owners with no room are passed over.
+SELECT json_group_array(id) FROM (
+    SELECT id FROM (
+        SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at,
+               row_number() OVER (PARTITION BY s.owner_key
+                                  ORDER BY d.attempts > 0, d.next_attempt_at, d.id) AS rank,
+               coalesce(r.value, :per_owner) AS room
+          FROM deliveries AS d
+          JOIN subscriptions AS s ON s.id = d.subscription_id
+          LEFT JOIN json_each(:rooms) AS r ON r.key = s.owner_key
+         WHERE d.status IN ('pending', 'failed')
+           AND d.next_attempt_at <= :now
+           AND (d.claimed_until IS NULL OR d.claimed_until <= :now)
+           AND (:kind IS NULL OR s.kind = :kind)
+           AND coalesce(r.value, 1) > 0)
+     WHERE rank <= room
+     ORDER BY rank, retry, next_attempt_at, id
+     LIMIT :limit);
 -- name: claim_deliveries
 UPDATE deliveries SET claimed_until = :until, claimed_by = :worker
  WHERE id IN (SELECT value FROM json_each(:ids));
@@ -326,3 +340,38 @@ UPDATE topics SET article_count = article_count - gone.articles, changed_seq = ?
          WHERE article_id IN (SELECT value FROM json_each(?3)) GROUP BY topic) AS gone
  WHERE topics.slug = gone.topic;
 
+-- name: register_worker
+INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
+VALUES (:id, :hostname, :pid, :kind, :now, :now)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: heartbeat_worker
+UPDATE workers SET heartbeat_at = ? WHERE id = ? RETURNING id;
+
+-- name: unregister_worker
+DELETE FROM workers WHERE id = ?;
+
+-- name: dead_workers
+-- The workers to release: silent since :stale_before, or named dead in :dead (a JSON
+-- array), never :keep.
+SELECT id FROM workers
+ WHERE (heartbeat_at < :stale_before OR id IN (SELECT value FROM json_each(:dead)))
+   AND id <> :keep;
+
+-- name: count_worker_claims
+SELECT claimed_by, count(*) FROM deliveries
+ WHERE claimed_by IN (SELECT value FROM json_each(?))
+ GROUP BY claimed_by;
+
+-- name: release_worker_claims
+UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
+ WHERE claimed_by IN (SELECT value FROM json_each(?));
+
+-- name: delete_workers
+DELETE FROM workers WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: list_workers
+SELECT w.*, (SELECT count(*) FROM deliveries AS d
+              WHERE d.claimed_by = w.id AND d.claimed_until > :now) AS held
+  FROM workers AS w
+ ORDER BY w.started_at, w.id;

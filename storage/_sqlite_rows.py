@@ -114,6 +114,7 @@ def to_token(row: Row) -> Token:
 def to_event(row: Row) -> Event:
     return Event(
         seq=row["seq"],
+        id=row["id"],
         type=row["type"],
         article_id=row["article_id"],
         topics=_strings(row["topics"]),

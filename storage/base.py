@@ -6,6 +6,7 @@ Contract for every backend:
   for every timestamp they write (tests pass a fixed clock); ``None`` is "now".
 - An article change and its ``events`` row are written in one transaction
   (the transactional outbox); a replace that changes nothing writes neither.
+  Each event gets an id unique across databases (``records.new_event_id``).
 - Errors: the ``storage.errors`` tree. ``ArticleNotFound`` and friends for
   missing rows, ``ArticleExists`` / ``TokenExists`` for conflicts,
   ``StorageUnavailable`` when the database cannot be reached, ``StorageError``
@@ -228,6 +229,10 @@ class Storage(Protocol):
 
     async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
         """The events with those seqs, by seq."""
+
+    async def get_event_ids(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The ids (``Event.id``, the ``webhook-id``) of the events with those seqs, by
+        seq: what a delivery listing shows, without the snapshots."""
 
     async def get_delivery(self, delivery_id: int) -> Delivery:
         """One delivery; ``DeliveryNotFound`` otherwise."""

@@ -65,6 +65,7 @@ from .records import (
     Topic,
     Worker,
     default_topic_title,
+    new_event_id,
     owner_key,
     utcnow,
 )
@@ -569,6 +570,7 @@ class PostgresStorage:
             now,
             sorted(touched - added.keys()),
             _TO_CHAR_TIME,
+            [new_event_id() for _ in writes],
         )
         statements.append(("execute", Q["write_articles"], args))
         return statements
@@ -870,6 +872,10 @@ class PostgresStorage:
     async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
         rows = await self._fetch(Q["get_events"], list(seqs))
         return {r["seq"]: _event(r) for r in rows}
+
+    async def get_event_ids(self, seqs: Sequence[int]) -> dict[int, str]:
+        rows = await self._fetch(Q["get_event_ids"], list(seqs))
+        return {r["seq"]: r["id"] for r in rows}
 
     async def get_delivery(self, delivery_id: int) -> Delivery:
         row = await self._fetch_one(Q["get_delivery"], delivery_id)

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import uuid_utils
+
 EventType = Literal["article.published", "article.updated", "article.deleted"]
 PutOutcome = Literal["created", "updated", "unchanged"]
 Role = Literal["operator", "partner"]
@@ -36,6 +38,12 @@ def owner_key(kind: str, owner: str | None, url: str) -> str:
     if kind == "webhook" and owner is not None:
         return f"partner:{owner}"
     return f"host:{(urlsplit(url).hostname or '').lower()}"
+
+
+def new_event_id() -> str:
+    """``msg_`` + a UUIDv7 as 32 lowercase hex digits: unique across databases, restores
+    and deployments (74 random bits beside the millisecond), and sorting by time."""
+    return "msg_" + uuid_utils.uuid7().hex
 
 
 def utcnow() -> datetime:
@@ -196,9 +204,12 @@ class FeedState:
 
 @dataclass(frozen=True)
 class Event:
-    """One article change; ``seq`` orders the change log."""
+    """One article change; ``seq`` orders the change log (in one database); ``id``
+    (``new_event_id``) names the change everywhere: the ``webhook-id`` of every
+    delivery of it."""
 
     seq: int
+    id: str
     type: EventType
     article_id: str
     topics: tuple[str, ...]

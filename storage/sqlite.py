@@ -78,6 +78,7 @@ from .records import (
     Worker,
     default_topic_title,
     format_time,
+    new_event_id,
     owner_key,
     parse_time,
     utcnow,
@@ -112,8 +113,8 @@ class _Rows:
     #: Each event's row after its seq, which is known only under the lock; empty
     #: when SQLite builds the snapshots (``from_articles``).
     events: list[tuple[Any, ...]]
-    #: JSON array of [type, article id], one per event, when every event is of a
-    #: distinct article: SQLite then makes each snapshot from the row just written.
+    #: JSON array of [event id, type, article id], one per event, when every event is
+    #: of a distinct article: SQLite then makes each snapshot from the row just written.
     from_articles: str | None
     event_count: int
     #: JSON array of the ids whose topic rows are replaced, or None.
@@ -492,6 +493,7 @@ class SQLiteStorage:
             if in_sql
             else [
                 (
+                    new_event_id(),
                     event,
                     a.id,
                     dumps_text(a.topics),
@@ -500,7 +502,9 @@ class SQLiteStorage:
                 )
                 for event, a in writes
             ],
-            from_articles=dumps_text([(event, a.id) for event, a in writes]) if in_sql else None,
+            from_articles=dumps_text([(new_event_id(), event, a.id) for event, a in writes])
+            if in_sql
+            else None,
             event_count=len(writes),
             indexed=json.dumps(indexed) if indexed else None,
             counts=sorted(counts.items()),
@@ -890,6 +894,10 @@ class SQLiteStorage:
     async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
         rows = await self._read_rows(Q["get_events"], (json.dumps(list(seqs)),))
         return {r["seq"]: to_event(r) for r in rows}
+
+    async def get_event_ids(self, seqs: Sequence[int]) -> dict[int, str]:
+        rows = await self._read_rows(Q["get_event_ids"], (json.dumps(list(seqs)),))
+        return {r["seq"]: r["id"] for r in rows}
 
     async def get_delivery(self, delivery_id: int) -> Delivery:
         async with self._read(Q["get_delivery"], (delivery_id,)) as rows:

@@ -6,6 +6,7 @@ versions of an article)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,14 @@ def stored_events(db: Path) -> list[tuple[int, str, str, str, str, str]]:
         return conn.execute(
             "SELECT seq, type, article_id, topics, data, created_at FROM events ORDER BY seq"
         ).fetchall()
+    finally:
+        conn.close()
+
+
+def stored_ids(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT id FROM events ORDER BY seq")]
     finally:
         conn.close()
 
@@ -81,3 +90,7 @@ async def test_snapshot_text_is_the_articles_json(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert [a.title for a in expected[-3:]] == ["First", "Second", "Other"]
     assert expected[-2].version == 2
+    # Both ways of writing give each event its own msg_ + UUIDv7 id.
+    ids = stored_ids(db)
+    assert len(set(ids)) == len(ids) == 7
+    assert all(re.fullmatch(r"msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}", i) for i in ids)

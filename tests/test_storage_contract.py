@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,14 @@ async def test_put_get_and_events(store: Storage) -> None:
     assert await store.list_events(limit=1) == events[:1]
     heads = await store.list_events(with_data=False)
     assert heads == [dataclasses.replace(e, data={}) for e in events]
+    # Each event's own id (the webhook-id): msg_ + a UUIDv7, one per event.
+    assert all(
+        re.fullmatch(r"msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}", e.id) for e in events
+    )
+    assert len({e.id for e in events}) == 2
+    assert await store.get_events([e.seq for e in events]) == {e.seq: e for e in events}
+    assert await store.get_event_ids([e.seq for e in events]) == {e.seq: e.id for e in events}
+    assert await store.get_event_ids([]) == {}
 
 
 async def test_event_snapshots_are_the_whole_article(store: Storage) -> None:

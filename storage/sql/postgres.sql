@@ -75,6 +75,7 @@ UPDATE topics t SET article_count = t.article_count - d.n
 -- $30      the other touched topics (left, or only in an earlier write of the
 --          same id): they exist already and are only marked. All are marked
 --          changed at the last event.
+-- $32      the events' ids (records.new_event_id), one per write like $18-$22.
 -- Foreign keys are checked at the end of the statement, so the topic rows may
 -- name articles and topics inserted by the same statement.
 -- A built snapshot is Article.to_json(): every column, times as format_time text.
@@ -102,8 +103,8 @@ WITH given AS (
            published_at = excluded.published_at, updated_at = excluded.updated_at,
            version = excluded.version, deleted_at = excluded.deleted_at
 ), logged AS (
-    INSERT INTO events (type, article_id, topics, data, created_at)
-    SELECT e.type, e.article_id, e.topics::jsonb,
+    INSERT INTO events (id, type, article_id, topics, data, created_at)
+    SELECT e.id, e.type, e.article_id, e.topics::jsonb,
            coalesce(e.data::jsonb, jsonb_build_object(
                'id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
                'summary', a.summary, 'content', a.content, 'content_type', a.content_type,
@@ -115,8 +116,9 @@ WITH given AS (
                'version', a.version,
                'deleted_at', to_char(a.deleted_at AT TIME ZONE 'UTC', $31))),
            e.created_at
-      FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::timestamptz[])
-           WITH ORDINALITY AS e (type, article_id, topics, data, created_at, n)
+      FROM unnest($32::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+                  $22::timestamptz[])
+           WITH ORDINALITY AS e (id, type, article_id, topics, data, created_at, n)
       LEFT JOIN given AS a ON e.data IS NULL AND a.n = e.n
      ORDER BY e.n
     RETURNING seq
@@ -166,7 +168,7 @@ UPDATE topics SET title = $2, description = $3, updated_at = $4 WHERE slug = $1;
 SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
 -- name: list_event_heads
-SELECT seq, type, article_id, topics, '{}'::jsonb AS data, created_at
+SELECT seq, id, type, article_id, topics, '{}'::jsonb AS data, created_at
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
 -- name: insert_token
@@ -355,6 +357,9 @@ SELECT seq FROM fanout_cursors WHERE name = $1;
 
 -- name: get_events
 SELECT * FROM events WHERE seq = ANY($1::bigint[]) ORDER BY seq;
+
+-- name: get_event_ids
+SELECT seq, id FROM events WHERE seq = ANY($1::bigint[]);
 
 -- name: list_deliveries
 SELECT * FROM deliveries

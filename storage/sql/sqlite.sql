@@ -33,15 +33,17 @@ ON CONFLICT (id) DO UPDATE
 SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 -- name: insert_event_at
 -- Under the write lock the next seqs are known: last_event_seq + 1, + 2, ...
-INSERT INTO events (seq, type, article_id, topics, data, created_at) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 -- name: insert_events_from_articles
--- One event per article of ?2 (a JSON array of [type, article id], ids distinct), seqs
--- from ?1, the snapshot made by SQLite from the article row just written: the same
--- text as dumps_text(Article.to_json()) (stored times are format_time text; SQLite and
+-- One event per article of ?2 (a JSON array of [event id, type, article id], the article
+-- ids distinct), seqs from ?1, the snapshot made by SQLite from the article row just
+-- written: the same text as dumps_text(Article.to_json()) (stored times are format_time text; SQLite and
 -- orjson escape strings alike, pinned by tests/test_sqlite_events.py). SQLite builds it with the
 -- GIL released, and the bodies are not bound a second time.
-INSERT INTO events (seq, type, article_id, topics, data, created_at)
-SELECT ?1 + e.key, json_extract(e.value, '$[0]'), a.id, a.topics,
+INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
+SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+       a.id, a.topics,
        json_object('id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
                    'summary', a.summary, 'content', a.content,
                    'content_type', a.content_type, 'topics', json(a.topics),
@@ -50,7 +52,7 @@ SELECT ?1 + e.key, json_extract(e.value, '$[0]'), a.id, a.topics,
                    'updated_at', a.updated_at, 'created_at', a.created_at,
                    'version', a.version, 'deleted_at', a.deleted_at),
        a.updated_at
-  FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[1]')
+  FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[2]')
  ORDER BY e.key;
 -- name: add_topic_count
 INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
@@ -96,7 +98,7 @@ ON CONFLICT (slug) DO UPDATE SET title = excluded.title, description = excluded.
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- name: list_event_heads
-SELECT seq, type, article_id, topics, '{}' AS data, created_at
+SELECT seq, id, type, article_id, topics, '{}' AS data, created_at
 FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- name: insert_token
@@ -258,6 +260,9 @@ SELECT seq FROM fanout_cursors WHERE name = ?;
 
 -- name: get_events
 SELECT * FROM events WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq;
+
+-- name: get_event_ids
+SELECT seq, id FROM events WHERE seq IN (SELECT value FROM json_each(?));
 
 -- name: list_deliveries
 SELECT * FROM deliveries

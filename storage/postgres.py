@@ -821,8 +821,13 @@ class PostgresStorage:
     async def count_websub_subscriptions(
         self, *, host: str | None = None, topic_url: str | None = None
     ) -> int:
-        key = None if host is None else owner_key("websub", None, f"//{host}")
-        row = await self._fetch_one(Q["count_websub_subscriptions"], key, topic_url)
+        if host is not None:
+            key = owner_key("websub", None, f"//{host}")
+            row = await self._fetch_one(Q["count_websub_subscriptions_of_owner"], key, topic_url)
+        elif topic_url is not None:
+            row = await self._fetch_one(Q["count_websub_subscriptions_of_topic"], topic_url)
+        else:
+            row = await self._fetch_one(Q["count_websub_subscriptions"])
         return int(row[0]) if row else 0
 
     async def delete_subscription(self, subscription_id: str) -> None:

@@ -843,11 +843,14 @@ class SQLiteStorage:
     async def count_websub_subscriptions(
         self, *, host: str | None = None, topic_url: str | None = None
     ) -> int:
-        params = {
-            "owner_key": None if host is None else owner_key("websub", None, f"//{host}"),
-            "topic_url": topic_url,
-        }
-        async with self._read(Q["count_websub_subscriptions"], params) as rows:
+        if host is not None:
+            sql = Q["count_websub_subscriptions_of_owner"]
+            params = {"owner_key": owner_key("websub", None, f"//{host}"), "topic_url": topic_url}
+        elif topic_url is not None:
+            sql, params = Q["count_websub_subscriptions_of_topic"], {"topic_url": topic_url}
+        else:
+            sql, params = Q["count_websub_subscriptions"], {}
+        async with self._read(sql, params) as rows:
             return int(rows[0][0])
 
     async def delete_subscription(self, subscription_id: str) -> None:

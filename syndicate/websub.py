@@ -8,16 +8,27 @@ Verified subscriptions are stored as ``kind="websub"`` subscriptions and fed by
 the same outbox and dispatcher as webhooks (``websub_request`` builds the
 notification). A pending (re-)subscription lives in memory until verified, so
 the stored state changes only after a successful verification.
+
+Limits, so that nobody can make the hub work (or fan out) without bound:
+verifications under way at once, in all, per client address and per callback
+registrable domain (beyond: 429 + ``Retry-After``); new subscriptions accepted
+per second (429); and subscriptions per callback host and per topic feed (denied
+with ``hub.mode=denied``, as the WebSub Recommendation has it). Each refusal
+logs one line naming the setting that refused it (``limit``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import re
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
+from publicsuffixlist import PublicSuffixList
 
 import feeds
 from storage import Storage, StorageError, TopicNotFound
@@ -33,7 +45,7 @@ from storage.records import Article, Delivery, Event, Subscription, utcnow
 from . import feed_http
 from .egress import EgressRefused, check_url
 from .keys import DELIVERY, SETTINGS, STORAGE
-from .limits import client_key, enforce
+from .limits import RateLimiter, client_key, enforce
 from .models import valid_topic
 from .outbound import OutboundRequest, Sender
 from .problems import Problem
@@ -48,6 +60,9 @@ MAX_CALLBACK_LENGTH = 2048
 #: callbacks and secrets.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 VERIFY_ATTEMPTS = 3
+#: ``Retry-After`` when too many verifications are under way: about one
+#: verification's time (three tries, the last ones after 0.5 and 1 s).
+PENDING_RETRY_AFTER = 5
 
 routes = web.RouteTableDef()
 
@@ -101,6 +116,75 @@ def _text(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n", content_type="text/plain")
 
 
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    # The list bundled with the package: never fetched at run time.
+    return PublicSuffixList()
+
+
+def callback_domain(callback: str) -> str:
+    """Whose callback this is, for the per-domain limit: the registrable domain of
+    its host (``example.co.uk`` for ``a.b.example.co.uk``, per the Public Suffix
+    List), the host itself when it has none (``localhost``), and for an address
+    the address, an IPv6 one by its /64 (one site's usual allocation)."""
+    host = (urlsplit(callback).hostname or "").lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return _public_suffixes().privatesuffix(host) or host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request beyond a limit: which setting (``limit``) and when to come back."""
+
+    limit: str
+    retry_after: int
+    reason: str
+
+
+class Pending:
+    """Verifications under way in this process, counted in all, by client and by
+    callback domain. Counts at zero are dropped: memory follows what is pending."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.total = 0
+        self.by_client: Counter[str] = Counter()
+        self.by_domain: Counter[str] = Counter()
+
+    def full(self, client: str, domain: str) -> Refusal | None:
+        s = self.settings
+        for limit, count, most, whose in (
+            ("hub_max_pending", self.total, s.hub_max_pending, "in all"),
+            ("hub_max_pending_per_client", self.by_client[client],
+             s.hub_max_pending_per_client, "from your address"),
+            ("hub_max_pending_per_domain", self.by_domain[domain],
+             s.hub_max_pending_per_domain, f"for callbacks on {domain}"),
+        ):  # fmt: skip
+            if count >= most:
+                reason = f"too many verifications under way {whose}"
+                return Refusal(limit, PENDING_RETRY_AFTER, reason)
+        return None
+
+    def add(self, client: str, domain: str) -> None:
+        self.total += 1
+        self.by_client[client] += 1
+        self.by_domain[domain] += 1
+
+    def remove(self, client: str, domain: str) -> None:
+        self.total -= 1
+        for counter, key in ((self.by_client, client), (self.by_domain, domain)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+
 class Hub:
     """Runs verifications in the background and remembers none of them durably:
     a subscriber whose request is lost in a restart simply asks again."""
@@ -110,6 +194,9 @@ class Hub:
         self.settings = settings
         self.sender = sender
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending = Pending(settings)
+        rate = settings.hub_subscribe_rate
+        self._creations = RateLimiter(rate, max(1, math.ceil(rate)))
 
     def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -121,13 +208,45 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def admit(self, client: str, callback: str, *, creates: bool) -> Refusal | None:
+        """Take a verification slot for ``client``'s request (then ``verify`` must
+        follow, which gives it back), or the limit that refuses it. ``creates``:
+        the request would make a new subscription (not renew one)."""
+        domain = callback_domain(callback)
+        refusal = self.pending.full(client, domain)
+        if refusal is None and creates:
+            wait = self._creations.take("subscribe")
+            if wait is not None:
+                refusal = Refusal(
+                    "hub_subscribe_rate", max(1, math.ceil(wait)), "too many new subscriptions"
+                )
+        if refusal is not None:
+            logger.warning(
+                "websub request refused",
+                extra={"limit": refusal.limit, "client": client, "domain": domain,
+                       "callback": callback},
+            )  # fmt: skip
+            return refusal
+        self.pending.add(client, domain)
+        return None
+
     async def verify(
-        self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
+        self,
+        mode: str,
+        topic: Topic,
+        callback: str,
+        lease: int,
+        secret: str | None,
+        *,
+        client: str,
     ) -> None:
+        """Verify (after ``admit``), then give the slot back."""
         try:
             await self._verify(mode, topic, callback, lease, secret)
         except StorageError as exc:
             logger.warning("websub verification failed", extra={"error": str(exc)})
+        finally:
+            self.pending.remove(client, callback_domain(callback))
 
     async def _verify(
         self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
@@ -138,9 +257,17 @@ class Hub:
             except TopicNotFound:
                 await self.deny(topic, callback, "the topic no longer exists")
                 return
-        if mode == "subscribe" and await self._host_full(callback):
-            if await self.storage.find_websub_subscription(callback, topic.url) is None:
-                await self.deny(topic, callback, "too many subscriptions for this callback host")
+        if (
+            mode == "subscribe"
+            and await self.storage.find_websub_subscription(callback, topic.url) is None
+        ):
+            refusal = await self._subscriptions_full(callback, topic)
+            if refusal is not None:
+                logger.warning(
+                    "websub subscription denied",
+                    extra={"limit": refusal.limit, "callback": callback, "topic": topic.url},
+                )
+                await self.deny(topic, callback, refusal.reason)
                 return
         challenge = secrets.token_urlsafe(32)
         params = {"hub.mode": mode, "hub.topic": topic.url, "hub.challenge": challenge}
@@ -177,17 +304,18 @@ class Hub:
                  "failing_since": None},
             )  # fmt: skip
 
-    async def _host_full(self, callback: str) -> bool:
+    async def _subscriptions_full(self, callback: str, topic: Topic) -> Refusal | None:
+        """The stored-subscription limit a new subscription would pass, if any (two
+        index look-ups). Verifications under way at once may each pass it: the
+        overshoot is at most ``hub_max_pending``."""
         host = (urlsplit(callback).hostname or "").lower()
-        count, after = 0, None
-        while True:
-            page = await self.storage.list_subscriptions(kind="websub", limit=500, after_id=after)
-            count += sum(1 for s in page if (urlsplit(s.url).hostname or "").lower() == host)
-            if count >= self.settings.websub_max_per_host:
-                return True
-            if len(page) < 500:
-                return False
-            after = page[-1].id
+        settings, count = self.settings, self.storage.count_websub_subscriptions
+        if await count(host=host) >= settings.websub_max_per_host:
+            reason = "too many subscriptions for this callback host"
+            return Refusal("websub_max_per_host", 0, reason)
+        if await count(topic_url=topic.url) >= settings.websub_max_per_topic:
+            return Refusal("websub_max_per_topic", 0, "too many subscriptions for this topic")
+        return None
 
     async def deny(self, topic: Topic, callback: str, reason: str) -> None:
         params = {"hub.mode": "denied", "hub.topic": topic.url, "hub.reason": reason}
@@ -289,6 +417,10 @@ async def hub_endpoint(request: web.Request) -> web.Response:
     topic = parse_topic(settings.base_url, topic_url)
     if topic is None:
         return _text(400, f"hub.topic must be a feed of this hub ({settings.base_url}/feeds/...)")
+    if mode == "subscribe" and (urlsplit(topic_url).query or urlsplit(topic_url).fragment):
+        # A feed's own URL (its rel=self) has none, and URLs that differ only there
+        # would each count as a topic of their own against websub_max_per_topic.
+        return _text(400, "hub.topic must be a feed's own URL, without a query or fragment")
     if topic.slug != feed_http.ALL:
         try:
             await request.app[STORAGE].get_topic(topic.slug)
@@ -307,7 +439,20 @@ async def hub_endpoint(request: web.Request) -> web.Response:
     if secret_text is not None and _CONTROL.search(secret_text):
         return _text(400, "hub.secret must not contain control characters")
     lease = clamp_lease(str(form.get("hub.lease_seconds") or "") or None, settings)
-    hub.spawn(hub.verify(mode, topic, callback, lease, secret_text))
+    creates = (
+        mode == "subscribe"
+        and await request.app[STORAGE].find_websub_subscription(callback, topic.url) is None
+    )
+    client = client_key(request)
+    refusal = hub.admit(client, callback, creates=creates)
+    if refusal is not None:
+        return web.Response(
+            status=429,
+            text=f"{refusal.reason}; try again in {refusal.retry_after} s\n",
+            headers={"Retry-After": str(refusal.retry_after)},
+            content_type="text/plain",
+        )
+    hub.spawn(hub.verify(mode, topic, callback, lease, secret_text, client=client))
     return _text(202, "verification of intent will follow")
 
 

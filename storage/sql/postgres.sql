@@ -211,10 +211,16 @@ UPDATE subscriptions SET owner_key = $1 WHERE id = $2 AND (kind = 'websub' OR ow
 RETURNING *;
 
 -- name: count_websub_subscriptions
+-- With "$1 IS NULL OR" filters a generic plan (asyncpg prepares statements) scans:
+-- one statement per filter, each an index search.
+SELECT count(*) FROM subscriptions WHERE kind = 'websub';
+
+-- name: count_websub_subscriptions_of_owner
 SELECT count(*) FROM subscriptions
- WHERE kind = 'websub'
-   AND ($1::text IS NULL OR owner_key = $1)
-   AND ($2::text IS NULL OR topic_url = $2);
+ WHERE owner_key = $1 AND kind = 'websub' AND ($2::text IS NULL OR topic_url = $2);
+
+-- name: count_websub_subscriptions_of_topic
+SELECT count(*) FROM subscriptions WHERE kind = 'websub' AND topic_url = $1;
 
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = $1;

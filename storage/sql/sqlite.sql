@@ -139,10 +139,17 @@ UPDATE subscriptions SET owner_key = ? WHERE id = ? AND (kind = 'websub' OR owne
 RETURNING *;
 
 -- name: count_websub_subscriptions
+-- With "x IS NULL OR" filters SQLite's plan scans (it is made once, whatever the
+-- values): one statement per filter, each an index search.
+SELECT count(*) FROM subscriptions WHERE kind = 'websub';
+
+-- name: count_websub_subscriptions_of_owner
 SELECT count(*) FROM subscriptions
- WHERE kind = 'websub'
-   AND (:owner_key IS NULL OR owner_key = :owner_key)
+ WHERE owner_key = :owner_key AND kind = 'websub'
    AND (:topic_url IS NULL OR topic_url = :topic_url);
+
+-- name: count_websub_subscriptions_of_topic
+SELECT count(*) FROM subscriptions WHERE kind = 'websub' AND topic_url = :topic_url;
 
 -- name: get_subscription
 SELECT * FROM subscriptions WHERE id = ?;

@@ -48,10 +48,11 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
     }
 
 
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery, message_id: str) -> dict[str, Any]:
+    """``message_id``: the delivery's event's id (``Storage.get_event_ids``)."""
     return {
         "id": delivery.id,
-        "message_id": webhooks.message_id(delivery.id),
+        "message_id": message_id,
         "event_seq": delivery.event_seq,
         "subscription_id": delivery.subscription_id,
         "status": delivery.status,
@@ -234,8 +235,13 @@ async def list_deliveries(request: web.Request) -> web.Response:
         before_id=before,
     )
     next_cursor = str(page[limit - 1].id) if len(page) > limit else None
+    page = page[:limit]
+    ids = await request.app[STORAGE].get_event_ids(sorted({d.event_seq for d in page}))
     return json_response(
-        {"deliveries": [delivery_json(d) for d in page[:limit]], "next_cursor": next_cursor}
+        {
+            "deliveries": [delivery_json(d, ids[d.event_seq]) for d in page],
+            "next_cursor": next_cursor,
+        }
     )
 
 
@@ -256,7 +262,8 @@ async def retry_delivery(request: web.Request) -> web.Response:
         raise not_found
     delivery = await storage.retry_delivery(delivery.id)
     request.app[DELIVERY].dispatcher.wake()
-    return json_response(delivery_json(delivery), status=202)
+    ids = await storage.get_event_ids([delivery.event_seq])
+    return json_response(delivery_json(delivery, ids[delivery.event_seq]), status=202)
 
 
 @routes.post("/api/subscriptions/{id}/recover")

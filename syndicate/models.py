@@ -389,7 +389,10 @@ class SubscriptionList(BaseModel):
 
 class DeliveryOut(BaseModel):
     id: int
-    message_id: str = Field(description="The webhook-id header, the same on every retry.")
+    message_id: str = Field(
+        description="The webhook-id header: the event's id (msg_ + a UUIDv7), the same for "
+        "every subscriber and on every retry."
+    )
     event_seq: int
     subscription_id: str
     status: Literal["pending", "delivered", "failed", "dead"]

@@ -56,9 +56,10 @@ def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
     return keys
 
 
-def message_id(delivery_id: int) -> str:
-    """Stable for one (event, subscription), so receivers can drop duplicates."""
-    return f"msg_{delivery_id}"
+def message_id(event: Event) -> str:
+    """The event's own id (``msg_`` + a UUIDv7, unique across databases): the same for
+    every subscriber and every retry, so receivers can drop duplicates."""
+    return event.id
 
 
 def event_body(event: Event, base_url: str) -> bytes:

@@ -38,9 +38,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 -- name: insert_events_from_articles
 -- One event per article of ?2 (a JSON array of [event id, type, article id], the article
 -- ids distinct), seqs from ?1, the snapshot made by SQLite from the article row just
--- written: the same text as dumps_text(Article.to_json()) (stored times are format_time text; SQLite and
--- orjson escape strings alike, pinned by tests/test_sqlite_events.py). SQLite builds it with the
--- GIL released, and the bodies are not bound a second time.
+-- written: the same text as dumps_text(Article.to_json()) (stored times are format_time
+-- text; SQLite and orjson escape strings alike, pinned by tests/test_sqlite_events.py).
+-- SQLite builds it with the GIL released, and the bodies are not bound a second time.
 INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
 SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        a.id, a.topics,

@@ -96,7 +96,15 @@ class Checkpointer:
     @staticmethod
     def inline(conn: sqlite3.Connection) -> None:
         """The writer's own checkpoint, after its COMMIT: the write is done, so a
-        failure here is logged, never the write's."""
+        failure here is logged, never the write's.
+
+        Run it as one function on the writer's thread, never as an aiosqlite
+        ``execute`` whose cursor is left unread: the PRAGMA's statement would stay in
+        progress (aiosqlite's thread keeps the last job's result, the cursor, until
+        a later job succeeds), and the COMMIT of the next write done in one job
+        (``_in_writer``) failed with "cannot commit transaction - SQL statements in
+        progress", then the one after it, for as long as the WAL stayed past
+        ``INLINE_CHECKPOINT_FRAMES``: every article write answered 503."""
         try:
             conn.execute(CHECKPOINT).fetchall()
         except sqlite3.Error as exc:

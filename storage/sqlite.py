@@ -32,7 +32,7 @@ from . import _changes
 from ._group import GroupCommit, PutRequest
 from ._sql import load_migrations, load_queries
 from ._sqlite_bulk import distinct_rounds, fetch_all, insert_rows
-from ._sqlite_checkpoint import CHECKPOINT, Checkpointer
+from ._sqlite_checkpoint import Checkpointer
 from ._sqlite_rows import (
     article_params,
     outcome_values,
@@ -347,10 +347,9 @@ class SQLiteStorage:
                 # Not once closing: the writer may be closed by now, and the WAL
                 # index unmapped with it.
                 if checkpointer is not None and not self._closed and checkpointer.inline_due():
-                    try:
-                        await self._writer.execute(CHECKPOINT)
-                    except sqlite3.Error as exc:  # the write is done: only logged
-                        logger.warning("WAL checkpoint failed", extra={"error": str(exc)})
+                    # One job reading the PRAGMA's row to the end (Checkpointer.inline):
+                    # a cursor left open stays a statement in progress on the writer.
+                    await self._writer._execute(checkpointer.inline, self._writer._conn)  # type: ignore[no-untyped-call]
         self._after_commit()
 
     def _after_commit(self) -> None:

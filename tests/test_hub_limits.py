@@ -315,3 +315,35 @@ def test_callback_domains(callback: str, domain: str) -> None:
     from syndicate.websub import callback_domain
 
     assert callback_domain(callback) == domain
+
+
+async def test_sqlite_writes_go_on_once_the_wal_is_past_the_inline_checkpoint(
+    tmp_path: Any,
+) -> None:
+    """Under the hub attack the WAL grew past INLINE_CHECKPOINT_FRAMES; from then on
+    each subscription or delivery write checkpointed inline and left the PRAGMA's
+    cursor open on the writer, and every article write after it failed ("cannot
+    commit transaction - SQL statements in progress": 503) until a restart."""
+    from storage import open_storage
+    from storage.records import ArticleDraft
+
+    store = await open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        checkpointer = store._checkpointer  # type: ignore[attr-defined]
+        assert checkpointer is not None
+        checkpointer._inline_frames = 1  # as if the WAL held 32,000 pages: no 128 MB write
+        for i in range(3):
+            await store.create_subscription(
+                id=f"ws-{i}", kind="websub", url=f"http://h{i}.example/cb", topics=[TOPIC],
+                events=[], secret=None, lease_expires_at=utcnow() + timedelta(days=1),
+                topic_url="http://127.0.0.1:1/feeds/liver-health.rss",
+            )  # fmt: skip
+            draft = ArticleDraft(
+                id=f"a{i}", guid=f"tag:example.org,2026:article/a{i}", slug=f"a{i}",
+                title="Liver news", summary="s", content="<p>x</p>", content_type="html",
+                topics=(TOPIC,), published_at=utcnow(),
+            )  # fmt: skip
+            await store.put_article(draft)
+        assert len(await store.list_articles(topic=None, limit=10)) == 3
+    finally:
+        await store.close()

@@ -184,9 +184,12 @@ class Storage(Protocol):
         """Subscriptions ordered by id (ids sort by creation), strictly after
         ``after_id``; ``owner`` / ``kind`` filter when given."""
 
-    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
+    async def list_active_subscriptions(
+        self, *, now: datetime | None = None, kind: SubscriptionKind | None = None
+    ) -> list[Subscription]:
         """Every subscription that should receive new events: status ``active``
-        and, when it has a lease, a lease that has not expired at ``now``."""
+        and, when it has a lease, a lease that has not expired at ``now``; only
+        those of ``kind`` when given."""
 
     async def count_websub_subscriptions(
         self, *, host: str | None = None, topic_url: str | None = None

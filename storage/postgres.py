@@ -798,8 +798,10 @@ class PostgresStorage:
                                      owner)  # fmt: skip
         return [_subscription(r) for r in rows]
 
-    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
-        rows = await self._fetch(Q["list_active_subscriptions"], now or utcnow())
+    async def list_active_subscriptions(
+        self, *, now: datetime | None = None, kind: SubscriptionKind | None = None
+    ) -> list[Subscription]:
+        rows = await self._fetch(Q["list_active_subscriptions"], now or utcnow(), kind)
         return [_subscription(r) for r in rows]
 
     async def update_subscription(

@@ -817,9 +817,11 @@ class SQLiteStorage:
         async with self._read(Q[name], params) as rows:
             return [to_subscription(r) for r in rows]
 
-    async def list_active_subscriptions(self, *, now: datetime | None = None) -> list[Subscription]:
+    async def list_active_subscriptions(
+        self, *, now: datetime | None = None, kind: SubscriptionKind | None = None
+    ) -> list[Subscription]:
         stamp = format_time(now or utcnow())
-        rows = await self._read_rows(Q["list_active_subscriptions"], (stamp,))
+        rows = await self._read_rows(Q["list_active_subscriptions"], (stamp, kind))
         return sorted((to_subscription(r) for r in rows), key=lambda s: s.id)
 
     async def update_subscription(

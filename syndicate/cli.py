@@ -19,11 +19,10 @@ from storage import Storage, open_storage
 from storage.records import ROLES, utcnow
 
 from .api_subscriptions import DELIVERY_STATUSES
-from .app import create_app
+from .app import create_app, make_runner
 from .auth import create_token
 from .delivery import DeliveryService
 from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
-from .logs import AccessLog, access_logger
 from .logs import configure as configure_logging
 from .openapi import document_bytes
 from .settings import FIELDS, Settings, SettingsError, load_settings
@@ -65,7 +64,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "webhook_share": "share of the delivery slots kept for webhooks (default 0.5)",
         "websub_share": "share of the delivery slots kept for WebSub (default 0.25)",
         "heartbeat_interval": "how often a process heartbeats in the database (default 2s)",
-        "worker_stale_after": "a process silent this long is dead; its leases freed (default 10s)",
+        "worker_stale_after": "a process silent this long is dead; its leases freed (default 8s)",
         "disable_after": "disable a webhook failing this long without success (default 5d)",
         "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
         "allow_private_targets": "allow private/loopback subscription targets (dev only)",
@@ -245,13 +244,7 @@ async def _serve(settings: Settings, argv: Sequence[str], *, child: bool = False
                 flush=True,
             )
         app = create_app(settings, storage=store)
-        runner = web.AppRunner(
-            app,
-            access_log_class=AccessLog,
-            access_log=access_logger,
-            max_line_size=settings.max_header_size,
-            max_field_size=settings.max_header_size,
-        )
+        runner = make_runner(app, settings)
         await runner.setup()
         shared = child or settings.workers > 1
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=shared or None)

@@ -40,7 +40,7 @@ from .egress import Resolver
 from .liveness import Liveness
 from .outbound import Attempt, OutboundRequest, Sender
 from .settings import Settings
-from .websub import websub_request
+from .websub import notification, parse_topic, websub_request
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -71,6 +71,7 @@ MIN_HOST_DEFER = 0.01
 MAX_HOST_DEFER = 2.0
 FANOUT_CURSOR = "deliveries"
 FANOUT_BATCH = 500
+FANOUT_CHUNK = 1000
 BODY_CACHE_EVENTS = 256
 
 
@@ -105,7 +106,7 @@ def webhook_request(
     same for every subscription)."""
     if body is None:
         body = webhooks.event_body(event, base_url)
-    return signed_request(subscription, webhooks.message_id(delivery.id), body, now)
+    return signed_request(subscription, webhooks.message_id(event), body, now)
 
 
 def signed_request(
@@ -146,8 +147,15 @@ class FanOut:
         head = (await self.storage.feed_state(None)).seq
         if head <= cursor:
             return 0
-        subscriptions = await self.storage.list_active_subscriptions()
-        if not subscriptions:
+        # Webhooks first, in a write of their own: thousands of WebSub callbacks (anyone
+        # may subscribe) must not delay a partner's deliveries by the time they take to
+        # read, match and write. The WebSub rows then go in writes of FANOUT_CHUNK, so
+        # that a claim (on SQLite, a write too) is not queued behind thousands of them.
+        # The cursor moves with the last write; a crash before it repeats the earlier
+        # ones, which create nothing twice.
+        partners = await self.storage.list_active_subscriptions(kind="webhook")
+        any_websub = await self.storage.count_websub_subscriptions() > 0
+        if not partners and not any_websub:
             # Nobody to deliver to: pass every event so far without reading them
             # (as reading them and matching none would, at a fraction of the cost).
             await self.storage.fan_out([], cursor=FANOUT_CURSOR, up_to=head)
@@ -155,10 +163,21 @@ class FanOut:
         events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH, with_data=False)
         if not events:
             return 0
-        pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
-        created = await self.storage.fan_out(pairs, cursor=FANOUT_CURSOR, up_to=events[-1].seq)
-        if created:
-            self.on_created()
+        last = events[-1].seq
+        writes = [[(e.seq, s.id) for e in events for s in partners if webhooks.matches(s, e)]]
+        if any_websub:
+            if writes[0]:
+                if await self.storage.fan_out(writes[0], cursor=FANOUT_CURSOR, up_to=cursor):
+                    self.on_created()
+                    await asyncio.sleep(0)  # the dispatcher's claim goes ahead of the rest
+            websub = await self.storage.list_active_subscriptions(kind="websub")
+            rest = [(e.seq, s.id) for e in events for s in websub if webhooks.matches(s, e)]
+            writes = [rest[i : i + FANOUT_CHUNK] for i in range(0, len(rest), FANOUT_CHUNK)] or [[]]
+        for n, write in enumerate(writes, start=1):
+            up_to = last if n == len(writes) else cursor
+            if await self.storage.fan_out(write, cursor=FANOUT_CURSOR, up_to=up_to):
+                self.on_created()
+                await asyncio.sleep(0)
         return len(events)
 
     async def run(self) -> None:
@@ -295,6 +314,9 @@ class Dispatcher:
         self._unfinished: list[int] = []
         # One event fans out to many subscriptions: encode its body once, not per delivery.
         self._bodies: OrderedDict[int, bytes] = OrderedDict()
+        self._websub_bodies: OrderedDict[tuple[int, str], asyncio.Future[OutboundRequest]] = (
+            OrderedDict()
+        )
         self._limit = settings.max_in_flight * CLAIM_AHEAD
         self._kind_limit = {
             kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in KINDS
@@ -619,7 +641,7 @@ class Dispatcher:
         self, delivery: Delivery, event: Event, subscription: Subscription
     ) -> OutboundRequest:
         if subscription.kind == "websub":
-            return await websub_request(self.storage, self.settings, delivery, event, subscription)
+            return await self._websub_request(delivery, event, subscription)
         body = self._bodies.get(event.seq)
         if body is None:
             body = self._bodies[event.seq] = webhooks.event_body(event, self.settings.base_url)
@@ -628,6 +650,29 @@ class Dispatcher:
         return webhook_request(
             delivery, event, subscription, self.settings.base_url, utcnow(), body=body
         )
+
+    async def _websub_request(
+        self, delivery: Delivery, event: Event, subscription: Subscription
+    ) -> OutboundRequest:
+        """The notification, its feed built once per event and topic URL, not once per
+        subscriber: thousands of callbacks may follow one feed."""
+        key = (event.seq, subscription.topic_url or "")
+        pending = self._websub_bodies.get(key)
+        if pending is None:
+            pending = self._websub_bodies[key] = asyncio.ensure_future(
+                websub_request(self.storage, self.settings, delivery, event, subscription)
+            )
+            while len(self._websub_bodies) > BODY_CACHE_EVENTS:
+                self._websub_bodies.popitem(last=False)
+        try:
+            built = await asyncio.shield(pending)
+        except BaseException:
+            if self._websub_bodies.get(key) is pending and pending.done():
+                del self._websub_bodies[key]  # not kept: the next one tries again
+            raise
+        topic = parse_topic(self.settings.base_url, subscription.topic_url or "")
+        assert topic is not None  # websub_request checked it
+        return notification(subscription, topic, built.body, self.settings.base_url)
 
     def _outcome(self, delivery: Delivery, attempt: Attempt) -> DeliveryOutcome:
         if self.metrics is not None:

@@ -37,7 +37,7 @@ DEFAULT_MAX_PER_OWNER = 32
 DEFAULT_WEBHOOK_SHARE = 0.5
 DEFAULT_WEBSUB_SHARE = 0.25
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
-DEFAULT_WORKER_STALE_AFTER = 10.0
+DEFAULT_WORKER_STALE_AFTER = 8.0
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
 DEFAULT_SECRET_GRACE = 86400.0
 DEFAULT_WEBSUB_LEASE = 10 * 86400
@@ -90,7 +90,7 @@ class Settings:
         kind of subscription (defaults 0.5 and 0.25; their sum at most 1).
     heartbeat_interval: how often a process records that it is alive, seconds (default 2).
     worker_stale_after: a process silent this long is taken as dead and its claimed
-        deliveries are released by any live process, seconds (default 10).
+        deliveries are released by any live process, seconds (default 8).
     disable_after: a webhook subscription failing this long without a success is
         disabled, seconds (default 5 days).
     secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import clean_env, free_port
-from receiver import Receiver, hang
+from receiver import Received, Receiver, hang
 from test_storage_contract import draft
 
 from storage import Storage, open_storage
@@ -30,9 +30,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def add_subscriptions(store: Storage, url: str, count: int) -> None:
+    """``count`` subscriptions of one partner to ``url?n=N``: a request's path tells
+    which subscription it is for (every subscriber of an event gets the same webhook-id)."""
     for n in range(count):
         await store.create_subscription(
-            id=f"sub_{n:04d}", kind="webhook", url=url, topics=["*"], events=[],
+            id=f"sub_{n:04d}", kind="webhook", url=f"{url}?n={n}", topics=["*"], events=[],
             secret="whsec_" + "A" * 43 + "=", owner="partner",
         )  # fmt: skip
 
@@ -61,6 +63,11 @@ async def start(*args: str, database_url: str, **env_extra: str) -> asyncio.subp
     _DRAINS.add(drain)
     drain.add_done_callback(_DRAINS.discard)
     return proc
+
+
+def sent(request: Received) -> tuple[str, str]:
+    """What a receiver drops duplicates by: the subscription (its URL) and webhook-id."""
+    return (request.path, request.message_id)
 
 
 OUTPUT: dict[int, list[bytes]] = {}
@@ -94,14 +101,14 @@ async def test_a_killed_server_loses_no_delivery(
     finally:
         server.send_signal(signal.SIGKILL)
         await server.wait()
-    before_restart = {r.message_id for r in receiver.at("/hook")}
+    before_restart = {sent(r) for r in receiver.at("/hook")}
     assert len(before_restart) < 200, "the kill came mid-fan-out"
 
     worker = await start("worker", database_url=database_url)
     store = await open_storage(database_url)
     try:
         await receiver.wait_for(
-            lambda: len({r.message_id for r in receiver.at("/hook")}) == 200, timeout=40
+            lambda: len({sent(r) for r in receiver.at("/hook")}) == 200, timeout=40
         )
         # Sends the killed process had in flight are re-sent once their lease
         # runs out (receivers drop the duplicates by webhook-id); then the
@@ -119,7 +126,7 @@ async def test_a_killed_server_loses_no_delivery(
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(worker.wait(), timeout=20) == 0
     assert statuses == {"delivered": 200}
-    assert len({r.message_id for r in receiver.at("/hook")}) == 200
+    assert len({sent(r) for r in receiver.at("/hook")}) == 200
 
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syndicate", "deliveries", "--database", database_url,
@@ -150,7 +157,7 @@ async def test_two_dispatchers_share_one_database_without_duplicates(
             service.notify()
         await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 1000, timeout=60)
         await asyncio.sleep(0.5)
-        ids = Counter(r.message_id for r in receiver.at("/hook"))
+        ids = Counter(sent(r) for r in receiver.at("/hook"))
         assert len(ids) == 1000, "none missing"
         assert max(ids.values()) == 1, "none sent twice"
         assert all(s.dispatcher._held == 0 for s in services)
@@ -195,7 +202,7 @@ async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(
     worker = await start("worker", database_url=database_url, **env_timeout)
     try:
         await receiver.wait_for(
-            lambda: len({r.message_id for r in receiver.at("/hook")}) == 20, timeout=15
+            lambda: len({sent(r) for r in receiver.at("/hook")}) == 20, timeout=15
         )
         assert loop.time() - restarted < 10, "handed-back deliveries go out without a lease wait"
     finally:
@@ -265,3 +272,105 @@ async def test_stop_is_prompt_when_woken_as_it_stops(database_url: str) -> None:
                 pytest.fail("the delivery service did not stop within 5 s")
     finally:
         await store.close()
+
+
+async def _fan_out_and_kill(
+    database_url: str, receiver: Receiver, count: int, *extra: str
+) -> tuple[asyncio.subprocess.Process, set[tuple[str, str]]]:
+    """``count`` subscriptions on one slow partner; ``serve`` (with the default delivery
+    timeout, so a 92.5 s lease) fans an article out to them and is SIGKILLed midway.
+    Returns the killed process and what it had in flight (sent, not recorded)."""
+    receiver.behaviours["/hook"] = hang(0.05)
+    store = await open_storage(database_url)
+    try:
+        token, _ = await create_token(store, name="ops", role="operator")
+        await add_subscriptions(store, receiver.url("/hook"), count)
+    finally:
+        await store.close()
+    port = free_port()
+    default_timeout = {"SYNDICATE_DELIVERY_TIMEOUT": "15"}
+    server = await start("serve", "--port", str(port), database_url=database_url, **default_timeout)
+    try:
+        async with aiohttp.ClientSession() as http:
+            article = {"id": "a1", "title": "T", "content": "c", "topics": ["liver-health"]}
+            async with http.post(f"http://127.0.0.1:{port}/api/articles", json=article,
+                                 headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+                assert resp.status == 201
+        await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 50, timeout=20)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        await server.wait()
+    before = {sent(r) for r in receiver.at("/hook")}
+    assert len(before) < count, "the kill came mid-fan-out"
+    # In flight at the kill: sent (it arrived) but its outcome not yet recorded.
+    store = await open_storage(database_url)
+    try:
+        recorded = {
+            n for n in range(count)
+            for d in await store.list_deliveries(f"sub_{n:04d}") if d.status == "delivered"
+        }  # fmt: skip
+    finally:
+        await store.close()
+    in_flight = {key for key in before if int(key[0].rpartition("=")[2]) not in recorded}
+    return server, in_flight
+
+
+async def test_a_restarted_server_sends_its_killed_predecessors_deliveries_at_once(
+    database_url: str, receiver: Receiver
+) -> None:
+    """Finding 3: after a SIGKILL the remaining deliveries waited for the lease
+    (92.5 s). A restarted process releases its dead predecessor's claims at start."""
+    _, in_flight = await _fan_out_and_kill(database_url, receiver, 500)
+    loop = asyncio.get_running_loop()
+    restarted = loop.time()
+    server = await start("serve", "--port", str(free_port()), database_url=database_url,
+                         SYNDICATE_DELIVERY_TIMEOUT="15")  # fmt: skip
+    try:
+        await receiver.wait_for(
+            lambda: len({sent(r) for r in receiver.at("/hook")}) == 500, timeout=15
+        )
+        assert loop.time() - restarted < 15
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), timeout=20) == 0
+    arrivals = Counter(sent(r) for r in receiver.at("/hook"))
+    assert {key for key, n in arrivals.items() if n > 1} <= in_flight, "duplicates: in flight only"
+
+
+async def test_a_live_worker_takes_over_a_killed_servers_deliveries_within_seconds(
+    database_url: str, receiver: Receiver
+) -> None:
+    """The same with a second live process and no restart: the dead one's heartbeat
+    goes stale (8 s by default) and the worker releases and sends what it held.
+    ``syndicate workers`` shows both processes, then only the live one."""
+    worker = await start("worker", database_url=database_url, SYNDICATE_DELIVERY_TIMEOUT="15")
+    try:
+        listing = await _workers(database_url)
+        assert "1 process" in listing[-1]
+        _, in_flight = await _fan_out_and_kill(database_url, receiver, 500)
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        await receiver.wait_for(
+            lambda: len({sent(r) for r in receiver.at("/hook")}) == 500, timeout=15
+        )
+        assert loop.time() - killed_at < 15
+        listing = await _workers(database_url)
+        assert listing[-1] == "1 process", listing
+        assert f" {worker.pid} " in listing[1] and "worker" in listing[1], listing
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), timeout=20) == 0
+    arrivals = Counter(sent(r) for r in receiver.at("/hook"))
+    assert {key for key, n in arrivals.items() if n > 1} <= in_flight, "duplicates: in flight only"
+
+
+async def _workers(database_url: str) -> list[str]:
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", "workers", "--database", database_url,
+        stdout=asyncio.subprocess.PIPE, env=clean_env(),
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(cli.communicate(), timeout=30)
+    assert cli.returncode == 0
+    lines = out.decode().splitlines()
+    assert lines[0].split()[:2] == ["WORKER", "KIND"]
+    return lines

@@ -118,7 +118,7 @@ async def test_soak_mixed_load(database_url: str, receiver: Receiver) -> None:
             events = await store.list_events(limit=1_000_000)
         finally:
             await store.close()
-        ids = {r.message_id for r in receiver.received}
+        ids = {(r.path, r.message_id) for r in receiver.received}
         assert len(ids) == 5 * len(events), "each change reached each partner"
     finally:
         server.send_signal(signal.SIGTERM)

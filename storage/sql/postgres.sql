@@ -325,6 +325,7 @@ SELECT * FROM subscriptions
 -- name: list_active_subscriptions
 SELECT * FROM subscriptions
  WHERE status = 'active' AND (lease_expires_at IS NULL OR lease_expires_at > $1)
+   AND ($2::text IS NULL OR kind = $2)
  ORDER BY id;
 
 -- name: update_subscription

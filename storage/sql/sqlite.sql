@@ -235,7 +235,8 @@ SELECT * FROM subscriptions
 
 -- name: list_active_subscriptions
 SELECT * FROM subscriptions
- WHERE status = 'active' AND (lease_expires_at IS NULL OR lease_expires_at > ?)
+ WHERE status = 'active' AND (lease_expires_at IS NULL OR lease_expires_at > ?1)
+   AND (?2 IS NULL OR kind = ?2)
  ORDER BY id;
 
 -- name: update_subscription

@@ -1,10 +1,16 @@
-"""The aiohttp application: ``create_app(settings, *, storage=None)``."""
+"""The aiohttp application, ``create_app(settings, *, storage=None)``, and the
+runner ``syndicate serve`` puts it on a socket with, ``make_runner(app, settings)``:
+the access log, header limits, keep-alive and header read timeouts, and
+problem+json for requests aiohttp cannot parse."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.streams import StreamReader
 
 from storage import Storage, open_storage
 
@@ -12,8 +18,15 @@ from . import api_articles, api_subscriptions, feed_http, health, metrics, opena
 from .delivery import DeliveryService
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .limits import RATE_LIMITER, RateLimiter
-from .logs import served
-from .problems import error_response
+from .logs import (
+    PROTOCOL_ERROR,
+    REQUEST_ID_HEADER,
+    AccessLog,
+    access_logger,
+    new_request_id,
+    served,
+)
+from .problems import Problem, error_response, problem_response
 from .settings import Settings
 
 
@@ -37,7 +50,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     for module in tables:
         app.add_routes(_served(module.routes))
     feed_http.add_feed_route(app, served(feed_http.feed, error_response))
-    app.add_routes(_served([web.route("*", "/{path:.*}", no_route)]))  # last: only the unmatched
+    # Last, so only the unmatched; [\s\S]: a decoded path may hold a newline.
+    app.add_routes(_served([web.route("*", r"/{path:[\s\S]*}", no_route)]))
     return app
 
 
@@ -85,3 +99,142 @@ async def no_route(request: web.Request) -> web.StreamResponse:
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)
     raise web.HTTPNotFound()
+
+
+def make_runner(app: web.Application, settings: Settings, **kwargs: Any) -> web.AppRunner:
+    """The runner ``syndicate serve`` uses (``kwargs``: more ``AppRunner`` options)."""
+    return _Runner(
+        app,
+        access_log_class=AccessLog,
+        access_log=access_logger,
+        max_line_size=settings.max_header_size,
+        max_field_size=settings.max_header_size,
+        keepalive_timeout=settings.keepalive_timeout,
+        header_timeout=settings.header_timeout,
+        **kwargs,
+    )
+
+
+class _Runner(web.AppRunner):
+    """aiohttp's runner, serving connections with ``GuardedRequestHandler``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _Server(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **server._kwargs,
+        )
+
+
+class _Server(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+_PROTOCOL_DETAILS: list[tuple[type[Exception], str]] = [
+    (http_exceptions.BadStatusLine, "the request line is not valid HTTP/1.1"),
+    (http_exceptions.InvalidHeader, "a header name or value is not valid"),
+    (http_exceptions.InvalidURLError, "the request target is not a valid URL"),
+    (http_exceptions.PayloadEncodingError, "the body's framing or encoding is not valid"),
+    (http_exceptions.BadHttpMessage, "a header is malformed or holds a character it may not"),
+]
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's connection protocol with a header read timeout, and problem+json
+    (one access line, no traceback) for requests it cannot parse.
+
+    The header clock starts when a connection opens and when the first bytes of a
+    request arrive; a complete request head stops it. At ``header_timeout`` an idle
+    connection is closed; one with a response under way closes after it. Between
+    requests, aiohttp's ``keepalive_timeout`` closes idle connections. The hooks
+    rely on ``RequestHandler`` internals (``_request_count``, ``_messages``), so
+    aiohttp is pinned."""
+
+    __slots__ = ("_body", "_header_timeout", "_header_timer", "_received")
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None  # the body being received, if any
+        self._received = 0  # bytes of the request head under way
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_header_clock()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_header_clock()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if data and self._header_timer is None and (self._body is None or self._body.is_eof()):
+            self._start_header_clock()
+        self._received += len(data)
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._stop_header_clock()
+            self._body = self._messages[-1][1] if self._messages else None
+
+    def _start_header_clock(self) -> None:
+        if self._header_timeout > 0:
+            self._received = 0
+            self._header_timer = self._loop.call_later(self._header_timeout, self._header_late)
+
+    def _stop_header_clock(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_late(self) -> None:
+        self._header_timer = None
+        if self.transport is None:
+            return
+        if self._received:
+            peer = self.transport.get_extra_info("peername")
+            access_logger.info(
+                "closed: request headers not received in time",
+                extra={
+                    "remote": peer[0] if isinstance(peer, tuple) else None,
+                    "received_bytes": self._received,
+                    "header_timeout": self._header_timeout,
+                },
+            )
+        if self._request_in_progress or self._messages:
+            self.close()  # after the response under way
+        else:
+            self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            problem = Problem(status, "an internal error occurred")
+        else:
+            reason = (message or str(exc or "")).strip().splitlines() or ["not valid HTTP"]
+            # The parser's reason without the bytes it quotes (a header with a token).
+            request[PROTOCOL_ERROR] = reason[0].partition(": b'")[0].rstrip(":")[:200]
+            detail = next(
+                (text for kind, text in _PROTOCOL_DETAILS if isinstance(exc, kind)),
+                "the request is not valid HTTP/1.1",
+            )
+            if isinstance(exc, http_exceptions.LineTooLong):
+                detail = f"the request line or a header is longer than {self.max_field_size} bytes"
+            problem = Problem(status, detail)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was under way; the connection is closed")
+        rid = new_request_id()
+        response = problem_response(problem, rid=rid)
+        response.headers[REQUEST_ID_HEADER] = rid
+        response.force_close()
+        return response

@@ -1,14 +1,16 @@
 """Rate limits: token buckets per partner token and per client address.
 
-Applied to partners' writes, to failed authentication (per address, against
-token guessing) and to ``POST /hub`` (per address). Operator tokens are not
-limited: operators bulk-import, and their tokens are the most trusted secret
-the service has. Buckets live in each process's memory; with ``--workers N``
-the effective limit is up to N times the configured one.
+Applied to partners' writes, to failed authentication (per client, against
+token guessing) and to ``POST /hub`` (per client). A client is an IPv4 address
+or an IPv6 /64 (``address_key``). Operator tokens are not limited: operators
+bulk-import, and their tokens are the most trusted secret the service has.
+Buckets live in each process's memory; with ``--workers N`` the effective
+limit is up to N times the configured one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -75,4 +77,20 @@ def enforce(request: web.Request, *keys: str) -> None:
 
 
 def client_key(request: web.Request) -> str:
-    return f"ip:{request.remote or 'unknown'}"
+    """Whose request this is, for per-client limits: ``address_key`` of its peer."""
+    return address_key(request.remote)
+
+
+def address_key(remote: str | None) -> str:
+    """``ip:`` + an IPv4 address as is, an IPv6 one by its /64 (one site's usual
+    allocation: a client picks any address inside it at will), an IPv4-mapped
+    IPv6 address as the IPv4 one."""
+    try:
+        address = ipaddress.ip_address((remote or "").partition("%")[0])
+    except ValueError:
+        return f"ip:{remote or 'unknown'}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        return f"ip:{ipaddress.IPv6Network((address, 64), strict=False)}"
+    return f"ip:{address}"

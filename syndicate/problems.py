@@ -29,12 +29,17 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://syndicate.invalid/problems/"
+#: Validation errors a response lists; past it, it counts the rest.
+MAX_ERRORS = 50
+#: Characters of one error's field or message a response carries.
+MAX_ERROR_TEXT = 200
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class Problem(Exception):
-    """An error response. ``errors`` lists ``{"field", "message"}`` for validation."""
+    """An error response. ``errors`` lists ``{"field", "message"}`` for validation
+    (at most ``MAX_ERRORS``; ``errors_omitted`` counts the rest)."""
 
     def __init__(
         self,
@@ -45,17 +50,22 @@ class Problem(Exception):
         errors: list[dict[str, str]] | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
+        errors_omitted: int = 0,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.title = title or HTTPStatus(status).phrase
         self.errors = errors
+        self.errors_omitted = errors_omitted
         self.type = type or TYPE_BASE + self.title.lower().replace(" ", "-")
         self.headers = headers or {}
 
 
-def problem_response(problem: Problem, request: web.Request | None = None) -> web.Response:
+def problem_response(
+    problem: Problem, request: web.Request | None = None, *, rid: str | None = None
+) -> web.Response:
+    """The problem+json response; ``request_id`` is the request's, or ``rid``."""
     body: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
@@ -63,9 +73,13 @@ def problem_response(problem: Problem, request: web.Request | None = None) -> we
         "detail": problem.detail,
     }
     if request is not None:
-        body["request_id"] = request_id(request)
+        rid = request_id(request)
+    if rid is not None:
+        body["request_id"] = rid
     if problem.errors is not None:
         body["errors"] = problem.errors
+        if problem.errors_omitted:
+            body["errors_omitted"] = problem.errors_omitted
     return web.Response(
         status=problem.status,
         body=dumps(body),
@@ -79,8 +93,23 @@ def invalid(field: str, message: str) -> Problem:
 
 
 def invalid_fields(errors: list[dict[str, str]]) -> Problem:
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return Problem(422, detail, title="Invalid fields", errors=errors)
+    """422 naming the first ``MAX_ERRORS`` errors; the body counts the rest."""
+    shown = [_bounded(e) for e in errors[:MAX_ERRORS]]
+    omitted = len(errors) - len(shown)
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in shown)
+    if omitted:
+        detail += f"; and {omitted} more"
+    return Problem(422, detail, title="Invalid fields", errors=shown, errors_omitted=omitted)
+
+
+def _bounded(error: dict[str, str]) -> dict[str, str]:
+    """An error with its field and message cut to a readable length (a field
+    path may hold a client's megabyte-long key)."""
+    return {name: _cut(text, MAX_ERROR_TEXT) for name, text in error.items()}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _from_http_exception(exc: web.HTTPException) -> Problem:
@@ -177,6 +206,8 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     except RecursionError:
         raise Problem(400, "malformed JSON: nested too deeply") from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise Problem(400, "malformed JSON: a number has too many digits") from None
 
 
 def json_response(
@@ -191,10 +222,16 @@ def json_response(
     )
 
 
-def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """pydantic errors as ``[{field, message}]`` with dotted field paths."""
+def validation_errors(
+    exc: ValidationError, prefix: str = "", *, limit: int | None = MAX_ERRORS
+) -> list[dict[str, str]]:
+    """pydantic errors as ``[{field, message}]`` with dotted field paths, each cut
+    to ``MAX_ERROR_TEXT``: the first ``limit`` of them, then one entry counting the
+    rest (``limit=None``: all)."""
     errors = []
-    for error in exc.errors(include_url=False):
+    details = exc.errors(include_url=False)
+    shown = details if limit is None else details[:limit]
+    for error in shown:
         loc = [str(part) for part in error["loc"]]
         field = ".".join(loc) if loc else "body"
         message = error["msg"]
@@ -203,7 +240,10 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
         message = message.removeprefix("Value error, ")
         if prefix:
             field = f"{prefix}.{field}" if field != "body" else prefix
-        errors.append({"field": field, "message": message})
+        errors.append(_bounded({"field": field, "message": message}))
+    if len(shown) < len(details):
+        more = len(details) - len(shown)
+        errors.append({"field": prefix or "body", "message": f"and {more} more errors"})
     return errors
 
 
@@ -216,4 +256,4 @@ def validate(
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise invalid_fields(validation_errors(exc, prefix)) from None
+        raise invalid_fields(validation_errors(exc, prefix, limit=None)) from None

@@ -23,10 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from storage import Storage, open_storage
-from syndicate.app import create_app
+from syndicate.app import create_app, make_runner
 from syndicate.auth import create_token
 from syndicate.settings import Settings
 
@@ -267,3 +268,26 @@ async def expect_problem(response: aiohttp.ClientResponse, status: int) -> dict[
 
 def error_fields(body: dict[str, Any]) -> set[str]:
     return {e["field"] for e in body.get("errors", [])}
+
+
+ServeFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def serve_app(store: Storage) -> AsyncIterator[ServeFactory]:
+    """The app behind the runner ``syndicate serve`` uses (``make_runner``: access
+    log, header limits and timeouts), on a real port: ``base = await serve_app(**overrides)``."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**overrides: Any) -> str:
+        port = free_port()
+        settings = Settings(host="127.0.0.1", port=port, **overrides)
+        runner = make_runner(create_app(settings, storage=store), settings, shutdown_timeout=2)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

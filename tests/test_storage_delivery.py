@@ -592,3 +592,100 @@ async def test_concurrent_batches_on_shared_subscriptions(database_url: str) -> 
     finally:
         await first.close()
         await second.close()
+
+
+# -- fair claims, owners and live processes -----------------------------------
+
+
+async def test_subscriptions_carry_their_owner_key(store: Storage) -> None:
+    await subscribe(store, "p1", owner="acme", url="https://a.example.org/x")
+    await subscribe(store, "op", owner=None, url="https://Hooks.Example.org/y")
+    await subscribe(
+        store, "ws", kind="websub", owner=None, url="https://cb.example.net/z",
+        topic_url="https://feeds.example/feeds/t.atom",
+    )  # fmt: skip
+    subs = await store.get_subscriptions(["p1", "op", "ws"])
+    assert {k: s.owner_key for k, s in subs.items()} == {
+        "p1": "partner:acme", "op": "host:hooks.example.org", "ws": "host:cb.example.net",
+    }  # fmt: skip
+    moved = await store.update_subscription("op", {"url": "https://new.example.org/y"})
+    assert moved.owner_key == "host:new.example.org", "an operator's webhook follows its host"
+    kept = await store.update_subscription("p1", {"url": "https://b.example.org/x"})
+    assert kept.owner_key == "partner:acme", "a partner's stays the partner's"
+    assert await store.count_websub_subscriptions(host="cb.example.net") == 1
+    assert (
+        await store.count_websub_subscriptions(topic_url="https://feeds.example/feeds/t.atom") == 1
+    )
+    assert await store.count_websub_subscriptions(host="a.example.org") == 0
+
+
+async def test_claims_are_shared_out_between_owners(store: Storage) -> None:
+    """One owner's backlog does not fill a claim: the first of each owner comes
+    before the second of any, an owner's room caps what it gets, and an owner with
+    no room is passed over."""
+    await subscribe(store, "big", owner="big")
+    await subscribe(store, "small", owner="small")
+    seqs = await publish(store, 6)
+    await store.fan_out([(s, "big") for s in seqs], cursor="main", up_to=seqs[-1], now=T0)
+    await store.fan_out([(seqs[-1], "small")], cursor="main", up_to=seqs[-1], now=T0)
+    later = T0 + timedelta(seconds=1)
+
+    claimed = await store.claim_deliveries(worker="w", limit=2, lease=LEASE, now=later)
+    assert sorted(d.subscription_id for d in claimed) == ["big", "small"]
+
+    assert await store.claim_deliveries(
+        worker="w", limit=10, lease=LEASE, now=later, owner_rooms={"partner:big": 0}
+    ) == []  # fmt: skip
+    capped = await store.claim_deliveries(worker="w", limit=10, lease=LEASE, now=later, per_owner=2)
+    assert [d.subscription_id for d in capped] == ["big", "big"]
+    assert [d.event_seq for d in capped] == seqs[1:3], "oldest first within an owner"
+
+
+async def test_claims_put_first_attempts_ahead_of_retries_and_filter_by_kind(
+    store: Storage,
+) -> None:
+    await queue(store, ["r1"])
+    (first,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
+    due = T0 + timedelta(seconds=10)
+    await store.complete_deliveries(
+        [outcome(first.id, "r1", "failed", status_code=503, next_attempt_at=T0)],
+        worker="w", disable_after=WINDOW, now=T0,
+    )  # fmt: skip
+    await subscribe(store, "new", owner="acme")
+    await subscribe(
+        store, "ws", kind="websub", owner=None, url="https://cb.example.net/z",
+        lease_expires_at=due + timedelta(days=1), topic_url="https://feeds.example/f/t.atom",
+    )  # fmt: skip
+    (seq,) = await publish(store, 1, prefix="n")
+    await store.fan_out([(seq, "new"), (seq, "ws")], cursor="main", up_to=seq, now=due)
+
+    webhooks = await store.claim_deliveries(
+        worker="w", limit=1, lease=LEASE, now=due, kind="webhook", per_owner=5
+    )
+    assert [(d.subscription_id, d.attempts) for d in webhooks] == [("new", 0)], (
+        "a first attempt ahead of a retry due earlier"
+    )
+    websub = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=due, kind="websub")
+    assert [d.subscription_id for d in websub] == ["ws"]
+
+
+async def test_a_dead_workers_claims_are_released(store: Storage) -> None:
+    await queue(store, ["s1", "s2"])
+    await store.register_worker("dead", hostname="h", pid=1, kind="serve", now=T0)
+    await store.register_worker("live", hostname="h", pid=2, kind="worker", now=T0)
+    claimed = await store.claim_deliveries(worker="dead", limit=5, lease=LEASE, now=T0)
+    assert len(claimed) == 2
+    later = T0 + timedelta(seconds=10)
+    assert await store.heartbeat_worker("live", now=later)
+    workers = {w.id: w for w in await store.list_workers(now=T0)}
+    assert (workers["dead"].held, workers["live"].held) == (2, 0)
+
+    released = await store.release_workers(stale_before=later - timedelta(seconds=8), keep="live")
+    assert released == {"dead": 2}
+    assert [w.id for w in await store.list_workers(now=later)] == ["live"]
+    again = await store.claim_deliveries(worker="live", limit=5, lease=LEASE, now=later)
+    assert len(again) == 2, "claimable at once, long before the lease ends"
+    assert not await store.heartbeat_worker("dead", now=later), "it must register again"
+    assert await store.release_workers(
+        stale_before=T0, dead=["live"], keep="live"
+    ) == {}, "never the caller"  # fmt: skip

@@ -28,6 +28,7 @@ import logging
 import math
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ VERIFY_ATTEMPTS = 3
 #: ``Retry-After`` when too many verifications are under way: about one
 #: verification's time (three tries, the last ones after 0.5 and 1 s).
 PENDING_RETRY_AFTER = 5
+#: ``hub.mode=publish``: once per feed in this long, PUBLISH_CONCURRENCY sends at a time.
+PUBLISH_INTERVAL = 60.0
+PUBLISH_CONCURRENCY = 16
 
 routes = web.RouteTableDef()
 
@@ -197,6 +201,8 @@ class Hub:
         self.pending = Pending(settings)
         rate = settings.hub_subscribe_rate
         self._creations = RateLimiter(rate, max(1, math.ceil(rate)))
+        self._published: dict[tuple[str, str], float] = {}
+        self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
     def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -321,18 +327,36 @@ class Hub:
         params = {"hub.mode": "denied", "hub.topic": topic.url, "hub.reason": reason}
         await self.sender.get(with_query(callback, params))
 
+    def publish_wait(self, topic: Topic) -> float:
+        """Seconds until this feed may be published again (0: now). Anyone may ask
+        the hub to publish, and one request sends to every subscriber of the feed:
+        at most once per PUBLISH_INTERVAL per feed, so that it cannot be made a
+        flood (every change is notified by the outbox anyway)."""
+        key = (topic.slug, topic.fmt)
+        last = self._published.get(key)
+        now = time.monotonic()
+        if last is not None and now - last < PUBLISH_INTERVAL:
+            return PUBLISH_INTERVAL - (now - last)
+        self._published[key] = now
+        return 0.0
+
     async def publish(self, topic: Topic) -> int:
         """Send the current feed to every live subscriber of this feed URL now
-        (best effort, no retries: article changes go through the outbox)."""
+        (best effort, no retries: article changes go through the outbox), at most
+        PUBLISH_CONCURRENCY requests at a time."""
         subscriptions = [
             s
-            for s in await self.storage.list_active_subscriptions()
-            if s.kind == "websub" and s.topic_url == topic.url
+            for s in await self.storage.list_active_subscriptions(kind="websub")
+            if s.topic_url == topic.url
         ]
         body = await current_feed(self.storage, self.settings, topic)
         for sub in subscriptions:
-            self.spawn(self.sender.send(notification(sub, topic, body, self.settings.base_url)))
+            self.spawn(self._publish_one(notification(sub, topic, body, self.settings.base_url)))
         return len(subscriptions)
+
+    async def _publish_one(self, request: OutboundRequest) -> None:
+        async with self._publish_slots:
+            await self.sender.send(request)
 
 
 HUB = web.AppKey("hub", Hub)
@@ -405,6 +429,18 @@ async def hub_endpoint(request: web.Request) -> web.Response:
         topic = parse_topic(settings.base_url, url)
         if topic is None:
             return _text(400, "hub.url must be one of this hub's feed URLs")
+        wait = hub.publish_wait(topic)
+        if wait:
+            logger.warning(
+                "websub request refused",
+                extra={"limit": "publish_interval", "topic": topic.url},
+            )
+            return web.Response(
+                status=429,
+                text=f"this feed was published less than {PUBLISH_INTERVAL:.0f} s ago\n",
+                headers={"Retry-After": str(math.ceil(wait))},
+                content_type="text/plain",
+            )
         try:
             await hub.publish(topic)
         except TopicNotFound:

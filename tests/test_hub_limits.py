@@ -347,3 +347,22 @@ async def test_sqlite_writes_go_on_once_the_wal_is_past_the_inline_checkpoint(
         assert len(await store.list_articles(topic=None, limit=10)) == 3
     finally:
         await store.close()
+
+
+async def test_publish_is_once_per_feed_per_interval(
+    start_server: ServerFactory, tokens: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone may ask the hub to publish, and one request sends to every subscriber
+    of the feed: it cannot be repeated into a flood."""
+    client = await start_hub(start_server, tokens)
+    feed = f"{client.base_url}/feeds/{TOPIC}.rss"
+    assert (await hub_post(client, {"hub.mode": "publish", "hub.url": feed}))[0] == 202
+    with caplog.at_level(logging.WARNING, logger="syndicate.websub"):
+        status, _, retry_after = await post_from(
+            client, "127.0.0.2", {"hub.mode": "publish", "hub.url": feed}
+        )
+    assert status == 429
+    assert 0 < int(retry_after) <= 60
+    assert refusals(caplog) == ["publish_interval"]
+    atom = feed.replace(".rss", ".atom")
+    assert (await hub_post(client, {"hub.mode": "publish", "hub.url": atom}))[0] == 202

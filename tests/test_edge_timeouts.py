@@ -66,13 +66,13 @@ async def test_slow_headers_are_cut_at_the_header_timeout(serve_app: ServeFactor
 
         dripping = asyncio.create_task(drip())
         try:
-            return await closed_after(reader, 3)
+            return await closed_after(reader, 5)
         finally:
             dripping.cancel()
             writer.close()
 
     waits = await asyncio.gather(*(slow_client() for _ in range(50)))
-    assert max(waits) < 1.5, waits
+    assert max(waits) < 2.5, waits  # 0.5 s, with room for a loaded machine
 
 
 async def test_a_silent_connection_is_closed_at_the_header_timeout(
@@ -81,7 +81,7 @@ async def test_a_silent_connection_is_closed_at_the_header_timeout(
     base = await serve_app(header_timeout=0.3, keepalive_timeout=30)
     reader, writer = await connect(base)
     try:
-        assert await closed_after(reader, 3) < 1.2
+        assert await closed_after(reader, 5) < 2
     finally:
         writer.close()
 
@@ -96,7 +96,7 @@ async def test_idle_keepalive_connections_close_and_busy_ones_stay(
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
             await asyncio.sleep(0.3)
-        assert await closed_after(reader, 3) < 1.2
+        assert await closed_after(reader, 5) < 2
     finally:
         writer.close()
 

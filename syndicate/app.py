@@ -130,6 +130,8 @@ class _Runner(web.AppRunner):
 
 
 class _Server(web.Server):
+    """aiohttp's server (the protocol factory), making ``GuardedRequestHandler``s."""
+
     def __call__(self) -> web.RequestHandler:
         return GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
 
@@ -217,6 +219,10 @@ class GuardedRequestHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse (4xx) or a handler that
+        failed outside ``served`` (5xx), as problem+json; the connection closes.
+        A 4xx is left to its access line (``PROTOCOL_ERROR``): a client's bad bytes
+        are not the service's error, and no traceback is written for them."""
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             problem = Problem(status, "an internal error occurred")

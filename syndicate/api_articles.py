@@ -6,17 +6,18 @@ from typing import Any
 
 from aiohttp import web
 
-from storage.records import PutResult, Topic, default_topic_title, format_time
+from storage.records import ArticleDraft, PutResult, Topic, default_topic_title, format_time
 
 from .articles import (
     BadCursor,
     article_json,
     decode_cursor,
+    draft_off_loop,
     encode_cursor,
-    to_draft,
 )
 from .auth import authenticate
 from .batch import store_batch, tally
+from .content import ContentTooComplex
 from .keys import DELIVERY, SETTINGS, STORAGE
 from .models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
 from .problems import Problem, invalid, json_response, query_param, read_json, validate
@@ -36,6 +37,13 @@ def _path_id(request: web.Request) -> str:
     return article_id
 
 
+async def _draft(item: ArticleIn, host: str, article_id: str | None = None) -> ArticleDraft:
+    try:
+        return await draft_off_loop(item, host=host, article_id=article_id)
+    except ContentTooComplex as exc:
+        raise invalid("content", str(exc)) from None
+
+
 def _put_status(result: PutResult) -> int:
     return 201 if result.outcome == "created" else 200
 
@@ -45,9 +53,8 @@ async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     item = validate(ArticleIn, await read_json(request), context=_limits(request))
     settings = request.app[SETTINGS]
-    result = await request.app[STORAGE].put_article(
-        to_draft(item, host=settings.public_host), create_only=True
-    )
+    draft = await _draft(item, settings.public_host)
+    result = await request.app[STORAGE].put_article(draft, create_only=True)
     request.app[DELIVERY].notify()
     body = article_json(result.article, settings.base_url)
     return json_response(body, status=201, headers={"Location": f"/api/articles/{body['id']}"})
@@ -61,7 +68,7 @@ async def put_article(request: web.Request) -> web.Response:
     if item.id is not None and item.id != article_id:
         raise invalid("id", f"does not match the id in the URL ({article_id!r})")
     settings = request.app[SETTINGS]
-    draft = to_draft(item, host=settings.public_host, article_id=article_id)
+    draft = await _draft(item, settings.public_host, article_id)
     result = await request.app[STORAGE].put_article(draft)
     if result.outcome != "unchanged":
         request.app[DELIVERY].notify()

@@ -5,6 +5,7 @@ Shared by the HTTP API and ``syndicate import`` so both treat input the same.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -54,6 +55,14 @@ def to_draft(
         language=item.language,
         published_at=item.published_at,
     )
+
+
+async def draft_off_loop(
+    item: ArticleIn, *, host: str, article_id: str | None = None
+) -> ArticleDraft:
+    """``to_draft`` on a worker thread: rendering and sanitizing never hold the
+    event loop. ``ContentTooComplex`` for content beyond the limits."""
+    return await asyncio.to_thread(to_draft, item, host=host, article_id=article_id)
 
 
 def permalink(base_url: str, article: Article) -> str:

@@ -13,17 +13,13 @@ from storage import Storage
 from storage.records import ArticleDraft
 
 from .articles import to_draft
-from .content import render_content
+from .content import ContentTooComplex, render_content
 from .models import MAX_TOPICS, ArticleIn
 from .problems import validation_errors
 
 STATUSES = ("created", "updated", "unchanged", "rejected")
 #: Articles validated (or drafted) between two turns of the event loop (~1 ms).
 YIELD_EVERY = 32
-#: From this many valid articles on, their content is rendered on a worker thread.
-#: nh3 (Rust) sanitizes without the GIL: meanwhile the event loop serves other
-#: requests, such as a second batch in the same process (a third of drafting's time).
-RENDER_APART_FROM = 16
 
 
 def check_article(
@@ -38,8 +34,15 @@ def check_article(
         return validation_errors(exc, field)
 
 
-def _render_all(items: Sequence[ArticleIn]) -> list[str]:
-    return [render_content(item.content, item.content_type) for item in items]
+def _render_all(items: Sequence[ArticleIn]) -> list[str | ContentTooComplex]:
+    """Every item's content rendered, or why it was refused (run on a worker thread)."""
+    rendered: list[str | ContentTooComplex] = []
+    for item in items:
+        try:
+            rendered.append(render_content(item.content, item.content_type))
+        except ContentTooComplex as exc:
+            rendered.append(exc)
+    return rendered
 
 
 async def store_batch(
@@ -87,18 +90,25 @@ async def store_batch(
         stored_at.append(index)
     if not valid:
         return results
-    if len(valid) >= RENDER_APART_FROM:
-        contents = await asyncio.to_thread(_render_all, valid)
-    else:
-        contents = _render_all(valid)
+    # Always on a worker thread, however small the batch: rendering is bounded,
+    # but still CPU (nh3 sanitizes without the GIL; markdown-it is pure Python).
+    contents = await asyncio.to_thread(_render_all, valid)
     drafts: list[ArticleDraft] = []
+    drafted_at: list[int] = []
     for n, (item, content, index) in enumerate(zip(valid, contents, stored_at, strict=True)):
         if n and n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
+        if isinstance(content, ContentTooComplex):
+            error = {"field": f"{fields[index]}.content", "message": str(content)}
+            results[index].update(status="rejected", errors=[error])
+            continue
         draft = to_draft(item, host=host, content=content)
         results[index]["id"] = draft.id  # made here for an article sent without one
         drafts.append(draft)
-    for index, put in zip(stored_at, await storage.put_articles(drafts), strict=True):
+        drafted_at.append(index)
+    if not drafts:
+        return results
+    for index, put in zip(drafted_at, await storage.put_articles(drafts), strict=True):
         results[index]["status"] = put.outcome
     return results
 

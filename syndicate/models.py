@@ -355,6 +355,9 @@ class ProblemOut(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    errors_omitted: int | None = Field(
+        default=None, description="How many more validation errors were found than listed."
+    )
     request_id: str | None = None
 
 

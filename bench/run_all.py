@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, SQLite first, then 2-4 on PostgreSQL when it is reachable.
+"""`make bench`: every benchmark, SQLite first, then 2-4 and 6 on PostgreSQL when reachable.
 
 Each one runs in its own process, prints its table and appends it to BENCHMARKS.md.
 A benchmark that cannot run says why and the others still run.
@@ -18,10 +18,12 @@ PLAN = [
     ["bench.ingest", "--backend", "sqlite"],
     ["bench.fanout", "--backend", "sqlite"],
     ["bench.latency", "--backend", "sqlite"],
+    ["bench.isolation", "--backend", "sqlite"],
     ["bench.scale"],
     ["bench.ingest", "--backend", "postgres"],
     ["bench.fanout", "--backend", "postgres"],
     ["bench.latency", "--backend", "postgres"],
+    ["bench.isolation", "--backend", "postgres"],
 ]
 TIME_LIMIT = 900
 

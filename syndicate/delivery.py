@@ -202,67 +202,59 @@ async def _nap(wake: asyncio.Event) -> None:
             await wake.wait()
 
 
-@dataclass(eq=False)
-class _Owner:
+class _Backlog:
+    """Deliveries held in this process for one host or one owner, and how fast they
+    drain: what decides how many more it may take, and how long to defer the rest."""
+
+    def __init__(self) -> None:
+        #: Deliveries queued or being sent.
+        self.held = 0
+        #: Smoothed seconds per attempt.
+        self.latency = INITIAL_LATENCY
+
+    def observe(self, seconds: float) -> None:
+        self.latency += LATENCY_WEIGHT * (seconds - self.latency)
+
+    def drain_time(self, cap: int) -> float:
+        """Seconds for ``cap`` senders to work through what is held, bounded."""
+        return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, self.held / cap * self.latency))
+
+    def share(self, cap: int, most: int) -> int:
+        """How many deliveries it may hold with this cap (``most``: its kind's limit
+        in the process)."""
+        return _share(cap, most, self.latency)
+
+
+def _share(cap: int, most: int, latency: float) -> int:
+    paced = int(cap * HOST_BACKLOG_SECONDS / max(latency, 1e-4))
+    return max(cap * HOST_BACKLOG_FACTOR, min(most, paced))
+
+
+class _Owner(_Backlog):
     """One owner's deliveries in this process (a partner, or a callback host): at most
     ``max_per_owner`` of its requests are in flight, however many hosts it has, so an
     owner that hangs holds at most that many slots until their timeouts fire."""
 
-    key: str
-    kind: SubscriptionKind
-    slots: asyncio.Semaphore
-    #: Deliveries queued or being sent.
-    held: int = 0
-    #: Smoothed seconds per attempt: how fast this owner's backlog drains.
-    latency: float = INITIAL_LATENCY
-    #: The hosts whose queues hold (or held) this owner's deliveries.
-    hosts: set[_Host] = field(default_factory=set)
-
-    def observe(self, seconds: float) -> None:
-        self.latency += LATENCY_WEIGHT * (seconds - self.latency)
-
-    def drain_time(self, cap: int) -> float:
-        return _drain_time(self.held, cap, self.latency)
-
-    def share(self, cap: int, most: int) -> int:
-        return _share(cap, most, self.latency)
+    def __init__(self, key: str, kind: SubscriptionKind, cap: int) -> None:
+        super().__init__()
+        self.key = key
+        self.kind = kind
+        self.slots = asyncio.Semaphore(cap)
+        #: The hosts whose queues hold (or held) this owner's deliveries.
+        self.hosts: set[_Host] = set()
 
 
-@dataclass(eq=False)
-class _Host:
-    #: Deliveries waiting for one of this host's senders, in claim order.
-    queue: deque[_Job] = field(default_factory=deque)
-    #: Sender tasks working through ``queue``: at most ``max_per_host``.
-    senders: int = 0
-    #: Deliveries queued or being sent.
-    held: int = 0
-    #: Smoothed seconds per attempt: how fast this host drains its backlog.
-    latency: float = INITIAL_LATENCY
-
-    def observe(self, seconds: float) -> None:
-        self.latency += LATENCY_WEIGHT * (seconds - self.latency)
-
-    def drain_time(self, cap: int) -> float:
-        return _drain_time(self.held, cap, self.latency)
-
-    def share(self, cap: int, most: int) -> int:
-        return _share(cap, most, self.latency)
+class _Host(_Backlog):
+    def __init__(self) -> None:
+        super().__init__()
+        #: Deliveries waiting for one of this host's senders, in claim order.
+        self.queue: deque[_Job] = deque()
+        #: Sender tasks working through ``queue``: at most ``max_per_host``.
+        self.senders = 0
 
 
 #: A claimed delivery with what it needs to be sent, queued at its host.
 _Job = tuple[Delivery, Event, Subscription, _Owner]
-
-
-def _drain_time(held: int, cap: int, latency: float) -> float:
-    """Seconds for ``cap`` senders at ``latency`` to work through ``held``, bounded."""
-    return min(MAX_HOST_DEFER, max(MIN_HOST_DEFER, held / cap * latency))
-
-
-def _share(cap: int, most: int, latency: float) -> int:
-    """How many deliveries a host or owner with this cap and latency may hold
-    (``most``: its kind's limit in the process)."""
-    paced = int(cap * HOST_BACKLOG_SECONDS / max(latency, 1e-4))
-    return max(cap * HOST_BACKLOG_FACTOR, min(most, paced))
 
 
 KINDS: tuple[SubscriptionKind, ...] = ("webhook", "websub")
@@ -509,9 +501,7 @@ class Dispatcher:
         key = subscription.owner_key or f"host:{_host_name(subscription.url)}"
         owner = self._owners.get(key)
         if owner is None:
-            owner = self._owners[key] = _Owner(
-                key, subscription.kind, asyncio.Semaphore(self.settings.max_per_owner)
-            )
+            owner = self._owners[key] = _Owner(key, subscription.kind, self.settings.max_per_owner)
         return owner
 
     async def _deliver(

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from receiver import Receiver
 
 from storage import Storage, open_storage
 from syndicate.app import create_app, make_runner
@@ -291,3 +292,12 @@ async def serve_app(store: Storage) -> AsyncIterator[ServeFactory]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real partner endpoint on 127.0.0.1 (tests/receiver.py)."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,14 +31,6 @@ FAST = {
     "delivery_timeout": 2.0,
     "delivery_connect_timeout": 1.0,
 }
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -19,14 +18,6 @@ from storage import Storage, open_storage
 from syndicate.auth import create_token
 from syndicate.delivery import DeliveryService
 from syndicate.settings import Settings
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.close()
 
 
 async def add_subscriptions(store: Storage, url: str, count: int) -> None:

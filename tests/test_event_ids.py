@@ -104,14 +104,6 @@ async def other_store(other_database_url: str) -> AsyncIterator[Storage]:
     await storage.close()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.close()
-
-
 async def subscribe(client: Any, token: str, url: str) -> dict[str, Any]:
     body = {"url": url, "topics": ["liver-health"]}
     async with client.request("POST", "/api/subscriptions", json=body, token=token) as resp:

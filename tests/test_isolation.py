@@ -81,14 +81,6 @@ class Hosts:
             await self._runner.cleanup()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.close()
-
-
 async def hosts_on(prefix: str, count: int) -> Hosts:
     hosts = Hosts([f"{prefix}.{n}" for n in range(1, count + 1)])
     await hosts.start()

@@ -326,8 +326,10 @@ class Storage(Protocol):
         Shared out between owners (``Subscription.owner_key``): at most
         ``owner_rooms[key]`` (default ``per_owner``; default: no cap) of one owner, the
         first of each owner before the second of any, and within an owner first
-        attempts ahead of retries, then the longest due. ``kind``: only deliveries of
-        that kind of subscription."""
+        attempts ahead of retries, then the longest due; drawn from the
+        ``claim_scan(limit)`` longest-due deliveries whose owner has room, so that a
+        claim's cost does not grow with the backlog. ``kind``: only deliveries of that
+        kind of subscription (else webhooks', then WebSub's)."""
 
     async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
         """Give a claimed delivery back before its lease runs out."""

@@ -47,6 +47,7 @@ from .errors import (
 )
 from .jsoncodec import dumps_text, loads_stored
 from .records import (
+    SUBSCRIPTION_KINDS,
     Article,
     ArticleDraft,
     Delivery,
@@ -64,6 +65,7 @@ from .records import (
     Token,
     Topic,
     Worker,
+    claim_scan,
     default_topic_title,
     new_event_id,
     owner_key,
@@ -1002,12 +1004,16 @@ class PostgresStorage:
     ) -> list[Delivery]:
         stamp = now or utcnow()
         rooms = dict(owner_rooms or {})
+        rows: list[asyncpg.Record] = []
         async with self._transaction() as conn:
-            rows = await conn.fetch(
-                Q["claim_deliveries"], stamp + lease, worker, stamp, limit,
-                limit if per_owner is None else per_owner, list(rooms), list(rooms.values()),
-                kind,
-            )  # fmt: skip
+            for each in [kind] if kind else SUBSCRIPTION_KINDS:
+                if len(rows) >= limit:
+                    break
+                rows += await conn.fetch(
+                    Q["claim_deliveries"], stamp + lease, worker, stamp, limit - len(rows),
+                    limit if per_owner is None else per_owner, list(rooms), list(rooms.values()),
+                    each, claim_scan(limit),
+                )  # fmt: skip
         return sorted(
             (_record(Delivery, r) for r in rows),
             key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id),

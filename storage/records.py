@@ -31,6 +31,17 @@ SUBSCRIPTION_MUTABLE = frozenset(
 )  # fmt: skip
 
 
+#: Kinds of subscription, in the order a claim of any kind takes them.
+SUBSCRIPTION_KINDS: tuple[SubscriptionKind, ...] = ("webhook", "websub")
+#: A claim ranks at most this many times its limit of the longest-due deliveries.
+CLAIM_SCAN_FACTOR = 8
+
+
+def claim_scan(limit: int) -> int:
+    """How many due deliveries a claim of ``limit`` reads at the most."""
+    return max(limit * CLAIM_SCAN_FACTOR, 1000)
+
+
 def owner_key(kind: str, owner: str | None, url: str) -> str:
     """The owner that a subscription's deliveries are shared out by: the partner for a
     partner's webhook (however many hosts its endpoints are on), else the target's host

@@ -59,6 +59,7 @@ from .errors import (
 )
 from .jsoncodec import dumps_text
 from .records import (
+    SUBSCRIPTION_KINDS,
     Article,
     ArticleDraft,
     Delivery,
@@ -76,6 +77,7 @@ from .records import (
     Token,
     Topic,
     Worker,
+    claim_scan,
     default_topic_title,
     format_time,
     new_event_id,
@@ -1067,20 +1069,26 @@ class SQLiteStorage:
             "until": format_time(stamp + lease),
             "worker": worker,
             "now": format_time(stamp),
-            "limit": limit,
-            "kind": kind,
             "per_owner": limit if per_owner is None else per_owner,
             "rooms": json.dumps(dict(owner_rooms or {})),
+            "scan": claim_scan(limit),
         }
 
         # One hop to the writer thread (see _in_writer), rows converted there too,
         # and three steps there, not one per row (see _sqlite_bulk).
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
-            (ids,) = conn.execute(Q["due_deliveries"], params).fetchone()
-            if ids == "[]":
-                return []
-            conn.execute(Q["claim_deliveries"], {**params, "ids": ids})
-            return [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
+            claimed: list[Delivery] = []
+            for each in [kind] if kind else SUBSCRIPTION_KINDS:
+                left = limit - len(claimed)
+                if left <= 0:
+                    break
+                due = {**params, "kind": each, "limit": left}
+                (ids,) = conn.execute(Q["due_deliveries"], due).fetchone()
+                if ids == "[]":
+                    continue
+                conn.execute(Q["claim_deliveries"], {**params, "ids": ids})
+                claimed += [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
+            return claimed
 
         claimed = await self._in_writer(claim)
         return sorted(claimed, key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id))

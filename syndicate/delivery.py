@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from storage import Storage, StorageError
 from storage.records import (
+    SUBSCRIPTION_KINDS,
     Delivery,
     DeliveryOutcome,
     Event,
@@ -69,7 +70,11 @@ LATENCY_WEIGHT = 0.2
 #: Bounds on how long a delivery handed back for a busy owner waits to be claimed again.
 MIN_HOST_DEFER = 0.01
 MAX_HOST_DEFER = 2.0
-FANOUT_CURSOR = "deliveries"
+#: The fan-out's cursor per kind (the webhooks' keeps the name of the one before).
+FANOUT_CURSORS: dict[SubscriptionKind, str] = {
+    "webhook": "deliveries",
+    "websub": "deliveries:websub",
+}
 FANOUT_BATCH = 500
 FANOUT_CHUNK = 1000
 BODY_CACHE_EVENTS = 256
@@ -128,10 +133,22 @@ def signed_request(
 
 
 class FanOut:
-    """Turns new events into deliveries. Woken after local commits; polls for others'."""
+    """Turns new events into deliveries for one kind of subscription. Woken after
+    local commits; polls for others'.
 
-    def __init__(self, storage: Storage, *, on_created: Callable[[], None]) -> None:
+    Each kind has a loop and a cursor of its own: thousands of WebSub callbacks (anyone
+    may subscribe) take a while to match and write, and a partner's deliveries must
+    not wait for them. The rows go in writes of FANOUT_CHUNK, so that a claim (on
+    SQLite a write too) is not queued behind thousands of them; the cursor moves with
+    the last write, and a crash before it repeats the earlier ones, which create
+    nothing twice."""
+
+    def __init__(
+        self, storage: Storage, *, kind: SubscriptionKind, on_created: Callable[[], None]
+    ) -> None:
         self.storage = storage
+        self.kind = kind
+        self.cursor = FANOUT_CURSORS[kind]
         self.on_created = on_created
         self._wake = asyncio.Event()
 
@@ -141,43 +158,27 @@ class FanOut:
     async def run_once(self) -> int:
         """Fan out one batch of events; returns how many events it read (0: none
         are left to read)."""
-        cursor = await self.storage.get_cursor(FANOUT_CURSOR)
+        cursor = await self.storage.get_cursor(self.cursor)
         # The last event, read before the subscriptions: every event up to it was
         # committed before any subscription that this read of them does not see.
         head = (await self.storage.feed_state(None)).seq
         if head <= cursor:
             return 0
-        # Webhooks first, in a write of their own: thousands of WebSub callbacks (anyone
-        # may subscribe) must not delay a partner's deliveries by the time they take to
-        # read, match and write. The WebSub rows then go in writes of FANOUT_CHUNK, so
-        # that a claim (on SQLite, a write too) is not queued behind thousands of them.
-        # The cursor moves with the last write; a crash before it repeats the earlier
-        # ones, which create nothing twice.
-        partners = await self.storage.list_active_subscriptions(kind="webhook")
-        any_websub = await self.storage.count_websub_subscriptions() > 0
-        if not partners and not any_websub:
+        subscriptions = await self.storage.list_active_subscriptions(kind=self.kind)
+        if not subscriptions:
             # Nobody to deliver to: pass every event so far without reading them
             # (as reading them and matching none would, at a fraction of the cost).
-            await self.storage.fan_out([], cursor=FANOUT_CURSOR, up_to=head)
+            await self.storage.fan_out([], cursor=self.cursor, up_to=head)
             return 0
         events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH, with_data=False)
         if not events:
             return 0
-        last = events[-1].seq
-        writes = [[(e.seq, s.id) for e in events for s in partners if webhooks.matches(s, e)]]
-        if any_websub:
-            if writes[0]:
-                if await self.storage.fan_out(writes[0], cursor=FANOUT_CURSOR, up_to=cursor):
-                    self.on_created()
-                    await asyncio.sleep(0)  # the dispatcher's claim goes ahead of the rest
-            websub = await self.storage.list_active_subscriptions(kind="websub")
-            rest = [(e.seq, s.id) for e in events for s in websub if webhooks.matches(s, e)]
-            writes = [rest[i : i + FANOUT_CHUNK] for i in range(0, len(rest), FANOUT_CHUNK)] or [[]]
+        pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
+        writes = [pairs[i : i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
         for n, write in enumerate(writes, start=1):
-            up_to = last if n == len(writes) else cursor
-            if await self.storage.fan_out(write, cursor=FANOUT_CURSOR, up_to=up_to):
+            up_to = events[-1].seq if n == len(writes) else cursor
+            if await self.storage.fan_out(write, cursor=self.cursor, up_to=up_to):
                 self.on_created()
-                await asyncio.sleep(0)
         return len(events)
 
     async def run(self) -> None:
@@ -257,9 +258,6 @@ class _Host(_Backlog):
 _Job = tuple[Delivery, Event, Subscription, _Owner]
 
 
-KINDS: tuple[SubscriptionKind, ...] = ("webhook", "websub")
-
-
 @dataclass
 class Dispatcher:
     """Claims due deliveries and sends them; one per process.
@@ -288,7 +286,7 @@ class Dispatcher:
             kind: asyncio.Semaphore(
                 max(1, settings.max_in_flight - int(settings.max_in_flight * shares[other[kind]]))
             )
-            for kind in KINDS
+            for kind in SUBSCRIPTION_KINDS
         }
         self._hosts: dict[str, _Host] = {}
         self._owners: dict[str, _Owner] = {}
@@ -299,7 +297,7 @@ class Dispatcher:
         self._outcomes: list[DeliveryOutcome] = []
         self._outcomes_ready = asyncio.Event()
         self._held = 0
-        self._kind_held = dict.fromkeys(KINDS, 0)
+        self._kind_held = dict.fromkeys(SUBSCRIPTION_KINDS, 0)
         #: Deliveries queued (None) or taken by a sender task.
         self._jobs: dict[int, asyncio.Task[None] | None] = {}
         self._sending: set[int] = set()
@@ -310,11 +308,17 @@ class Dispatcher:
             OrderedDict()
         )
         self._limit = settings.max_in_flight * CLAIM_AHEAD
+        kinds = SUBSCRIPTION_KINDS
         self._kind_limit = {
-            kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in KINDS
+            kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in kinds
         }
         self._kind_batch = {
-            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 2)) for kind in KINDS
+            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 2)) for kind in kinds
+        }
+        #: One owner may hold at most its kind's limit less a batch: one fast owner
+        #: (its share grows as its latency falls) never shuts the others out of claims.
+        self._owner_most = {
+            kind: max(1, self._kind_limit[kind] - self._kind_batch[kind]) for kind in kinds
         }
         # Long enough for a delivery to wait out its host's backlog and time out: a
         # host that hangs times out once (one timeout), hands back all but
@@ -375,21 +379,26 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while True:
             # Per kind, a full batch or none: the claim loop is woken when there is
-            # room for one, or an owner or host that was full has room again.
+            # room for one, or an owner or host that was full has room again. When
+            # owners that hang fill the kind's room, owners holding less than their
+            # cap (a healthy partner) still get theirs: a small claim for them alone,
+            # beyond the limit by at most a batch.
             again = False
-            for kind in KINDS:
+            for kind in SUBSCRIPTION_KINDS:
                 batch = self._kind_batch[kind]
-                if self._room(kind) < batch:
+                newcomers = self._room(kind) < batch
+                if newcomers and self._held >= self._limit + batch:
                     continue
+                limit = min(batch, self.settings.max_per_owner) if newcomers else batch
                 try:
-                    claimed = await self._claim(kind, batch)
+                    claimed = await self._claim(kind, limit, newcomers=newcomers)
                     if claimed:
                         try:
                             await self._start(claimed)
                         except asyncio.CancelledError:  # hand back what did not start
                             self._unfinished.extend(d.id for d in claimed if d.id not in self._jobs)
                             raise
-                    again = again or len(claimed) == batch
+                    again = again or (not newcomers and len(claimed) == batch)
                 except StorageError as exc:
                     logger.warning("claiming deliveries failed", extra={"error": str(exc)})
                 except Exception:
@@ -399,11 +408,14 @@ class Dispatcher:
             self._wake.clear()
             await _nap(self._wake)
 
-    async def _claim(self, kind: SubscriptionKind, limit: int) -> list[Delivery]:
-        cap, most = self.settings.max_per_owner, self._kind_limit[kind]
-        # What each owner holding deliveries here may still take; others, a new share.
+    async def _claim(
+        self, kind: SubscriptionKind, limit: int, *, newcomers: bool = False
+    ) -> list[Delivery]:
+        cap, most = self.settings.max_per_owner, self._owner_most[kind]
+        # What each owner holding deliveries here may still take (newcomers: only up
+        # to its cap); others, a new share.
         rooms = {
-            owner.key: max(0, owner.share(cap, most) - owner.held)
+            owner.key: max(0, (cap if newcomers else owner.share(cap, most)) - owner.held)
             for owner in self._owners.values()
             if owner.kind == kind and owner.held
         }
@@ -413,7 +425,7 @@ class Dispatcher:
                 limit=limit,
                 lease=self.lease,
                 kind=kind,
-                per_owner=_share(cap, most, INITIAL_LATENCY),
+                per_owner=cap if newcomers else _share(cap, most, INITIAL_LATENCY),
                 owner_rooms=rooms,
             )
         )
@@ -443,7 +455,7 @@ class Dispatcher:
             owner = self._owner(subscription)
             host = self._host(subscription.url)
             most = self._kind_limit[owner.kind]
-            if owner.held >= owner.share(per_owner, most):
+            if owner.held >= owner.share(per_owner, self._owner_most[owner.kind]):
                 # One write per wait, however many deliveries wait that long.
                 deferred.setdefault(owner.drain_time(per_owner), []).append(delivery)
                 continue
@@ -530,9 +542,9 @@ class Dispatcher:
         """One of ``owner``'s deliveries to ``host`` is no longer held. Wakes the claim
         loop when that makes room for a batch, or for a full owner or host again."""
         kind = owner.kind
-        most = self._kind_limit[kind]
-        owner_share = owner.share(self.settings.max_per_owner, most)
-        host_share = host.share(self.settings.max_per_host, most)
+        cap = self.settings.max_per_owner
+        owner_share = owner.share(cap, self._owner_most[kind])
+        host_share = host.share(self.settings.max_per_host, self._kind_limit[kind])
         was_full = owner.held >= owner_share or host.held >= host_share
         before = self._room(kind)
         owner.held -= 1
@@ -540,8 +552,11 @@ class Dispatcher:
         self._held -= 1
         self._kind_held[kind] -= 1
         batch = self._kind_batch[kind]
-        if (before < batch <= self._room(kind)) or (
-            was_full and owner.held < owner_share and host.held < host_share
+        room = self._room(kind)
+        if (
+            (before < batch <= room)
+            or (was_full and owner.held < owner_share and host.held < host_share)
+            or (room < batch and owner.held < cap)  # a newcomers' claim may take its next
         ):
             self._wake.set()
 
@@ -557,7 +572,7 @@ class Dispatcher:
             delivery, _, _, its_owner = host.queue.pop()
             ids.append(self._drop(delivery, host, its_owner))
             excess -= 1
-        excess = owner.held - owner.share(per_owner, most)
+        excess = owner.held - owner.share(per_owner, self._owner_most[owner.kind])
         for its_host in list(owner.hosts) if excess > 0 else ():
             kept: deque[_Job] = deque()
             while excess > 0 and its_host.queue:
@@ -772,7 +787,10 @@ class DeliveryService:
     ) -> None:  # fmt: skip
         self.sender = Sender(settings, resolver=resolver)
         self.dispatcher = Dispatcher(storage, settings, self.sender, metrics=metrics)
-        self.fanout = FanOut(storage, on_created=self.dispatcher.wake)
+        self.fanouts = [
+            FanOut(storage, kind=kind, on_created=self.dispatcher.wake)
+            for kind in SUBSCRIPTION_KINDS
+        ]
         self.liveness = Liveness(
             storage, settings, self.dispatcher.worker_id, kind=kind,
             on_released=self.dispatcher.wake,
@@ -785,7 +803,8 @@ class DeliveryService:
 
     def notify(self) -> None:
         """Something was committed here: fan out now rather than at the next poll."""
-        self.fanout.wake()
+        for fanout in self.fanouts:
+            fanout.wake()
 
     async def start(self) -> None:
         await self.sender.start()
@@ -793,7 +812,10 @@ class DeliveryService:
         # claims for a dead process's.
         await self.liveness.start()
         self._tasks = [
-            asyncio.create_task(self.fanout.run(), name="syndicate-fanout"),
+            *(
+                asyncio.create_task(f.run(), name=f"syndicate-fanout-{f.kind}")
+                for f in self.fanouts
+            ),
             asyncio.create_task(self.dispatcher.run(), name="syndicate-dispatcher"),
             asyncio.create_task(self.liveness.run(), name="syndicate-heartbeat"),
         ]

@@ -231,8 +231,10 @@ SELECT * FROM subscriptions WHERE kind = 'websub' AND url = $1 AND topic_url = $
 -- name: insert_deliveries
 -- NOT EXISTS spares the identity sequence on re-runs; ON CONFLICT covers races.
 WITH created AS (
-    INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-    SELECT $1, s.sid, 'pending', $3, $3
+    INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at,
+                            created_at)
+    SELECT $1, s.sid, (SELECT sub.kind FROM subscriptions AS sub WHERE sub.id = s.sid),
+           'pending', $3, $3
       FROM unnest($2::text[]) WITH ORDINALITY AS s (sid, n)
      WHERE NOT EXISTS (SELECT 1 FROM deliveries AS d
                         WHERE d.event_seq = $1 AND d.subscription_id = s.sid)
@@ -249,22 +251,29 @@ SELECT * FROM deliveries WHERE id = $1;
 -- name: claim_deliveries
 -- SKIP LOCKED: rows another claimer is taking right now are passed over, not
 -- waited for; a row updated since our snapshot is re-checked against WHERE.
--- Shared out between owners: each owner's due deliveries ranked (first attempts ahead
--- of retries, then oldest first), at most its room ($6/$7, default $5) of each, the
--- first of every owner before the second of any; owners with no room are passed over.
-WITH ranked AS (
-    SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at,
-           row_number() OVER (PARTITION BY s.owner_key
-                              ORDER BY d.attempts > 0, d.next_attempt_at, d.id) AS rank,
+-- Shared out between owners: of the $9 longest-due deliveries of kind $8 whose owner
+-- has room, each owner's are ranked (first attempts ahead of retries, then oldest
+-- first), at most its room ($6/$7, default $5) of each, the first of every owner
+-- before the second of any.
+WITH scanned AS (
+    SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at, s.owner_key,
            coalesce(r.room, $5) AS room
       FROM deliveries AS d
       JOIN subscriptions AS s ON s.id = d.subscription_id
       LEFT JOIN unnest($6::text[], $7::integer[]) AS r (key, room) ON r.key = s.owner_key
-     WHERE d.status IN ('pending', 'failed')
+     WHERE d.kind = $8
+       AND d.status IN ('pending', 'failed')
        AND d.next_attempt_at <= $3
        AND (d.claimed_until IS NULL OR d.claimed_until <= $3)
-       AND ($8::text IS NULL OR s.kind = $8)
        AND coalesce(r.room, 1) > 0
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT $9
+),
+ranked AS (
+    SELECT id, retry, next_attempt_at, room,
+           row_number() OVER (PARTITION BY owner_key
+                              ORDER BY retry, next_attempt_at, id) AS rank
+      FROM scanned
 ),
 picked AS (
     SELECT id, rank, retry, next_attempt_at FROM ranked
@@ -342,8 +351,10 @@ DELETE FROM subscriptions WHERE id = $1 RETURNING id;
 -- deleted meanwhile are skipped; NOT EXISTS spares the identity sequence on
 -- re-runs, ON CONFLICT covers races.
 WITH created AS (
-    INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-    SELECT p.seq, p.sid, 'pending', $3, $3
+    INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at,
+                            created_at)
+    SELECT p.seq, p.sid, (SELECT s.kind FROM subscriptions AS s WHERE s.id = p.sid),
+           'pending', $3, $3
       FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS p (seq, sid, n)
      WHERE EXISTS (SELECT 1 FROM subscriptions AS s WHERE s.id = p.sid)
        AND NOT EXISTS (SELECT 1 FROM deliveries AS d

@@ -158,8 +158,8 @@ SELECT * FROM subscriptions WHERE id = ?;
 SELECT * FROM subscriptions WHERE kind = 'websub' AND url = ? AND topic_url = ?;
 
 -- name: insert_delivery
-INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-VALUES (?, ?, 'pending', ?, ?)
+INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at, created_at)
+VALUES (?1, ?2, (SELECT kind FROM subscriptions WHERE id = ?2), 'pending', ?3, ?4)
 ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 
 -- name: get_delivery
@@ -167,23 +167,27 @@ SELECT * FROM deliveries WHERE id = ?;
 
 -- name: due_deliveries
 -- The ids to claim, as one JSON array (one step: see storage/_sqlite_bulk.py), shared
--- out between owners: each owner's due deliveries ranked (first attempts ahead of
--- retries, then oldest first), at most :rooms[owner] (default :per_owner) of each, the
--- first of every owner before the second of any. Owners with no room are passed over.
+-- out between owners. Of the :scan longest-due deliveries of :kind whose owner has
+-- room, each owner's are ranked (first attempts ahead of retries, then oldest first),
+-- at most :rooms[owner] (default :per_owner) of each, the first of every owner before
+-- the second of any.
 SELECT json_group_array(id) FROM (
     SELECT id FROM (
-        SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at,
-               row_number() OVER (PARTITION BY s.owner_key
-                                  ORDER BY d.attempts > 0, d.next_attempt_at, d.id) AS rank,
-               coalesce(r.value, :per_owner) AS room
-          FROM deliveries AS d
-          JOIN subscriptions AS s ON s.id = d.subscription_id
-          LEFT JOIN json_each(:rooms) AS r ON r.key = s.owner_key
-         WHERE d.status IN ('pending', 'failed')
-           AND d.next_attempt_at <= :now
-           AND (d.claimed_until IS NULL OR d.claimed_until <= :now)
-           AND (:kind IS NULL OR s.kind = :kind)
-           AND coalesce(r.value, 1) > 0)
+        SELECT id, retry, next_attempt_at, room,
+               row_number() OVER (PARTITION BY owner_key
+                                  ORDER BY retry, next_attempt_at, id) AS rank
+          FROM (SELECT d.id, d.attempts > 0 AS retry, d.next_attempt_at, s.owner_key,
+                       coalesce(r.value, :per_owner) AS room
+                  FROM deliveries AS d
+                  JOIN subscriptions AS s ON s.id = d.subscription_id
+                  LEFT JOIN json_each(:rooms) AS r ON r.key = s.owner_key
+                 WHERE d.kind = :kind
+                   AND d.status IN ('pending', 'failed')
+                   AND d.next_attempt_at <= :now
+                   AND (d.claimed_until IS NULL OR d.claimed_until <= :now)
+                   AND coalesce(r.value, 1) > 0
+                 ORDER BY d.next_attempt_at, d.id
+                 LIMIT :scan))
      WHERE rank <= room
      ORDER BY rank, retry, next_attempt_at, id
      LIMIT :limit);
@@ -251,8 +255,8 @@ DELETE FROM subscriptions WHERE id = ? RETURNING id;
 -- name: fan_out_deliveries
 -- ?1: a JSON array of [event seq, subscription id] pairs, created in that order.
 -- Pairs whose subscription was deleted meanwhile are skipped, not an error.
-INSERT INTO deliveries (event_seq, subscription_id, status, next_attempt_at, created_at)
-SELECT json_extract(pair.value, '$[0]'), s.id, 'pending', ?2, ?2
+INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at, created_at)
+SELECT json_extract(pair.value, '$[0]'), s.id, s.kind, 'pending', ?2, ?2
   FROM json_each(?1) AS pair
   JOIN subscriptions AS s ON s.id = json_extract(pair.value, '$[1]')
  WHERE true  -- (needed before ON CONFLICT after a join)

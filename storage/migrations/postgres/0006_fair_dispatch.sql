@@ -6,9 +6,19 @@ ALTER TABLE subscriptions ADD COLUMN owner_key TEXT;
 CREATE INDEX subscriptions_owner_key ON subscriptions (owner_key, kind);
 CREATE INDEX subscriptions_websub_topic ON subscriptions (topic_url) WHERE kind = 'websub';
 
--- First attempts ahead of retries: the claim reads due deliveries in this order.
-CREATE INDEX deliveries_due_fair ON deliveries ((attempts > 0), next_attempt_at, id)
+-- Claims are made per kind of subscription: a delivery carries its subscription's
+-- kind, so that a webhook claim never reads through a WebSub backlog.
+ALTER TABLE deliveries ADD COLUMN kind TEXT;
+UPDATE deliveries SET kind = (SELECT s.kind FROM subscriptions AS s
+                               WHERE s.id = deliveries.subscription_id)
+ WHERE status IN ('pending', 'failed');
+CREATE INDEX deliveries_due_kind ON deliveries (kind, next_attempt_at, id)
     WHERE status IN ('pending', 'failed');
+
+-- WebSub subscriptions are fanned out by a loop of their own, from where the one
+-- fan-out was.
+INSERT INTO fanout_cursors (name, seq)
+SELECT 'deliveries:websub', seq FROM fanout_cursors WHERE name = 'deliveries';
 
 -- Live processes: each heartbeats; a stale one's claimed deliveries are released.
 CREATE TABLE workers (

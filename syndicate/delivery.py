@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -177,8 +178,13 @@ class FanOut:
         writes = [pairs[i : i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
         for n, write in enumerate(writes, start=1):
             up_to = events[-1].seq if n == len(writes) else cursor
+            started = time.monotonic()
             if await self.storage.fan_out(write, cursor=self.cursor, up_to=up_to):
                 self.on_created()
+            if self.kind == "websub":
+                # At most half the time writing: a flood of WebSub subscriptions slows
+                # WebSub notifications, not the database that partners' deliveries need.
+                await asyncio.sleep(time.monotonic() - started)
         return len(events)
 
     async def run(self) -> None:

@@ -288,7 +288,8 @@ class Storage(Protocol):
     async def register_worker(
         self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
     ) -> None:
-        """Record a process that claims deliveries as alive (again) at ``now``."""
+        """Record a process that claims deliveries as alive (again), at ``now`` or (by
+        default) the database's time where it has a clock of its own."""
 
     async def heartbeat_worker(self, worker_id: str, *, now: datetime | None = None) -> bool:
         """Record that the process is still alive; False when its row is gone (another
@@ -298,12 +299,18 @@ class Storage(Protocol):
         """Forget a process that is stopping (its claims were handed back)."""
 
     async def release_workers(
-        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+        self,
+        *,
+        stale_after: timedelta,
+        keep: str,
+        dead: Sequence[str] = (),
+        now: datetime | None = None,
     ) -> dict[str, int]:
-        """Take as dead every process that last heartbeated before ``stale_before``
-        or is named in ``dead`` (but never ``keep``, the caller): release the
-        deliveries they hold so that they are claimable at once, and forget them.
-        Returns {worker id: deliveries released}."""
+        """Take as dead every process silent for ``stale_after`` (by the database's
+        clock where it has one, else this process's; ``now``: judged as of then) or
+        named in ``dead``, but never ``keep`` (the caller): release the deliveries they
+        hold so that they are claimable at once, and forget them. Returns {worker id:
+        deliveries released}."""
 
     async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:
         """Every registered process, oldest first, with the deliveries it holds."""

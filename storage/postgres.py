@@ -967,13 +967,11 @@ class PostgresStorage:
         self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
     ) -> None:
         async with self._transaction() as conn:
-            await conn.execute(
-                Q["register_worker"], worker_id, hostname, pid, kind, now or utcnow()
-            )
+            await conn.execute(Q["register_worker"], worker_id, hostname, pid, kind, now)
 
     async def heartbeat_worker(self, worker_id: str, *, now: datetime | None = None) -> bool:
         async with self._transaction() as conn:
-            found = await conn.fetchval(Q["heartbeat_worker"], now or utcnow(), worker_id)
+            found = await conn.fetchval(Q["heartbeat_worker"], now, worker_id)
         return found is not None
 
     async def unregister_worker(self, worker_id: str) -> None:
@@ -981,10 +979,15 @@ class PostgresStorage:
             await conn.execute(Q["unregister_worker"], worker_id)
 
     async def release_workers(
-        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+        self,
+        *,
+        stale_after: timedelta,
+        keep: str,
+        dead: Sequence[str] = (),
+        now: datetime | None = None,
     ) -> dict[str, int]:
         async with self._transaction() as conn:
-            rows = await conn.fetch(Q["release_workers"], stale_before, list(dead), keep)
+            rows = await conn.fetch(Q["release_workers"], stale_after, list(dead), keep, now)
         return {r["id"]: r["released"] for r in rows}
 
     async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:

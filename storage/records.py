@@ -44,11 +44,14 @@ def claim_scan(limit: int) -> int:
 
 def owner_key(kind: str, owner: str | None, url: str) -> str:
     """The owner that a subscription's deliveries are shared out by: the partner for a
-    partner's webhook (however many hosts its endpoints are on), else the target's host
-    (a WebSub callback host, or the host of an operator-made webhook)."""
-    if kind == "webhook" and owner is not None:
-        return f"partner:{owner}"
-    return f"host:{(urlsplit(url).hostname or '').lower()}"
+    partner's webhook (however many hosts its endpoints are on), the callback host for
+    WebSub, the target's host for an operator-made webhook. WebSub callbacks and
+    webhooks on one host are different owners: an anonymous subscriber never shares an
+    operator's endpoint's cap."""
+    host = (urlsplit(url).hostname or "").lower()
+    if kind == "websub":
+        return f"callback:{host}"
+    return f"host:{host}" if owner is None else f"partner:{owner}"
 
 
 def new_event_id() -> str:

@@ -1018,12 +1018,18 @@ class SQLiteStorage:
             await conn.execute(Q["unregister_worker"], (worker_id,))
 
     async def release_workers(
-        self, *, stale_before: datetime, dead: Sequence[str] = (), keep: str
+        self,
+        *,
+        stale_after: timedelta,
+        keep: str,
+        dead: Sequence[str] = (),
+        now: datetime | None = None,
     ) -> dict[str, int]:
         params = {
-            "stale_before": format_time(stale_before), "dead": json.dumps(list(dead)),
+            "stale_before": format_time((now or utcnow()) - stale_after),
+            "dead": json.dumps(list(dead)),
             "keep": keep,
-        }  # fmt: skip
+        }
 
         def release(conn: sqlite3.Connection) -> dict[str, int]:
             ids = [row[0] for row in conn.execute(Q["dead_workers"], params)]

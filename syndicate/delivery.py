@@ -34,6 +34,7 @@ from storage.records import (
     Event,
     Subscription,
     SubscriptionKind,
+    owner_key,
     utcnow,
 )
 
@@ -71,6 +72,8 @@ LATENCY_WEIGHT = 0.2
 #: Bounds on how long a delivery handed back for a busy owner waits to be claimed again.
 MIN_HOST_DEFER = 0.01
 MAX_HOST_DEFER = 2.0
+#: Latencies of idle hosts and owners remembered, the most recent first.
+LATENCY_MEMORY = 10_000
 #: The fan-out's cursor per kind (the webhooks' keeps the name of the one before).
 FANOUT_CURSORS: dict[SubscriptionKind, str] = {
     "webhook": "deliveries",
@@ -172,6 +175,9 @@ class FanOut:
             await self.storage.fan_out([], cursor=self.cursor, up_to=head)
             return 0
         events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH, with_data=False)
+        # Only events up to the head: later ones may be older than a subscription
+        # that the list read above does not show yet.
+        events = [e for e in events if e.seq <= head]
         if not events:
             return 0
         pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
@@ -213,7 +219,8 @@ class _Backlog:
     """Deliveries held in this process for one host or one owner, and how fast they
     drain: what decides how many more it may take, and how long to defer the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         #: Deliveries queued or being sent.
         self.held = 0
         #: Smoothed seconds per attempt.
@@ -243,8 +250,7 @@ class _Owner(_Backlog):
     owner that hangs holds at most that many slots until their timeouts fire."""
 
     def __init__(self, key: str, kind: SubscriptionKind, cap: int) -> None:
-        super().__init__()
-        self.key = key
+        super().__init__(key)
         self.kind = kind
         self.slots = asyncio.Semaphore(cap)
         #: The hosts whose queues hold (or held) this owner's deliveries.
@@ -252,8 +258,8 @@ class _Owner(_Backlog):
 
 
 class _Host(_Backlog):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
         #: Deliveries waiting for one of this host's senders, in claim order.
         self.queue: deque[_Job] = deque()
         #: Sender tasks working through ``queue``: at most ``max_per_host``.
@@ -296,6 +302,7 @@ class Dispatcher:
         }
         self._hosts: dict[str, _Host] = {}
         self._owners: dict[str, _Owner] = {}
+        self._latencies: OrderedDict[tuple[str, str], float] = OrderedDict()
         # Sender tasks: up to max_per_host per host, each sending its host's queued
         # deliveries one after another (a task per delivery cost more than all the
         # dispatcher's other work per delivery).
@@ -393,9 +400,13 @@ class Dispatcher:
             for kind in SUBSCRIPTION_KINDS:
                 batch = self._kind_batch[kind]
                 newcomers = self._room(kind) < batch
-                if newcomers and self._held >= self._limit + batch:
+                cap = self.settings.max_per_owner
+                if newcomers and (
+                    self._held >= self._limit + cap
+                    or self._kind_held[kind] >= self._kind_limit[kind] + cap
+                ):
                     continue
-                limit = min(batch, self.settings.max_per_owner) if newcomers else batch
+                limit = min(batch, cap) if newcomers else batch
                 try:
                     claimed = await self._claim(kind, limit, newcomers=newcomers)
                     if claimed:
@@ -403,6 +414,11 @@ class Dispatcher:
                             await self._start(claimed)
                         except asyncio.CancelledError:  # hand back what did not start
                             self._unfinished.extend(d.id for d in claimed if d.id not in self._jobs)
+                            raise
+                        except Exception:
+                            # Not left claimed for a lease: hand back what did not start.
+                            waiting = [d.id for d in claimed if d.id not in self._jobs]
+                            await self._hand_back(waiting, MIN_HOST_DEFER)
                             raise
                     again = again or (not newcomers and len(claimed) == batch)
                 except StorageError as exc:
@@ -459,12 +475,12 @@ class Dispatcher:
                 self._record(_gone(delivery, "the subscription or event no longer exists"))
                 continue
             owner = self._owner(subscription)
-            host = self._host(subscription.url)
             most = self._kind_limit[owner.kind]
             if owner.held >= owner.share(per_owner, self._owner_most[owner.kind]):
                 # One write per wait, however many deliveries wait that long.
                 deferred.setdefault(owner.drain_time(per_owner), []).append(delivery)
                 continue
+            host = self._host(subscription.url)
             if host.held >= host.share(per_host, most):
                 deferred.setdefault(host.drain_time(per_host), []).append(delivery)
                 continue
@@ -512,15 +528,33 @@ class Dispatcher:
         key = _host_name(url)
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host()
+            host = self._hosts[key] = _Host(key)
+            host.latency = self._latencies.pop(("host", key), INITIAL_LATENCY)
         return host
 
     def _owner(self, subscription: Subscription) -> _Owner:
-        key = subscription.owner_key or f"host:{_host_name(subscription.url)}"
+        key = subscription.owner_key or owner_key(
+            subscription.kind, subscription.owner, subscription.url
+        )
         owner = self._owners.get(key)
         if owner is None:
             owner = self._owners[key] = _Owner(key, subscription.kind, self.settings.max_per_owner)
+            owner.latency = self._latencies.pop(("owner", key), INITIAL_LATENCY)
         return owner
+
+    def _forget(self, host: _Host, owner: _Owner) -> None:
+        """Hosts and owners holding nothing are dropped (an attacker can name any
+        number of them), their latency remembered for a while: a slow one's share
+        stays small when it comes back."""
+        for kind, backlog, table in (
+            ("host", host, self._hosts), ("owner", owner, self._owners)
+        ):  # fmt: skip
+            if backlog.held or table.get(backlog.key) is not backlog:
+                continue
+            del table[backlog.key]
+            self._latencies[(kind, backlog.key)] = backlog.latency
+            while len(self._latencies) > LATENCY_MEMORY:
+                self._latencies.popitem(last=False)
 
     async def _deliver(
         self,
@@ -565,6 +599,7 @@ class Dispatcher:
             or (room < batch and owner.held < cap)  # a newcomers' claim may take its next
         ):
             self._wake.set()
+        self._forget(host, owner)
 
     def _shed(self, host: _Host, owner: _Owner) -> None:
         """Hand back what ``host`` holds beyond its share, and what ``owner`` holds

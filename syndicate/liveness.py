@@ -14,11 +14,11 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from storage import Storage, StorageError
-from storage.records import utcnow
 
 from .settings import Settings
 
@@ -55,6 +55,8 @@ class Liveness:
         self.kind = kind
         self.on_released = on_released
         self.hostname = socket.gethostname()
+        #: Since when every heartbeat got through (None: the last one failed).
+        self._healthy_since: float | None = None
 
     async def register(self) -> None:
         await self.storage.register_worker(
@@ -62,17 +64,21 @@ class Liveness:
         )
 
     async def start(self) -> None:
-        """Register and release what dead processes hold; failures are logged (the
-        database may be down at start: the heartbeat loop tries again)."""
+        """Register and release what this machine's dead processes hold; failures are
+        logged (the database may be down at start: the heartbeat loop tries again)."""
         try:
             await self.register()
+            self._healthy_since = time.monotonic()
             await self.release_dead(local=True)
         except StorageError as exc:
             logger.warning("worker registration failed; retrying", extra={"error": str(exc)})
 
     async def release_dead(self, *, local: bool = False) -> int:
-        """Release the claims of processes that are stale, and (``local``) of earlier
-        processes on this machine that no longer run. Returns how many deliveries."""
+        """Release the claims of processes on this machine that no longer run
+        (``local``, at start), or else of processes whose heartbeat is stale, once
+        this one has heartbeated for a whole staleness window itself: after an
+        outage of the database nobody's heartbeat got through, and the first process
+        back must not take the others for dead. Returns how many deliveries."""
         dead: list[str] = []
         if local:
             for worker in await self.storage.list_workers():
@@ -82,9 +88,16 @@ class Liveness:
                     and not pid_alive(worker.pid)
                 ):
                     dead.append(worker.id)
-        stale_before = utcnow() - timedelta(seconds=self.settings.worker_stale_after)
+            if not dead:
+                return 0
+            stale_after = timedelta(days=3650)  # at start: only the dead pids
+        else:
+            window = self.settings.worker_stale_after
+            if self._healthy_since is None or time.monotonic() - self._healthy_since < window:
+                return 0
+            stale_after = timedelta(seconds=window)
         released = await self.storage.release_workers(
-            stale_before=stale_before, dead=dead, keep=self.worker_id
+            stale_after=stale_after, dead=dead, keep=self.worker_id
         )
         total = sum(released.values())
         for worker_id, count in released.items():
@@ -105,8 +118,11 @@ class Liveness:
                     # window): its claims were released; register again.
                     logger.warning("this process was taken for dead; registering again")
                     await self.register()
+                if self._healthy_since is None:
+                    self._healthy_since = time.monotonic()
                 await self.release_dead()
             except StorageError as exc:
+                self._healthy_since = None
                 logger.warning("heartbeat failed", extra={"error": str(exc)})
             except Exception:
                 logger.exception("heartbeat failed unexpectedly")

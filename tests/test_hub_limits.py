@@ -287,7 +287,7 @@ async def test_sqlite_counts_search_an_index(tmp_path: Any) -> None:
         for name in Q:
             if not name.startswith("count_websub_subscriptions_"):
                 continue
-            params = {"owner_key": "host:x", "topic_url": None}
+            params = {"owner_key": "callback:x", "topic_url": None}
             plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + Q[name], params))
             assert plan.startswith("SEARCH"), f"{name}: {plan}"
         assert (

@@ -606,7 +606,7 @@ async def test_subscriptions_carry_their_owner_key(store: Storage) -> None:
     )  # fmt: skip
     subs = await store.get_subscriptions(["p1", "op", "ws"])
     assert {k: s.owner_key for k, s in subs.items()} == {
-        "p1": "partner:acme", "op": "host:hooks.example.org", "ws": "host:cb.example.net",
+        "p1": "partner:acme", "op": "host:hooks.example.org", "ws": "callback:cb.example.net",
     }  # fmt: skip
     moved = await store.update_subscription("op", {"url": "https://new.example.org/y"})
     assert moved.owner_key == "host:new.example.org", "an operator's webhook follows its host"
@@ -680,12 +680,12 @@ async def test_a_dead_workers_claims_are_released(store: Storage) -> None:
     workers = {w.id: w for w in await store.list_workers(now=T0)}
     assert (workers["dead"].held, workers["live"].held) == (2, 0)
 
-    released = await store.release_workers(stale_before=later - timedelta(seconds=8), keep="live")
+    released = await store.release_workers(stale_after=timedelta(seconds=8), now=later, keep="live")
     assert released == {"dead": 2}
     assert [w.id for w in await store.list_workers(now=later)] == ["live"]
     again = await store.claim_deliveries(worker="live", limit=5, lease=LEASE, now=later)
     assert len(again) == 2, "claimable at once, long before the lease ends"
     assert not await store.heartbeat_worker("dead", now=later), "it must register again"
     assert await store.release_workers(
-        stale_before=T0, dead=["live"], keep="live"
+        stale_after=timedelta(0), now=later, dead=["live"], keep="live"
     ) == {}, "never the caller"  # fmt: skip

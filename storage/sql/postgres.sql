@@ -281,9 +281,13 @@ picked AS (
      ORDER BY rank, retry, next_attempt_at, id
      LIMIT $4
 ),
+-- Every condition again: a row changed since the snapshot (its outcome recorded, or
+-- deferred) is re-checked against this WHERE only, once locked.
 due AS (
     SELECT d.id FROM deliveries AS d JOIN picked USING (id)
-     WHERE d.status IN ('pending', 'failed')
+     WHERE d.kind = $8
+       AND d.status IN ('pending', 'failed')
+       AND d.next_attempt_at <= $3
        AND (d.claimed_until IS NULL OR d.claimed_until <= $3)
        FOR UPDATE OF d SKIP LOCKED
 )
@@ -471,22 +475,26 @@ UPDATE deliveries SET next_attempt_at = $3, claimed_until = NULL, claimed_by = N
  WHERE id = ANY($1::bigint[]) AND claimed_by = $2;
 
 -- name: register_worker
+-- Heartbeats are the database's time (unless one is given): processes on machines
+-- whose clocks disagree are still judged by one clock.
 INSERT INTO workers (id, hostname, pid, kind, started_at, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $5)
+VALUES ($1, $2, $3, $4, coalesce($5, now()), coalesce($5, now()))
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
 
 -- name: heartbeat_worker
-UPDATE workers SET heartbeat_at = $1 WHERE id = $2 RETURNING id;
+UPDATE workers SET heartbeat_at = coalesce($1, now()) WHERE id = $2 RETURNING id;
 
 -- name: unregister_worker
 DELETE FROM workers WHERE id = $1;
 
 -- name: release_workers
--- The workers silent since $1 or named dead in $2, never $3: their claims released and
--- their rows deleted; returns one row per released worker with how many it held.
+-- The workers silent for $1 (by the database's clock, or before $4 less $1 when given)
+-- or named dead in $2, never $3: their claims released and their rows deleted; returns
+-- one row per released worker with how many it held.
 WITH gone AS (
     DELETE FROM workers
-     WHERE (heartbeat_at < $1 OR id = ANY($2::text[])) AND id <> $3
+     WHERE (heartbeat_at < coalesce($4, now()) - $1::interval OR id = ANY($2::text[]))
+       AND id <> $3
     RETURNING id
 ),
 released AS (

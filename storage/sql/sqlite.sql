@@ -171,6 +171,9 @@ SELECT * FROM deliveries WHERE id = ?;
 -- room, each owner's are ranked (first attempts ahead of retries, then oldest first),
 -- at most :rooms[owner] (default :per_owner) of each, the first of every owner before
 -- the second of any.
+-- The rooms are materialized first, so that SQLite indexes them (json_each has no
+-- index: joined directly, it was scanned once per delivery row, under the write lock).
+WITH rooms (key, value) AS MATERIALIZED (SELECT key, value FROM json_each(:rooms))
 SELECT json_group_array(id) FROM (
     SELECT id FROM (
         SELECT id, retry, next_attempt_at, room,
@@ -180,7 +183,7 @@ SELECT json_group_array(id) FROM (
                        coalesce(r.value, :per_owner) AS room
                   FROM deliveries AS d
                   JOIN subscriptions AS s ON s.id = d.subscription_id
-                  LEFT JOIN json_each(:rooms) AS r ON r.key = s.owner_key
+                  LEFT JOIN rooms AS r ON r.key = s.owner_key
                  WHERE d.kind = :kind
                    AND d.status IN ('pending', 'failed')
                    AND d.next_attempt_at <= :now

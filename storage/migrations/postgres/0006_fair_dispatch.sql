@@ -1,6 +1,6 @@
 -- Fair dispatch and worker liveness.
 -- owner_key: whose share a subscription's deliveries count against ("partner:NAME" for a
--- partner's webhook, "host:HOSTNAME" for a WebSub callback or an operator's webhook);
+-- partner's webhook, "callback:HOSTNAME" for WebSub, "host:HOSTNAME" for an operator's);
 -- filled in by the storage layer (rows from before this migration at the next open).
 ALTER TABLE subscriptions ADD COLUMN owner_key TEXT;
 CREATE INDEX subscriptions_owner_key ON subscriptions (owner_key, kind);
@@ -14,6 +14,17 @@ UPDATE deliveries SET kind = (SELECT s.kind FROM subscriptions AS s
  WHERE status IN ('pending', 'failed');
 CREATE INDEX deliveries_due_kind ON deliveries (kind, next_attempt_at, id)
     WHERE status IN ('pending', 'failed');
+-- A process still on the code before this migration (a rolling upgrade) writes no
+-- kind: its rows get their subscription's, or no claim would ever read them. The WHEN
+-- clause keeps the function out of every insert that names the kind.
+CREATE FUNCTION syndicate_delivery_kind() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.kind := (SELECT s.kind FROM subscriptions AS s WHERE s.id = NEW.subscription_id);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER deliveries_without_kind BEFORE INSERT ON deliveries
+    FOR EACH ROW WHEN (NEW.kind IS NULL) EXECUTE FUNCTION syndicate_delivery_kind();
 
 -- WebSub subscriptions are fanned out by a loop of their own, from where the one
 -- fan-out was.

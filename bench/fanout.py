@@ -135,7 +135,12 @@ def main(argv: list[str] | None = None) -> None:
         db = h.new_database(args.backend, tmp, "fanout")
         # The per-host cap is per process: split the raw client's concurrency between them.
         per_host = max(1, CONCURRENCY // args.workers)
-        env = {"SYNDICATE_ALLOW_PRIVATE_TARGETS": "1", "SYNDICATE_MAX_PER_HOST": str(per_host)}
+        # One owner (the operator's webhooks on one host): its cap too.
+        env = {
+            "SYNDICATE_ALLOW_PRIVATE_TARGETS": "1",
+            "SYNDICATE_MAX_PER_HOST": str(per_host),
+            "SYNDICATE_MAX_PER_OWNER": str(per_host),
+        }
         try:
             token = h.create_token(db.url)
             with h.Service(db.url, workers=args.workers, env=env).start(tmp) as service:
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             "Receiver: one aiohttp process on 127.0.0.1 answering 204; rate = 999 / (last "
             "arrival - first arrival) at the receiver, for both.",
             f"Ours: `syndicate serve --workers {args.workers}` with SYNDICATE_MAX_PER_HOST="
-            f"{CONCURRENCY} (all 1,000 URLs are on one host, so the per-host cap is set equal "
+            f"SYNDICATE_MAX_PER_OWNER={CONCURRENCY} (all 1,000 URLs are on one host, of one "
+            "owner, so both caps are set equal "
             f"to the raw client's concurrency of {CONCURRENCY}) and "
             "SYNDICATE_ALLOW_PRIVATE_TARGETS=1 (the receiver is on loopback).",
             f"Raw: one aiohttp ClientSession, {CONCURRENCY} concurrent POSTs of a body of the "

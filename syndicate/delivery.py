@@ -19,7 +19,7 @@ import logging
 import random
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -221,6 +221,9 @@ class _Backlog:
 
     def __init__(self, key: str) -> None:
         self.key = key
+        #: It was left out of a claim, or some of its deliveries deferred, for want of
+        #: room: the claim loop is woken once it has worked through half its share.
+        self.refill = False
         #: Deliveries queued or being sent.
         self.held = 0
         #: Smoothed seconds per attempt.
@@ -303,6 +306,8 @@ class Dispatcher:
         self._hosts: dict[str, _Host] = {}
         self._owners: dict[str, _Owner] = {}
         self._latencies: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: The owners' rooms in the last claim (and the room of any other owner).
+        self._claim_rooms: tuple[dict[str, int], int] = ({}, 0)
         # Sender tasks: up to max_per_host per host, each sending its host's queued
         # deliveries one after another (a task per delivery cost more than all the
         # dispatcher's other work per delivery).
@@ -326,12 +331,7 @@ class Dispatcher:
             kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in kinds
         }
         self._kind_batch = {
-            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 2)) for kind in kinds
-        }
-        #: One owner may hold at most its kind's limit less a batch: one fast owner
-        #: (its share grows as its latency falls) never shuts the others out of claims.
-        self._owner_most = {
-            kind: max(1, self._kind_limit[kind] - self._kind_batch[kind]) for kind in kinds
+            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] * 2 // 3)) for kind in kinds
         }
         # Long enough for a delivery to wait out its host's backlog and time out: a
         # host that hangs times out once (one timeout), hands back all but
@@ -396,6 +396,9 @@ class Dispatcher:
             # owners that hang fill the kind's room, owners holding less than their
             # cap (a healthy partner) still get theirs: a small claim for them alone,
             # beyond the limit by at most a batch.
+            # Cleared before claiming, not after: a wake while a claim is under way (an
+            # owner worked through half its share) must not be lost to a 1 s nap.
+            self._wake.clear()
             again = False
             for kind in SUBSCRIPTION_KINDS:
                 batch = self._kind_batch[kind]
@@ -427,27 +430,31 @@ class Dispatcher:
                     logger.exception("claiming deliveries failed unexpectedly")
             if again:
                 continue
-            self._wake.clear()
             await _nap(self._wake)
 
     async def _claim(
         self, kind: SubscriptionKind, limit: int, *, newcomers: bool = False
     ) -> list[Delivery]:
-        cap, most = self.settings.max_per_owner, self._owner_most[kind]
+        cap, most = self.settings.max_per_owner, self._kind_limit[kind]
         # What each owner holding deliveries here may still take (newcomers: only up
         # to its cap); others, a new share.
-        rooms = {
-            owner.key: max(0, (cap if newcomers else owner.share(cap, most)) - owner.held)
-            for owner in self._owners.values()
-            if owner.kind == kind and owner.held
-        }
+        rooms: dict[str, int] = {}
+        for owner in self._owners.values():
+            if owner.kind == kind and owner.held:
+                share = cap if newcomers else owner.share(cap, most)
+                rooms[owner.key] = max(0, share - owner.held)
+                # No room at all: claim for it again when it has worked through half.
+                owner.refill = owner.refill or not rooms[owner.key]
+        per_owner = cap if newcomers else _share(cap, most, INITIAL_LATENCY)
+        # _start marks the owners that got all they could take (they may have more due).
+        self._claim_rooms = (rooms, per_owner)
         claim = asyncio.ensure_future(
             self.storage.claim_deliveries(
                 worker=self.worker_id,
                 limit=limit,
                 lease=self.lease,
                 kind=kind,
-                per_owner=cap if newcomers else _share(cap, most, INITIAL_LATENCY),
+                per_owner=per_owner,
                 owner_rooms=rooms,
             )
         )
@@ -468,6 +475,8 @@ class Dispatcher:
         )
         per_owner, per_host = self.settings.max_per_owner, self.settings.max_per_host
         deferred: dict[float, list[Delivery]] = {}
+        rooms, default_room = self._claim_rooms
+        taken: Counter[_Owner] = Counter()
         for delivery in claimed:
             subscription = subscriptions.get(delivery.subscription_id)
             event = events.get(delivery.event_seq)
@@ -476,15 +485,18 @@ class Dispatcher:
                 continue
             owner = self._owner(subscription)
             most = self._kind_limit[owner.kind]
-            if owner.held >= owner.share(per_owner, self._owner_most[owner.kind]):
+            if owner.held >= owner.share(per_owner, self._kind_limit[owner.kind]):
                 # One write per wait, however many deliveries wait that long.
                 deferred.setdefault(owner.drain_time(per_owner), []).append(delivery)
+                owner.refill = True
                 continue
             host = self._host(subscription.url)
             if host.held >= host.share(per_host, most):
                 deferred.setdefault(host.drain_time(per_host), []).append(delivery)
+                host.refill = True
                 continue
             owner.held += 1
+            taken[owner] += 1
             owner.hosts.add(host)
             host.held += 1
             self._held += 1
@@ -496,6 +508,9 @@ class Dispatcher:
                 task = asyncio.create_task(self._send_queued(host))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        for owner, count in taken.items():
+            if count >= rooms.get(owner.key, default_room):
+                owner.refill = True  # it got all it could take: it may have more due
         for wait, waiting in deferred.items():
             # Back when the owner or host will have worked through what it holds: at
             # once for a fast partner, much later for one that hangs.
@@ -583,9 +598,9 @@ class Dispatcher:
         loop when that makes room for a batch, or for a full owner or host again."""
         kind = owner.kind
         cap = self.settings.max_per_owner
-        owner_share = owner.share(cap, self._owner_most[kind])
-        host_share = host.share(self.settings.max_per_host, self._kind_limit[kind])
-        was_full = owner.held >= owner_share or host.held >= host_share
+        # Owners and hosts are claimed for again when they fall to half their share,
+        # not at each delivery below it: a claim is a write, and a fast owner at its
+        # share would otherwise be fed one delivery per claim.
         before = self._room(kind)
         owner.held -= 1
         host.held -= 1
@@ -593,9 +608,16 @@ class Dispatcher:
         self._kind_held[kind] -= 1
         batch = self._kind_batch[kind]
         room = self._room(kind)
+        refill = False
+        for backlog, share in (
+            (owner, owner.share(cap, self._kind_limit[kind])),
+            (host, host.share(self.settings.max_per_host, self._kind_limit[kind])),
+        ):
+            if backlog.refill and backlog.held <= share // 2:
+                backlog.refill, refill = False, True
         if (
-            (before < batch <= room)
-            or (was_full and owner.held < owner_share and host.held < host_share)
+            refill
+            or (before < batch <= room)
             or (room < batch and owner.held < cap)  # a newcomers' claim may take its next
         ):
             self._wake.set()
@@ -613,7 +635,7 @@ class Dispatcher:
             delivery, _, _, its_owner = host.queue.pop()
             ids.append(self._drop(delivery, host, its_owner))
             excess -= 1
-        excess = owner.held - owner.share(per_owner, self._owner_most[owner.kind])
+        excess = owner.held - owner.share(per_owner, self._kind_limit[owner.kind])
         for its_host in list(owner.hosts) if excess > 0 else ():
             kept: deque[_Job] = deque()
             while excess > 0 and its_host.queue:

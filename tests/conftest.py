@@ -9,6 +9,7 @@ missing database fails the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -164,19 +165,30 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(
+    backend: str, path: Path, postgres_server: PostgresServer | None
+) -> AsyncIterator[str]:
+    """The URL of a new database of ``backend`` (SQLite: the file ``path``), dropped after."""
+    if backend == "sqlite":
+        yield f"sqlite:///{path}"
+        return
+    if postgres_server is None:
+        pytest.skip(f"no PostgreSQL at {pg_dsn()}")
+    dsn = await postgres_server.new_database()
+    try:
+        yield dsn
+    finally:
+        await postgres_server.drop(dsn)
+
+
 @pytest.fixture
 async def database_url(
     backend: str, tmp_path: Path, postgres_server: PostgresServer | None
 ) -> AsyncIterator[str]:
     """A fresh, migrated-on-open database of the test's backend."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'syndicate.db'}"
-        return
-    if postgres_server is None:
-        pytest.skip(f"no PostgreSQL at {pg_dsn()}")
-    dsn = await postgres_server.new_database()
-    yield dsn
-    await postgres_server.drop(dsn)
+    async with fresh_database(backend, tmp_path / "syndicate.db", postgres_server) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import PostgresServer, ServerFactory, dsn_for, pg_dsn
+from conftest import PostgresServer, ServerFactory, dsn_for, fresh_database, pg_dsn
 from receiver import Receiver, respond_with
-from standardwebhooks import Webhook
+from test_delivery import subscribe, verify
 
 from storage import Storage, open_storage
 from storage._sql import load_migrations
@@ -87,14 +87,8 @@ async def other_database_url(
     backend: str, tmp_path: Path, postgres_server: PostgresServer | None
 ) -> AsyncIterator[str]:
     """A second fresh database of the test's backend: another deployment."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'other.db'}"
-        return
-    if postgres_server is None:
-        pytest.skip(f"no PostgreSQL at {pg_dsn()}")
-    dsn = await postgres_server.new_database()
-    yield dsn
-    await postgres_server.drop(dsn)
+    async with fresh_database(backend, tmp_path / "other.db", postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -102,19 +96,6 @@ async def other_store(other_database_url: str) -> AsyncIterator[Storage]:
     storage = await open_storage(other_database_url)
     yield storage
     await storage.close()
-
-
-async def subscribe(client: Any, token: str, url: str) -> dict[str, Any]:
-    body = {"url": url, "topics": ["liver-health"]}
-    async with client.request("POST", "/api/subscriptions", json=body, token=token) as resp:
-        assert resp.status == 201, await resp.text()
-        data: dict[str, Any] = await resp.json()
-    return data
-
-
-def verify(secret: str, request: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = Webhook(secret).verify(request.body, request.headers)
-    return payload
 
 
 # -- ids as stored ---------------------------------------------------------------------

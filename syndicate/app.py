@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import http_exceptions, web
 from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestPayloadError
 
 from storage import Storage, open_storage
 
@@ -157,6 +158,18 @@ class GuardedRequestHandler(web.RequestHandler):
     aiohttp is pinned."""
 
     __slots__ = ("_body", "_header_timeout", "_header_timer", "_received")
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A body that fails to decode, or a client that leaves, while aiohttp reads
+        the rest of a request after its response is the client's doing: one debug
+        line, not an ERROR with a traceback (anyone could fill the log with those)."""
+        exc = kw.get("exc_info")
+        if isinstance(
+            exc, http_exceptions.BadHttpMessage | RequestPayloadError | ConnectionResetError
+        ):
+            self.logger.debug("request body not read to the end: %s", exc)
+            return
+        super().log_exception(*args, **kw)
 
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)

@@ -145,7 +145,7 @@ _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _SECRET = re.compile(
     r"(?P<prefix>syn_|whsec_)[A-Za-z0-9+/=_-]{8,}"
     r"|(?P<scheme>\b[Bb][Ee][Aa][Rr][Ee][Rr])\s+[^\s'\",;]+"
-    r"|(?P<header>[Aa]uthorization['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]+"
+    r"|(?P<header>[Aa]uthorization['\"]?\s*[:=]\s*['\"]?)(?:[A-Za-z]+\s+)?[^\s'\",;]+"
 )
 REDACTED = "[redacted]"
 # Keys a record carries for the formatters, not as fields of its own.

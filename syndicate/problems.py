@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 import storage
@@ -144,6 +146,10 @@ def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
     if isinstance(exc, storage.StorageError):
         logger.error("storage error", extra={"error": str(exc)})
         return Problem(503, "the database failed to answer; try again shortly", headers=retry)
+    if isinstance(exc, BadHttpMessage | RequestPayloadError):  # a body it cannot decode
+        return Problem(400, "the request body could not be read (its encoding is not valid)")
+    if isinstance(exc, ConnectionResetError):  # the client left before its body was whole
+        return Problem(400, "the connection closed before the request body was complete")
     logger.exception(
         "unhandled error", extra={"path": request.path, "request_id": request_id(request)}
     )

@@ -29,7 +29,7 @@ import math
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -67,6 +67,8 @@ PENDING_RETRY_AFTER = 5
 #: ``hub.mode=publish``: once per feed in this long, PUBLISH_CONCURRENCY sends at a time.
 PUBLISH_INTERVAL = 60.0
 PUBLISH_CONCURRENCY = 16
+#: Feeds whose last publish is remembered (the oldest forgotten first).
+PUBLISHED_MEMORY = 10_000
 
 routes = web.RouteTableDef()
 
@@ -201,7 +203,7 @@ class Hub:
         self.pending = Pending(settings)
         rate = settings.hub_subscribe_rate
         self._creations = RateLimiter(rate, max(1, math.ceil(rate)))
-        self._published: dict[tuple[str, str], float] = {}
+        self._published: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._publish_slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
     def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -338,6 +340,9 @@ class Hub:
         if last is not None and now - last < PUBLISH_INTERVAL:
             return PUBLISH_INTERVAL - (now - last)
         self._published[key] = now
+        self._published.move_to_end(key)
+        while len(self._published) > PUBLISHED_MEMORY:
+            self._published.popitem(last=False)
         return 0.0
 
     async def publish(self, topic: Topic) -> int:

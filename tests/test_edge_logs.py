@@ -186,3 +186,53 @@ async def test_json_format_keeps_fields_escapes_and_redacts(
     assert entry["path"] == "/nope\\nsyn_[redacted]" and entry["latency_ms"] >= 0
     assert entry["message"] == "GET /nope\\nsyn_[redacted] 404"
     assert token[4:] not in json_log.text
+
+
+@pytest.mark.parametrize("path", ["/hub", "/healthz"])
+async def test_a_body_that_cannot_be_decoded_is_a_400_without_a_traceback(
+    serve_app: ServeFactory, text_log: Captured, path: str
+) -> None:
+    """A deflate body that is not deflate: no 500 and no ERROR traceback (anyone could
+    fill the log with them), whether the handler reads the body or aiohttp reads the
+    rest of it after the answer."""
+    base = await serve_app()
+    answer = await raw_request(
+        base,
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+        + b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Encoding: deflate\r\nContent-Length: 2\r\n\r\nxx",
+    )
+    assert not answer.startswith(b"HTTP/1.1 500"), answer[:200]
+    assert answer.split(b" ", 2)[1] in (b"400", b"405"), answer[:200]
+    await text_log.wait_for("syndicate.access")
+    await asyncio.sleep(0.2)  # the rest of the body is read after the answer
+    assert "Traceback" not in text_log.text and "ERROR" not in text_log.text, text_log.text
+
+
+async def test_a_client_gone_mid_body_is_not_a_server_error(
+    serve_app: ServeFactory, text_log: Captured
+) -> None:
+    base = await serve_app()
+    url = URL(base)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"POST /hub HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nhub."
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    lines = await text_log.wait_for("syndicate.access")
+    assert lines and " 500 " not in lines[0], text_log.text
+    assert "Traceback" not in text_log.text and "ERROR" not in text_log.text, text_log.text
+
+
+async def test_an_authorization_in_the_path_does_not_hide_the_status(
+    serve_app: ServeFactory, text_log: Captured, http: aiohttp.ClientSession
+) -> None:
+    base = await serve_app()
+    target = "/Authorization:%20Bearer%20syn_" + "A" * 30
+    async with http.get(URL(base + target, encoded=True)) as resp:
+        assert resp.status == 404
+    [line] = await text_log.wait_for("syndicate.access")
+    assert " 404 " in line and "syn_AAAA" not in line, line

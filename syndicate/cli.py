@@ -37,7 +37,7 @@ SERVE_ONLY = frozenset(
      "feed_page_max_age", "workers", "write_rate", "write_burst", "max_subscriptions",
      "max_header_size", "max_topics", "websub_max_per_topic", "hub_max_pending",
      "hub_max_pending_per_client", "hub_max_pending_per_domain", "hub_subscribe_rate",
-     "header_timeout", "keepalive_timeout"}
+     "header_timeout", "keepalive_timeout", "body_timeout"}
 )  # fmt: skip
 
 
@@ -79,6 +79,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "hub_subscribe_rate": "new WebSub subscribe requests per second in all (default 20)",
         "header_timeout": "seconds to receive a request's headers (default 10)",
         "keepalive_timeout": "seconds an idle keep-alive connection stays open (default 75)",
+        "body_timeout": "seconds to receive a request's body once its headers are in (default 30)",
         "workers": "serve processes sharing the port (default 1)",
         "write_rate": "partner writes / hub requests per second per token and IP (default 10)",
         "write_burst": "partner writes / hub requests allowed in a burst (default 100)",

@@ -10,6 +10,7 @@ error_response                           turns Problem, aiohttp's HTTP errors an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 import storage
 from storage.jsoncodec import dumps
 
+from .keys import SETTINGS
 from .logs import request_id
 from .openapi import QUERY_PARAMS
 
@@ -184,12 +186,32 @@ def query_param(request: web.Request, name: str) -> str | None:
     return value
 
 
+def body_deadline(request: web.Request) -> asyncio.Timeout:
+    """The time a client has to send its body (``body_timeout``): a body trickled a
+    byte at a time holds a connection no longer (headers have ``header_timeout``)."""
+    return asyncio.timeout(request.app[SETTINGS].body_timeout)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body; 408 problem+json if it takes longer than ``body_timeout``."""
+    try:
+        async with body_deadline(request):
+            return await request.read()
+    except TimeoutError:
+        raise body_too_slow(request) from None
+
+
+def body_too_slow(request: web.Request) -> Problem:
+    seconds = request.app[SETTINGS].body_timeout
+    return Problem(408, f"the request body took longer than {seconds:g} s to arrive")
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON: 415 for another type, 413 too large, 400 malformed."""
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise Problem(415, f"send application/json, not {ctype or 'no content type'}")
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -51,6 +51,7 @@ DEFAULT_HUB_MAX_PENDING_PER_DOMAIN = 50
 DEFAULT_HUB_SUBSCRIBE_RATE = 20.0
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_WRITE_RATE = 10.0
 DEFAULT_WRITE_BURST = 100
 DEFAULT_MAX_SUBSCRIPTIONS = 100
@@ -106,6 +107,7 @@ class Settings:
     hub_subscribe_rate: new WebSub subscription requests accepted per second in all.
     header_timeout: seconds a client has to send its request line and headers.
     keepalive_timeout: seconds an idle keep-alive connection stays open.
+    body_timeout: seconds a client has to send a request body once its headers are in.
     workers: ``serve`` processes sharing the listening port (SO_REUSEPORT).
     write_rate, write_burst: partners' writes (per token and per client IP),
         failed authentications and ``POST /hub`` (per client IP) refill at
@@ -153,6 +155,7 @@ class Settings:
     hub_subscribe_rate: float = DEFAULT_HUB_SUBSCRIBE_RATE
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     workers: int = 1
     write_rate: float = DEFAULT_WRITE_RATE
     write_burst: int = DEFAULT_WRITE_BURST
@@ -370,6 +373,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "hub_subscribe_rate": ("SYNDICATE_HUB_SUBSCRIBE_RATE", _positive_float),
     "header_timeout": ("SYNDICATE_HEADER_TIMEOUT", _positive_float),
     "keepalive_timeout": ("SYNDICATE_KEEPALIVE_TIMEOUT", _positive_float),
+    "body_timeout": ("SYNDICATE_BODY_TIMEOUT", _positive_float),
     "workers": ("SYNDICATE_WORKERS", _positive_int),
     "write_rate": ("SYNDICATE_WRITE_RATE", _positive_float),
     "write_burst": ("SYNDICATE_WRITE_BURST", _positive_int),

@@ -49,7 +49,7 @@ from .keys import DELIVERY, SETTINGS, STORAGE
 from .limits import RateLimiter, client_key, enforce
 from .models import valid_topic
 from .outbound import OutboundRequest, Sender
-from .problems import Problem
+from .problems import Problem, body_deadline, body_too_slow
 from .settings import Settings
 from .webhooks import new_subscription_id
 
@@ -424,9 +424,12 @@ async def hub_endpoint(request: web.Request) -> web.Response:
     if request.content_type != "application/x-www-form-urlencoded":
         return _text(415, "send application/x-www-form-urlencoded")
     try:
-        form = await request.post()
+        async with body_deadline(request):
+            form = await request.post()
     except (UnicodeDecodeError, ValueError):
         return _text(400, "the form is not valid UTF-8 form data")
+    except TimeoutError:
+        raise body_too_slow(request) from None
     mode = str(form.get("hub.mode", ""))
     hub = request.app[HUB]
     if mode == "publish":

@@ -121,6 +121,36 @@ async def test_a_slow_body_is_not_cut_by_the_header_timeout(
         writer.close()
 
 
+@pytest.mark.parametrize("path", ["/api/articles/slow", "/hub"])
+async def test_a_body_trickled_past_the_body_timeout_gets_a_408(
+    serve_app: ServeFactory, store: Storage, path: str
+) -> None:
+    """Headers have header_timeout; a body trickled a byte at a time holds the
+    connection no longer than body_timeout (it did for ever, no token needed on /hub)."""
+    base = await serve_app(header_timeout=0.3, body_timeout=0.8)
+    secret, _ = await create_token(store, name="op", role="operator")
+    ctype = "application/json" if path.startswith("/api") else "application/x-www-form-urlencoded"
+    method = "PUT" if path.startswith("/api") else "POST"
+    reader, writer = await connect(base)
+    started = asyncio.get_running_loop().time()
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n".encode()
+            + b"Authorization: Bearer %s\r\nContent-Length: 100\r\n\r\n" % secret.encode()
+        )
+        for _ in range(10):  # 1 byte every 0.25 s: 100 bytes would take 25 s
+            await asyncio.sleep(0.25)
+            writer.write(b"a")
+            if reader.at_eof():
+                break
+        answer = await read_response(reader)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"application/problem+json" in answer
+    assert asyncio.get_running_loop().time() - started < 3
+
+
 @pytest.mark.parametrize(
     ("one", "other", "same"),
     [

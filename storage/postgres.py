@@ -836,6 +836,7 @@ class PostgresStorage:
 
     async def delete_subscription(self, subscription_id: str) -> None:
         async with self._transaction() as conn:
+            await conn.execute(Q["lock_subscription_deliveries"], subscription_id)
             deleted = await conn.fetchval(Q["delete_subscription"], subscription_id)
         if deleted is None:
             raise SubscriptionNotFound(subscription_id)

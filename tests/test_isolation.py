@@ -34,6 +34,9 @@ SETTINGS: dict[str, Any] = {
     # Failed attempts wait long: the test is about first attempts and one retry storm.
     "retry_schedule": (60.0,),
 }
+#: WebSub subscriptions in the flood test: enough to fill every slot before fair
+#: dispatch (50 hosts x 8 > 256); bench/isolation.py measures the issue's 5,000.
+WEBSUB_SUBSCRIPTIONS = 2000
 #: Bounds on the healthy partner's p50 and slowest push, seconds: everything here shares
 #: one event loop and 2 cores, so these are looser than the targets that
 #: bench/isolation.py measures (p50 <= 0.1 s, p99 <= 2 s); before fair dispatch the pushes
@@ -171,7 +174,7 @@ async def test_a_partner_with_100_hanging_hosts_does_not_hold_back_another(
     assert hanging.requests > 0, "the hanging partner's pushes were being sent too"
 
 
-async def test_5000_hanging_websub_subscribers_do_not_hold_back_a_webhook_partner(
+async def test_hanging_websub_subscribers_do_not_hold_back_a_webhook_partner(
     start_server: ServerFactory,
     tokens: dict[str, str],
     store: Storage,
@@ -186,7 +189,7 @@ async def test_5000_hanging_websub_subscribers_do_not_hold_back_a_webhook_partne
     client.token = tokens["operator"]
     topic_url = client.url("/feeds/liver-health.atom")
     expires = utcnow() + timedelta(days=1)
-    for n in range(5000):
+    for n in range(WEBSUB_SUBSCRIPTIONS):
         address = hanging.addresses[n % len(hanging.addresses)]
         await store.create_subscription(
             id=f"ws_{n:05d}", kind="websub", url=hanging.url(address, f"/cb/{n}"),

@@ -347,6 +347,12 @@ SELECT * FROM subscriptions
 UPDATE subscriptions SET {assignments}updated_at = $2 WHERE id = $1
 RETURNING *;
 
+-- name: lock_subscription_deliveries
+-- Before a subscription is deleted: its deliveries locked first, in the order that
+-- complete_deliveries takes them (deliveries, then their subscription), so the two
+-- never deadlock (the cascade would lock the deliveries after the subscription).
+SELECT 1 FROM deliveries WHERE subscription_id = $1 ORDER BY id FOR UPDATE;
+
 -- name: delete_subscription
 DELETE FROM subscriptions WHERE id = $1 RETURNING id;
 

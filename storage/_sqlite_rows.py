@@ -19,6 +19,7 @@ from .records import (
     Subscription,
     Token,
     Topic,
+    Worker,
     format_time,
     parse_time,
 )
@@ -143,6 +144,18 @@ def to_subscription(row: Row) -> Subscription:
         failing_since=text_time(row["failing_since"]),
         topic_url=row["topic_url"],
         owner_key=row["owner_key"],
+    )
+
+
+def to_worker(row: Row) -> Worker:
+    return Worker(
+        id=row["id"],
+        hostname=row["hostname"],
+        pid=row["pid"],
+        kind=row["kind"],
+        started_at=parse_time(row["started_at"]),
+        heartbeat_at=parse_time(row["heartbeat_at"]),
+        held=row["held"],
     )
 
 

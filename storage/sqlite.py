@@ -45,6 +45,7 @@ from ._sqlite_rows import (
     to_subscription,
     to_token,
     to_topic,
+    to_worker,
 )
 from ._wal_watch import WalWatch
 from .base import ListCursor
@@ -82,7 +83,6 @@ from .records import (
     format_time,
     new_event_id,
     owner_key,
-    parse_time,
     utcnow,
 )
 
@@ -1046,18 +1046,7 @@ class SQLiteStorage:
 
     async def list_workers(self, *, now: datetime | None = None) -> list[Worker]:
         async with self._read(Q["list_workers"], {"now": format_time(now or utcnow())}) as rows:
-            return [
-                Worker(
-                    id=r["id"],
-                    hostname=r["hostname"],
-                    pid=r["pid"],
-                    kind=r["kind"],
-                    started_at=parse_time(r["started_at"]),
-                    heartbeat_at=parse_time(r["heartbeat_at"]),
-                    held=r["held"],
-                )
-                for r in rows
-            ]
+            return [to_worker(r) for r in rows]
 
     async def claim_deliveries(
         self,

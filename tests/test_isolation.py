@@ -119,6 +119,15 @@ def article(n: int) -> dict[str, Any]:
     }
 
 
+async def operator_service(
+    start_server: ServerFactory, tokens: dict[str, str], **overrides: Any
+) -> Client:
+    """The service with SETTINGS (and ``overrides``), sending the operator token."""
+    client = await start_server(**{**SETTINGS, **overrides})
+    client.token = tokens["operator"]
+    return client
+
+
 async def healthy_latencies(
     client: Client, receiver: Receiver, count: int, *, first: int = 0, gap: float = 0.1
 ) -> list[float]:
@@ -165,8 +174,7 @@ async def test_a_partner_with_100_hanging_hosts_does_not_hold_back_another(
     for n, address in enumerate(hanging.addresses):
         await webhook(store, f"sub_hang_{n:03d}", hanging.url(address, "/hook"), "partner-a")
     await webhook(store, "sub_healthy", receiver.url("/healthy"), "partner-b")
-    client = await start_server(**SETTINGS)
-    client.token = tokens["operator"]
+    client = await operator_service(start_server, tokens)
 
     latencies = await healthy_latencies(client, receiver, 10)
 
@@ -185,8 +193,7 @@ async def test_hanging_websub_subscribers_do_not_hold_back_a_webhook_partner(
     that hang took every slot from the webhook partners. WebSub now uses at most its
     share of the slots (1 - webhook_share), and each callback host its owner cap."""
     hanging = await many_hosts("127.0.2", 50)
-    client = await start_server(**SETTINGS)
-    client.token = tokens["operator"]
+    client = await operator_service(start_server, tokens)
     topic_url = client.url("/feeds/liver-health.atom")
     expires = utcnow() + timedelta(days=1)
     for n in range(WEBSUB_SUBSCRIPTIONS):
@@ -223,8 +230,7 @@ async def test_1000_retries_due_at_once_do_not_hold_back_first_attempts(
         address = failing.addresses[n % len(failing.addresses)]
         await webhook(store, f"sub_fail_{n:03d}", failing.url(address, "/hook"), "partner-c")
     await webhook(store, "sub_healthy", receiver.url("/healthy"), "partner-b")
-    client = await start_server(**{**SETTINGS, "retry_schedule": (3.0, 60.0)})
-    client.token = tokens["operator"]
+    client = await operator_service(start_server, tokens, retry_schedule=(3.0, 60.0))
     await healthy_latencies(client, receiver, 10, gap=0.0)  # 1,000 deliveries fail
     deadline = time.monotonic() + 10
     while failing.requests < 1000:

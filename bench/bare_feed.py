@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from syndicate.settings import default_event_loop
+from syndicate.core.settings import default_event_loop
 
 
 def make_app(body: bytes, etag: str) -> web.Application:

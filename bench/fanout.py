@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from bench import _harness as h
-from syndicate import webhooks
+from syndicate.delivery import webhooks
 
 TARGET = 0.5
 SUBSCRIPTIONS = 1000

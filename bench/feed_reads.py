@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from bench import _harness as h
-from syndicate.settings import default_event_loop
+from syndicate.core.settings import default_event_loop
 
 TITLE = "1. Feed reads (SQLite)"
 TARGET_200 = 0.45

@@ -1,9 +1,7 @@
-"""Syndicate: an article syndication service."""
+"""Syndicate: an article syndication service.
 
-from __future__ import annotations
+The layers, top to bottom: cli -> web -> delivery -> content -> (feeds, storage) -> core.
+See the README's "Layout" section.
+"""
 
-from .app import create_app
-from .settings import Settings, load_settings
-
-__all__ = ["Settings", "create_app", "load_settings"]
 __version__ = "0.1.0"

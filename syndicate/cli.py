@@ -17,15 +17,14 @@ from aiohttp import web
 import storage as storage_pkg
 from storage import Storage, open_storage
 from storage.records import ROLES, utcnow
-
-from .api_subscriptions import DELIVERY_STATUSES
-from .app import create_app, make_runner
-from .auth import create_token
-from .delivery import DeliveryService
-from .importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
-from .logs import configure as configure_logging
-from .openapi import document_bytes
-from .settings import FIELDS, Settings, SettingsError, load_settings
+from syndicate.content.importer import DEFAULT_IMPORT_BATCH, ImportFileError, import_paths
+from syndicate.core.settings import FIELDS, Settings, SettingsError, load_settings
+from syndicate.delivery.service import DeliveryService
+from syndicate.web.app import create_app, make_runner
+from syndicate.web.auth import create_token
+from syndicate.web.middleware import configure as configure_logging
+from syndicate.web.openapi import document_bytes
+from syndicate.web.routes.subscriptions import DELIVERY_STATUSES
 
 logger = logging.getLogger("syndicate")
 BOOTSTRAP_TOKEN_NAME = "operator"

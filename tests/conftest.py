@@ -29,9 +29,9 @@ from aiohttp.test_utils import TestServer
 from receiver import Receiver
 
 from storage import Storage, open_storage
-from syndicate.app import create_app, make_runner
-from syndicate.auth import create_token
-from syndicate.settings import Settings
+from syndicate.core.settings import Settings
+from syndicate.web.app import create_app, make_runner
+from syndicate.web.auth import create_token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -10,7 +10,7 @@ import pytest
 from conftest import Client, expect_problem
 
 from storage import Storage, open_storage
-from syndicate.auth import create_token, hash_token
+from syndicate.web.auth import create_token, hash_token
 
 ARTICLE = {"id": "a1", "title": "T", "content": "c", "topics": ["t"]}
 WRITES = [
@@ -59,7 +59,7 @@ async def test_reads_need_any_valid_token(
 
 
 async def test_tokens_are_stored_hashed(store: Storage, tokens: dict[str, str]) -> None:
-    from syndicate.auth import hash_token
+    from syndicate.web.auth import hash_token
 
     found = await store.get_token_by_hash(hash_token(tokens["operator"]))
     assert found is not None and found.role == "operator"

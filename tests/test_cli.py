@@ -108,7 +108,7 @@ async def test_token_create_prints_only_the_token(
     assert TOKEN_RE.fullmatch(out.strip()), out
     store = await open_storage(database_url)
     try:
-        from syndicate.auth import hash_token
+        from syndicate.web.auth import hash_token
 
         token = await store.get_token_by_hash(hash_token(out.strip()))
         assert token is not None and (token.name, token.role) == ("acme", "partner")
@@ -185,7 +185,7 @@ async def test_bad_settings_are_explained(env: dict[str, str], message: str) -> 
 
 
 async def test_flags_override_environment(tmp_path: Path) -> None:
-    from syndicate.settings import load_settings
+    from syndicate.core.settings import load_settings
 
     settings = load_settings({"port": "9000"}, {"SYNDICATE_PORT": "7000", "SYNDICATE_HOST": "::1"})
     assert (settings.port, settings.host) == (9000, "::1")

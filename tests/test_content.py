@@ -7,7 +7,7 @@ import random
 import pytest
 from conftest import Client
 
-from syndicate.content import (
+from syndicate.content.text import (
     clean_text,
     excerpt,
     render_content,

@@ -22,14 +22,14 @@ import pytest
 from conftest import Client, expect_problem
 
 from storage import Storage
-from syndicate.content import (
+from syndicate.content.importer import import_paths
+from syndicate.content.text import (
     MAX_CONTENT_DEPTH,
     MAX_CONTENT_ELEMENTS,
     ContentTooComplex,
     check_content_limits,
     render_content,
 )
-from syndicate.importer import import_paths
 
 DEEP_DIVS = "<div>" * 60_000 + "deep" + "</div>" * 60_000
 #: Pure-Python markdown rendering of ~2 s on the test machine, nothing refused.

@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from storage import Storage
-from syndicate.outbound import parse_retry_after
+from syndicate.delivery.sender import parse_retry_after
 
 ARTICLE = {
     "id": "liver-1",
@@ -301,7 +301,7 @@ async def test_test_endpoint_sends_a_signed_ping(
 async def test_partners_see_only_their_own(
     service: Client, receiver: Receiver, tokens: dict[str, str], store: Storage
 ) -> None:
-    from syndicate.auth import create_token
+    from syndicate.web.auth import create_token
 
     other_token, _ = await create_token(store, name="other-partner", role="partner")
     mine = await subscribe(service, tokens["partner"], receiver.url("/mine"))

@@ -15,9 +15,9 @@ from receiver import Received, Receiver, hang
 from test_storage_contract import draft
 
 from storage import Storage, open_storage
-from syndicate.auth import create_token
-from syndicate.delivery import DeliveryService
-from syndicate.settings import Settings
+from syndicate.core.settings import Settings
+from syndicate.delivery.service import DeliveryService
+from syndicate.web.auth import create_token
 
 
 async def add_subscriptions(store: Storage, url: str, count: int) -> None:

@@ -16,10 +16,10 @@ from conftest import ServeFactory
 from yarl import URL
 
 from storage import Storage
-from syndicate.auth import create_token
-from syndicate.logs import configure
+from syndicate.web.auth import create_token
+from syndicate.web.middleware import configure
 
-FORGED = "2026-01-01 00:00:00,000 ERROR syndicate.auth FORGED"
+FORGED = "2026-01-01 00:00:00,000 ERROR syndicate.web.auth FORGED"
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ async def test_a_path_cannot_forge_a_log_line(
         assert resp.status == 404
     [line] = await text_log.wait_for("syndicate.access")
     assert not [x for x in text_log.lines() if x.startswith("2026-01-01")], text_log.text
-    assert "/nope\\r\\n2026-01-01 00:00:00,000 ERROR syndicate.auth FORGED 404" in line
+    assert "/nope\\r\\n2026-01-01 00:00:00,000 ERROR syndicate.web.auth FORGED 404" in line
     assert resp.content_type == "application/problem+json"  # the catch-all route took it
 
 
@@ -154,7 +154,7 @@ async def test_tokens_and_credentials_are_redacted_everywhere(
 
 
 async def test_text_format_prints_the_structured_fields_escaped(text_log: Captured) -> None:
-    logging.getLogger("syndicate.problems").error(
+    logging.getLogger("syndicate.web.problems").error(
         "storage error", extra={"error": "disk I/O error\n" + FORGED, "attempt": 3}
     )
     [line] = text_log.lines()

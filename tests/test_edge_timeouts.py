@@ -14,10 +14,10 @@ from conftest import ServeFactory, free_port
 from yarl import URL
 
 from storage import Storage
-from syndicate.app import create_app, make_runner
-from syndicate.auth import create_token
-from syndicate.limits import address_key
-from syndicate.settings import Settings
+from syndicate.core.settings import Settings
+from syndicate.web.app import create_app, make_runner
+from syndicate.web.auth import create_token
+from syndicate.web.limits import address_key
 
 ARTICLE = b'{"id": "slow", "title": "Slow", "content": "<p>x</p>", "topics": ["t"]}'
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from syndicate.egress import (
+from syndicate.delivery.egress import (
     EgressRefused,
     GuardedResolver,
     address_refusal,

@@ -26,8 +26,8 @@ from storage._sql import load_migrations
 from storage.postgres import Q as PG
 from storage.records import Article, ArticleDraft, format_time
 from storage.sqlite import _statements
-from syndicate import webhooks
-from syndicate.auth import create_token
+from syndicate.delivery import webhooks
+from syndicate.web.auth import create_token
 
 EVENT_ID = re.compile(r"msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}")
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

@@ -23,10 +23,10 @@ from yarl import URL
 import feeds
 from storage import Storage, open_storage
 from storage.records import Article
-from syndicate.articles import to_draft
-from syndicate.content import render_content, summarize
-from syndicate.feed_http import FEED_CACHE
-from syndicate.models import ArticleIn
+from syndicate.content.articles import to_draft
+from syndicate.content.models import ArticleIn
+from syndicate.content.text import render_content, summarize
+from syndicate.web.routes.feeds import FEED_CACHE
 
 GOLDEN = Path(__file__).parent / "golden"
 ATOM = "{http://www.w3.org/2005/Atom}"

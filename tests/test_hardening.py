@@ -17,8 +17,8 @@ from conftest import Client, ServerFactory, expect_problem
 from receiver import Receiver
 
 from storage import Storage
-from syndicate.auth import create_token
-from syndicate.openapi import ROUTES
+from syndicate.web.auth import create_token
+from syndicate.web.openapi import ROUTES
 
 ARTICLE = {"id": "a1", "title": "Liver", "content": "<p>x</p>", "topics": ["liver-health"]}
 

@@ -91,7 +91,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         getattr(r, "limit", "")
         for r in caplog.records
-        if r.name == "syndicate.websub" and r.levelno == logging.WARNING
+        if r.name == "syndicate.delivery.websub" and r.levelno == logging.WARNING
     ]
 
 
@@ -312,7 +312,7 @@ async def test_sqlite_counts_search_an_index(tmp_path: Any) -> None:
     ],
 )
 def test_callback_domains(callback: str, domain: str) -> None:
-    from syndicate.websub import callback_domain
+    from syndicate.delivery.websub import callback_domain
 
     assert callback_domain(callback) == domain
 
@@ -357,7 +357,7 @@ async def test_publish_is_once_per_feed_per_interval(
     client = await start_hub(start_server, tokens)
     feed = f"{client.base_url}/feeds/{TOPIC}.rss"
     assert (await hub_post(client, {"hub.mode": "publish", "hub.url": feed}))[0] == 202
-    with caplog.at_level(logging.WARNING, logger="syndicate.websub"):
+    with caplog.at_level(logging.WARNING, logger="syndicate.delivery.websub"):
         status, _, retry_after = await post_from(
             client, "127.0.0.2", {"hub.mode": "publish", "hub.url": feed}
         )

@@ -24,9 +24,9 @@ from conftest import clean_env, free_port
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
-from syndicate import openapi
-from syndicate.models import HTTP_URL_PATTERN, valid_article_id
-from syndicate.settings import Settings
+from syndicate.content.models import HTTP_URL_PATTERN, valid_article_id
+from syndicate.core.settings import Settings
+from syndicate.web import openapi
 
 DOCUMENT = openapi.build(Settings())
 schema = schemathesis.openapi.from_dict(DOCUMENT)

@@ -17,7 +17,7 @@ from receiver import Receiver
 from test_delivery_durability import OUTPUT, start
 
 from storage import open_storage
-from syndicate.auth import create_token
+from syndicate.web.auth import create_token
 
 SECONDS = float(os.environ.get("SYNDICATE_SOAK_SECONDS", "8"))
 TOPICS = ["liver-health", "diabetes", "skin-health"]

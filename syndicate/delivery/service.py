@@ -37,16 +37,15 @@ from storage.records import (
     owner_key,
     utcnow,
 )
-
-from . import webhooks
-from .egress import Resolver
-from .liveness import Liveness
-from .outbound import Attempt, OutboundRequest, Sender
-from .settings import Settings
-from .websub import notification, parse_topic, websub_request
+from syndicate.core.settings import Settings
+from syndicate.delivery import webhooks
+from syndicate.delivery.egress import Resolver
+from syndicate.delivery.liveness import Liveness
+from syndicate.delivery.sender import Attempt, OutboundRequest, Sender
+from syndicate.delivery.websub import notification, parse_topic, websub_request
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from syndicate.delivery.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

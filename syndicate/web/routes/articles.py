@@ -7,21 +7,20 @@ from typing import Any
 from aiohttp import web
 
 from storage.records import ArticleDraft, PutResult, Topic, default_topic_title, format_time
-
-from .articles import (
+from syndicate.content.articles import (
     BadCursor,
     article_json,
     decode_cursor,
     draft_off_loop,
     encode_cursor,
 )
-from .auth import authenticate
-from .batch import store_batch, tally
-from .content import ContentTooComplex
-from .keys import DELIVERY, SETTINGS, STORAGE
-from .models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
-from .problems import Problem, invalid, json_response, query_param, read_json, validate
-from .settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from syndicate.content.ingest import store_batch, tally
+from syndicate.content.models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
+from syndicate.content.text import ContentTooComplex
+from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web.auth import authenticate
+from syndicate.web.problems import Problem, invalid, json_response, query_param, read_json, validate
 
 routes = web.RouteTableDef()
 

@@ -17,8 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from . import models
-from .settings import Settings
+from syndicate.content import models
+from syndicate.core.settings import Settings
 
 VERSION = importlib.metadata.version("syndicate")
 PROBLEM = "application/problem+json"

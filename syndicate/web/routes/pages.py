@@ -20,11 +20,10 @@ from aiohttp import web
 
 from storage import ArticleNotFound, Storage, TopicNotFound
 from storage.records import Article, Topic, default_topic_title
-
-from .articles import BadCursor, decode_cursor, encode_cursor, permalink
-from .content import excerpt
-from .keys import SETTINGS, STORAGE
-from .models import SLUG_PATTERN, valid_article_id, valid_topic
+from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor, permalink
+from syndicate.content.models import SLUG_PATTERN, valid_article_id, valid_topic
+from syndicate.content.text import excerpt
+from syndicate.web.appkeys import SETTINGS, STORAGE
 
 routes = web.RouteTableDef()
 

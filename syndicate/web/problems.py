@@ -24,10 +24,9 @@ from pydantic import BaseModel, ValidationError
 
 import storage
 from storage.jsoncodec import dumps
-
-from .keys import SETTINGS
-from .logs import request_id
-from .openapi import QUERY_PARAMS
+from syndicate.web.appkeys import SETTINGS
+from syndicate.web.middleware import request_id
+from syndicate.web.openapi import QUERY_PARAMS
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .problems import Problem
+from syndicate.web.problems import Problem
 
 MAX_BUCKETS = 100_000
 

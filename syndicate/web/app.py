@@ -14,12 +14,13 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from storage import Storage, open_storage
-
-from . import api_articles, api_subscriptions, feed_http, health, metrics, openapi, pages, websub
-from .delivery import DeliveryService
-from .keys import DELIVERY, SETTINGS, STORAGE
-from .limits import RATE_LIMITER, RateLimiter
-from .logs import (
+from syndicate.core.settings import Settings
+from syndicate.delivery import metrics, websub
+from syndicate.delivery.service import DeliveryService
+from syndicate.web import openapi
+from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web.limits import RATE_LIMITER, RateLimiter
+from syndicate.web.middleware import (
     PROTOCOL_ERROR,
     REQUEST_ID_HEADER,
     AccessLog,
@@ -27,8 +28,11 @@ from .logs import (
     new_request_id,
     served,
 )
-from .problems import Problem, error_response, problem_response
-from .settings import Settings
+from syndicate.web.problems import Problem, error_response, problem_response
+from syndicate.web.routes import articles as api_articles
+from syndicate.web.routes import feeds as feed_http
+from syndicate.web.routes import health, pages
+from syndicate.web.routes import subscriptions as api_subscriptions
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:

@@ -25,12 +25,11 @@ from yarl import URL
 import feeds
 from storage import Storage
 from storage.records import Article, FeedState, default_topic_title
-
-from .articles import BadCursor, decode_cursor, encode_cursor, permalink
-from .keys import SETTINGS, STORAGE
-from .logs import Handler, fast_path
-from .problems import invalid
-from .settings import Settings
+from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor, permalink
+from syndicate.core.settings import Settings
+from syndicate.web.appkeys import SETTINGS, STORAGE
+from syndicate.web.middleware import Handler, fast_path
+from syndicate.web.problems import invalid
 
 ALL = "all"
 DEFAULT_CACHE_ENTRIES = 256

@@ -19,10 +19,10 @@ from typing import Literal
 import nh3
 from markdown_it import MarkdownIt
 
-from ._html_limits import MAX_CONTENT_DEPTH as MAX_CONTENT_DEPTH
-from ._html_limits import MAX_CONTENT_ELEMENTS as MAX_CONTENT_ELEMENTS
-from ._html_limits import ContentTooComplex as ContentTooComplex
-from ._html_limits import check_content_limits as check_content_limits
+from syndicate.content.html_limits import MAX_CONTENT_DEPTH as MAX_CONTENT_DEPTH
+from syndicate.content.html_limits import MAX_CONTENT_ELEMENTS as MAX_CONTENT_ELEMENTS
+from syndicate.content.html_limits import ContentTooComplex as ContentTooComplex
+from syndicate.content.html_limits import check_content_limits as check_content_limits
 
 ContentType = Literal["html", "markdown", "text"]
 

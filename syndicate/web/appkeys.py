@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from storage import Storage
-
-from .settings import Settings
+from syndicate.core.settings import Settings
 
 if TYPE_CHECKING:
-    from .delivery import DeliveryService
+    from syndicate.delivery.service import DeliveryService
 
 STORAGE = web.AppKey("storage", Storage)
 SETTINGS = web.AppKey("settings", Settings)

@@ -18,11 +18,10 @@ from prometheus_client import (
 
 from storage import StorageError
 from storage.records import DeliveryOutcome, utcnow
-
-from .keys import STORAGE
+from syndicate.web.appkeys import STORAGE
 
 if TYPE_CHECKING:
-    from .outbound import Attempt
+    from syndicate.delivery.sender import Attempt
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 

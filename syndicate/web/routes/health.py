@@ -5,9 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 import storage
-
-from .keys import STORAGE
-from .problems import Problem, json_response
+from syndicate.web.appkeys import STORAGE
+from syndicate.web.problems import Problem, json_response
 
 routes = web.RouteTableDef()
 

@@ -14,9 +14,8 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from storage.records import utcnow
-
-from .egress import Resolver, make_connector
-from .settings import Settings
+from syndicate.core.settings import Settings
+from syndicate.delivery.egress import Resolver, make_connector
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from storage.jsoncodec import dumps
 from storage.records import Article, Event, Subscription, format_time
-
-from .articles import article_json, deleted_article_json
+from syndicate.content.articles import article_json, deleted_article_json
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32

@@ -42,16 +42,15 @@ from publicsuffixlist import PublicSuffixList
 import feeds
 from storage import Storage, StorageError, TopicNotFound
 from storage.records import Article, Delivery, Event, Subscription, utcnow
-
-from . import feed_http
-from .egress import EgressRefused, check_url
-from .keys import DELIVERY, SETTINGS, STORAGE
-from .limits import RateLimiter, client_key, enforce
-from .models import valid_topic
-from .outbound import OutboundRequest, Sender
-from .problems import Problem, body_deadline, body_too_slow
-from .settings import Settings
-from .webhooks import new_subscription_id
+from syndicate.content.models import valid_topic
+from syndicate.core.settings import Settings
+from syndicate.delivery.egress import EgressRefused, check_url
+from syndicate.delivery.sender import OutboundRequest, Sender
+from syndicate.delivery.webhooks import new_subscription_id
+from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web.limits import RateLimiter, client_key, enforce
+from syndicate.web.problems import Problem, body_deadline, body_too_slow
+from syndicate.web.routes import feeds as feed_http
 
 logger = logging.getLogger(__name__)
 

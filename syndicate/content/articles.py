@@ -16,9 +16,8 @@ from urllib.parse import quote
 
 from storage.base import ListCursor
 from storage.records import Article, ArticleDraft, format_time, parse_time, utcnow
-
-from .content import render_content, slugify, summarize
-from .models import ArticleIn
+from syndicate.content.models import ArticleIn
+from syndicate.content.text import render_content, slugify, summarize
 
 
 def new_article_id() -> str:

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from storage import Storage, StorageError
-
-from .settings import Settings
+from syndicate.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

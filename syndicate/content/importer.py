@@ -11,9 +11,8 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from storage import Storage
-
-from .batch import STATUSES, store_batch
-from .models import MAX_TOPICS
+from syndicate.content.ingest import STATUSES, store_batch
+from syndicate.content.models import MAX_TOPICS
 
 DEFAULT_IMPORT_BATCH = 500
 IMPORT_SUFFIXES = (".json", ".ndjson", ".jsonl")

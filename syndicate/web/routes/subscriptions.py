@@ -11,16 +11,15 @@ from aiohttp import web
 
 from storage import DeliveryNotFound, SubscriptionNotFound
 from storage.records import Delivery, Subscription, Token, format_time, utcnow
-
-from . import webhooks
-from .auth import authenticate
-from .delivery import signed_request
-from .egress import EgressRefused, check_url
-from .keys import DELIVERY, SETTINGS, STORAGE
-from .models import RecoverIn, SubscriptionIn, SubscriptionPatch
-from .problems import Problem, invalid, json_response, query_param, read_json, validate
-from .settings import MAX_PAGE_SIZE
-from .webhooks import new_subscription_id
+from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
+from syndicate.core.settings import MAX_PAGE_SIZE
+from syndicate.delivery import webhooks
+from syndicate.delivery.egress import EgressRefused, check_url
+from syndicate.delivery.service import signed_request
+from syndicate.delivery.webhooks import new_subscription_id
+from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web.auth import authenticate
+from syndicate.web.problems import Problem, invalid, json_response, query_param, read_json, validate
 
 routes = web.RouteTableDef()
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")

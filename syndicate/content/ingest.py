@@ -11,11 +11,10 @@ from pydantic import ValidationError
 
 from storage import Storage
 from storage.records import ArticleDraft
-
-from .articles import to_draft
-from .content import ContentTooComplex, render_content
-from .models import MAX_TOPICS, ArticleIn
-from .problems import validation_errors
+from syndicate.content.articles import to_draft
+from syndicate.content.models import MAX_TOPICS, ArticleIn
+from syndicate.content.text import ContentTooComplex, render_content
+from syndicate.web.problems import validation_errors
 
 STATUSES = ("created", "updated", "unchanged", "rejected")
 #: Articles validated (or drafted) between two turns of the event loop (~1 ms).

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from .content import clean_text
+from syndicate.content.text import clean_text
 
 ARTICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
 TOPIC_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"

@@ -17,8 +17,10 @@ driver error (a bug) passes through unchanged.
 
 from __future__ import annotations
 
+from syndicate.core.errors import SyndicateError
 
-class StorageError(Exception):
+
+class StorageError(SyndicateError):
     """The storage failed; the message says how."""
 
     default_message = "storage error"

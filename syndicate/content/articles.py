@@ -18,6 +18,7 @@ from storage.base import ListCursor
 from storage.records import Article, ArticleDraft, format_time, parse_time, utcnow
 from syndicate.content.models import ArticleIn
 from syndicate.content.text import render_content, slugify, summarize
+from syndicate.core.errors import InvalidInput
 
 
 def new_article_id() -> str:
@@ -102,7 +103,7 @@ def deleted_article_json(article: Article) -> dict[str, Any]:
     }
 
 
-class BadCursor(ValueError):
+class BadCursor(InvalidInput):
     pass
 
 

@@ -23,6 +23,8 @@ import re
 import string
 from collections.abc import Container
 
+from syndicate.core.errors import InvalidInput
+
 #: Deepest element nesting accepted. Real articles stay under ~30.
 MAX_CONTENT_DEPTH = 256
 #: Most elements one article's HTML may make (about 1 MB of dense markup).
@@ -38,7 +40,7 @@ _MAX_STEPS = 4_000_000
 _FEW_TAGS = MAX_CONTENT_DEPTH // 2
 
 
-class ContentTooComplex(ValueError):
+class ContentTooComplex(InvalidInput):
     """Content beyond the bound on sanitizing work; the message names the limit."""
 
 

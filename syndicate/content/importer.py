@@ -13,12 +13,13 @@ from tqdm import tqdm
 from storage import Storage
 from syndicate.content.ingest import STATUSES, store_batch
 from syndicate.content.models import MAX_TOPICS
+from syndicate.core.errors import InvalidInput
 
 DEFAULT_IMPORT_BATCH = 500
 IMPORT_SUFFIXES = (".json", ".ndjson", ".jsonl")
 
 
-class ImportFileError(ValueError):
+class ImportFileError(InvalidInput):
     """A file could not be read as JSON or NDJSON at all."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from syndicate.core.errors import SyndicateError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_DATABASE = "sqlite:///data/syndicate.db"
@@ -64,7 +66,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 EVENT_LOOPS = ("uvloop", "asyncio")
 
 
-class SettingsError(ValueError):
+class SettingsError(SyndicateError, ValueError):
     """A configuration value is unusable; the message names the variable or flag."""
 
 

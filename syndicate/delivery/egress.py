@@ -33,6 +33,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from syndicate.core.errors import SyndicateError
+
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -101,7 +103,7 @@ def _refusal_of(address: str) -> str | None:
         return "not an IP address"
 
 
-class EgressRefused(OSError):
+class EgressRefused(SyndicateError, OSError):
     """The guard will not contact a webhook URL; ``str()`` is written for the partner.
 
     An ``OSError`` (``EACCES``: a policy refusal, like a firewall's) so that aiohttp reports it

@@ -43,13 +43,14 @@ import feeds
 from storage import Storage, StorageError, TopicNotFound
 from storage.records import Article, Delivery, Event, Subscription, utcnow
 from syndicate.content.models import valid_topic
+from syndicate.core.errors import Problem
 from syndicate.core.settings import Settings
 from syndicate.delivery.egress import EgressRefused, check_url
 from syndicate.delivery.sender import OutboundRequest, Sender
 from syndicate.delivery.webhooks import new_subscription_id
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.limits import RateLimiter, client_key, enforce
-from syndicate.web.problems import Problem, body_deadline, body_too_slow
+from syndicate.web.problems import body_deadline, body_too_slow
 from syndicate.web.routes import feeds as feed_http
 
 logger = logging.getLogger(__name__)

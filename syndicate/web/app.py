@@ -14,6 +14,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from storage import Storage, open_storage
+from syndicate.core.errors import Problem
 from syndicate.core.settings import Settings
 from syndicate.delivery import metrics, websub
 from syndicate.delivery.service import DeliveryService
@@ -28,7 +29,7 @@ from syndicate.web.middleware import (
     new_request_id,
     served,
 )
-from syndicate.web.problems import Problem, error_response, problem_response
+from syndicate.web.problems import error_response, problem_response
 from syndicate.web.routes import articles as api_articles
 from syndicate.web.routes import feeds as feed_http
 from syndicate.web.routes import health, pages

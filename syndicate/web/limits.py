@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from syndicate.web.problems import Problem
+from syndicate.core.errors import Problem
 
 MAX_BUCKETS = 100_000
 

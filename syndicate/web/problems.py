@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from http import HTTPStatus
 from typing import Any, TypeVar
 
 import orjson
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 import storage
 from storage.jsoncodec import dumps
+from syndicate.core.errors import Problem
 from syndicate.web.appkeys import SETTINGS
 from syndicate.web.middleware import request_id
 from syndicate.web.openapi import QUERY_PARAMS
@@ -31,38 +31,12 @@ from syndicate.web.openapi import QUERY_PARAMS
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://syndicate.invalid/problems/"
 #: Validation errors a response lists; past it, it counts the rest.
 MAX_ERRORS = 50
 #: Characters of one error's field or message a response carries.
 MAX_ERROR_TEXT = 200
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class Problem(Exception):
-    """An error response. ``errors`` lists ``{"field", "message"}`` for validation
-    (at most ``MAX_ERRORS``; ``errors_omitted`` counts the rest)."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        title: str | None = None,
-        errors: list[dict[str, str]] | None = None,
-        type: str | None = None,
-        headers: dict[str, str] | None = None,
-        errors_omitted: int = 0,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.title = title or HTTPStatus(status).phrase
-        self.errors = errors
-        self.errors_omitted = errors_omitted
-        self.type = type or TYPE_BASE + self.title.lower().replace(" ", "-")
-        self.headers = headers or {}
 
 
 def problem_response(

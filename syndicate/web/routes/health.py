@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 import storage
+from syndicate.core.errors import Problem
 from syndicate.web.appkeys import STORAGE
-from syndicate.web.problems import Problem, json_response
+from syndicate.web.problems import json_response
 
 routes = web.RouteTableDef()
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from storage import DeliveryNotFound, SubscriptionNotFound
 from storage.records import Delivery, Subscription, Token, format_time, utcnow
 from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
+from syndicate.core.errors import Problem
 from syndicate.core.settings import MAX_PAGE_SIZE
 from syndicate.delivery import webhooks
 from syndicate.delivery.egress import EgressRefused, check_url
@@ -19,7 +20,7 @@ from syndicate.delivery.service import signed_request
 from syndicate.delivery.webhooks import new_subscription_id
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
-from syndicate.web.problems import Problem, invalid, json_response, query_param, read_json, validate
+from syndicate.web.problems import invalid, json_response, query_param, read_json, validate
 
 routes = web.RouteTableDef()
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")

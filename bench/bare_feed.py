@@ -41,14 +41,22 @@ def main() -> None:
     parser.add_argument("--event-loop", default=default_event_loop())
     args = parser.parse_args()
     app = make_app(args.body.read_bytes(), args.etag)
+    loop: asyncio.AbstractEventLoop
     if args.event_loop == "uvloop":
         import uvloop
 
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
-    web.run_app(app, host="127.0.0.1", port=args.port, reuse_port=True, access_log=None,
-                print=None, loop=loop)  # fmt: skip
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        reuse_port=True,
+        access_log=None,
+        print=None,
+        loop=loop,
+    )
 
 
 if __name__ == "__main__":

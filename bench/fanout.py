@@ -101,7 +101,9 @@ async def raw_round(subs: list[dict[str, Any]], body: bytes, port: int) -> float
 
         await asyncio.gather(*(send(i, s) for i, s in enumerate(subs)))
     stats = await wait_for(port, len(subs), 5)
-    return (len(subs) - 1) / (stats["last"] - stats["first"])
+    first: float = stats["first"]
+    last: float = stats["last"]
+    return (len(subs) - 1) / (last - first)
 
 
 async def sample_body(base: str, token: str, port: int, subs: list[dict[str, Any]]) -> bytes:

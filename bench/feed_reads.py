@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             port = h.free_port()
             for _ in range(args.workers):
                 bare.append(
-                    h.Helper("bench.bare_feed", ["--body", str(feed_file), "--etag", etag],
-                             port=port).start(tmp)
-                )  # fmt: skip
+                    h.Helper(
+                        "bench.bare_feed", ["--body", str(feed_file), "--etag", etag], port=port
+                    ).start(tmp)
+                )
             time.sleep(1.0)  # the later ones bind after the first already answers
             bare_url = f"http://{h.HOST}:{port}/feeds/liver-health.rss"
             assert fetch(bare_url)[1] == body
@@ -75,13 +76,15 @@ def main(argv: list[str] | None = None) -> None:
             runs: dict[str, list[h.WrkResult]] = {k: [] for k in keys}
             for round_no in range(h.ROUNDS):
                 print(f"round {round_no + 1}/{h.ROUNDS}", flush=True)
-                w = {"duration": args.duration}
-                runs["o200"].append(h.wrk(url, **w))  # type: ignore[arg-type]
-                runs["n200"].append(h.wrk(nginx_url, **w))  # type: ignore[arg-type]
-                runs["o304"].append(h.wrk(url, headers=[f"If-None-Match: {etag}"], **w))  # type: ignore[arg-type]
-                runs["n304"].append(h.wrk(nginx_url, headers=[f"If-None-Match: {n_etag}"], **w))  # type: ignore[arg-type]
-                runs["b200"].append(h.wrk(bare_url, **w))  # type: ignore[arg-type]
-                runs["b304"].append(h.wrk(bare_url, headers=[f"If-None-Match: {etag}"], **w))  # type: ignore[arg-type]
+                d: int = args.duration
+                runs["o200"].append(h.wrk(url, duration=d))
+                runs["n200"].append(h.wrk(nginx_url, duration=d))
+                runs["o304"].append(h.wrk(url, headers=[f"If-None-Match: {etag}"], duration=d))
+                runs["n304"].append(
+                    h.wrk(nginx_url, headers=[f"If-None-Match: {n_etag}"], duration=d)
+                )
+                runs["b200"].append(h.wrk(bare_url, duration=d))
+                runs["b304"].append(h.wrk(bare_url, headers=[f"If-None-Match: {etag}"], duration=d))
             rss = service.rss_mb()
         finally:
             for helper in bare:

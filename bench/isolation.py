@@ -353,10 +353,15 @@ async def hanging_websub(
         topic_url = f"{service.base}/feeds/liver-health.atom"
         for n in range(5000):
             await store.create_subscription(
-                id=f"ws_{n:05d}", kind="websub", url=hosts.url(n, f"/cb/{n}"),
-                topics=["liver-health"], events=[], secret=None, lease_expires_at=expires,
+                id=f"ws_{n:05d}",
+                kind="websub",
+                url=hosts.url(n, f"/cb/{n}"),
+                topics=["liver-health"],
+                events=[],
+                secret=None,
+                lease_expires_at=expires,
                 topic_url=topic_url,
-            )  # fmt: skip
+            )
     finally:
         await store.close()
     print(f"  5,000 WebSub subscriptions stored in {time.monotonic() - started:.1f}s", flush=True)
@@ -447,9 +452,14 @@ async def recovery(backend: str, tmp: Path, *, with_worker: bool) -> Recovery:
         try:
             for n in range(RECOVERY_COUNT):
                 await store.create_subscription(
-                    id=f"sub_{n:04d}", kind="webhook", url=slow.url(f"/hook?n={n}"),
-                    topics=["*"], events=[], secret=SECRET, owner="partner",
-                )  # fmt: skip
+                    id=f"sub_{n:04d}",
+                    kind="webhook",
+                    url=slow.url(f"/hook?n={n}"),
+                    topics=["*"],
+                    events=[],
+                    secret=SECRET,
+                    owner="partner",
+                )
         finally:
             await store.close()
         if with_worker:

@@ -24,9 +24,17 @@ JSON = {"Content-Type": "application/json"}
         (b"[1, 2]", JSON, 422),
         (b'"just a string"', JSON, 422),
     ],
-    ids=["truncated", "empty", "invalid-utf8", "deep-nesting", "text-plain", "no-type",
-         "array", "string"],
-)  # fmt: skip
+    ids=[
+        "truncated",
+        "empty",
+        "invalid-utf8",
+        "deep-nesting",
+        "text-plain",
+        "no-type",
+        "array",
+        "string",
+    ],
+)
 async def test_malformed_bodies(
     client: Client, store: Storage, body: bytes, headers: dict[str, str], status: int
 ) -> None:
@@ -70,9 +78,12 @@ async def test_body_over_the_limit_is_413(
     ],
 )
 async def test_invalid_fields_are_named(
-    client: Client, store: Storage, seed_article: dict[str, Any], change: dict[str, Any],
+    client: Client,
+    store: Storage,
+    seed_article: dict[str, Any],
+    change: dict[str, Any],
     fields: set[str],
-) -> None:  # fmt: skip
+) -> None:
     async with client.request("POST", "/api/articles", json={**seed_article, **change}) as resp:
         body = await expect_problem(resp, 422)
     assert error_fields(body) == fields

@@ -22,10 +22,14 @@ TOKEN_RE = re.compile(r"\bsyn_[A-Za-z0-9_-]{20,}\b")
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "syndicate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env=env or clean_env(),
-    )  # fmt: skip
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -45,10 +49,19 @@ class Served:
 async def serve(database_url: str, *extra: str) -> Served:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "serve", "--port", str(port),
-        "--database", database_url, *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=clean_env(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        "serve",
+        "--port",
+        str(port),
+        "--database",
+        database_url,
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=clean_env(),
+    )
     assert proc.stdout is not None
     lines: list[str] = []
 
@@ -152,8 +165,9 @@ async def test_import_directory_with_ndjson_and_bad_items(
         json.dumps({"id": "n3", "title": "Three", "content": "x", "topics": ["t"]}),
     ]
     (folder / "a.ndjson").write_text("\n".join(lines))
-    (folder / "b.json").write_text(json.dumps([{"id": "j1", "title": "J", "content": "x",
-                                                 "topics": ["t"]}]))  # fmt: skip
+    (folder / "b.json").write_text(
+        json.dumps([{"id": "j1", "title": "J", "content": "x", "topics": ["t"]}])
+    )
     (folder / "notes.txt").write_text("ignored")
     code, out, err = await run("import", str(folder), "--database", database_url)
     assert code == 1
@@ -220,16 +234,27 @@ async def test_token_list_and_revoke(
 async def test_json_logs_carry_request_ids(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "serve", "--port", str(port), "--log-format", "json",
-        "--database", f"sqlite:///{tmp_path / 'db.sqlite'}",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=clean_env(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        "serve",
+        "--port",
+        str(port),
+        "--log-format",
+        "json",
+        "--database",
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
     assert proc.stderr is not None
     try:
         for _ in range(100):
             try:
-                async with http.get(f"http://127.0.0.1:{port}/api/articles/x",
-                                    headers={"X-Request-Id": "req-42"}) as resp:  # fmt: skip
+                async with http.get(
+                    f"http://127.0.0.1:{port}/api/articles/x", headers={"X-Request-Id": "req-42"}
+                ) as resp:
                     assert resp.status == 401
                     break
             except aiohttp.ClientConnectorError:

@@ -31,12 +31,29 @@ XSS = (
 def test_sanitize_removes_scripts_and_handlers_keeps_structure() -> None:
     out = render_content(XSS, "html")
     lowered = out.lower()
-    for bad in ("<script", "onclick", "onerror", "onload", "javascript:", "<iframe", "<style",
-                "alert(1)", "<svg"):  # fmt: skip
+    for bad in (
+        "<script",
+        "onclick",
+        "onerror",
+        "onload",
+        "javascript:",
+        "<iframe",
+        "<style",
+        "alert(1)",
+        "<svg",
+    ):
         assert bad not in lowered, bad
-    for good in ("<h2>Heading</h2>", "<ul><li>one</li></ul>", "<ol><li>two</li></ol>",
-                 "<table>", "<th>h</th>", "<td>d</td>", 'href="https://example.org/x"',
-                 'src="https://example.org/a.png"', 'alt="pic"'):  # fmt: skip
+    for good in (
+        "<h2>Heading</h2>",
+        "<ul><li>one</li></ul>",
+        "<ol><li>two</li></ol>",
+        "<table>",
+        "<th>h</th>",
+        "<td>d</td>",
+        'href="https://example.org/x"',
+        'src="https://example.org/a.png"',
+        'alt="pic"',
+    ):
         assert good in out, good
 
 
@@ -106,8 +123,7 @@ async def test_api_stores_sanitized_content(client: Client) -> None:
     assert "<script" not in body["content"] and "javascript:" not in body["content"]
     assert "<h2>Heading</h2>" in body["content"]
     assert "<script" not in body["summary"] and "Heading" in body["summary"]
-    md = {"id": "md", "title": "M", "content": "**b**", "content_type": "markdown",
-          "topics": ["t"]}  # fmt: skip
+    md = {"id": "md", "title": "M", "content": "**b**", "content_type": "markdown", "topics": ["t"]}
     async with client.request("POST", "/api/articles", json=md) as resp:
         body = await resp.json()
     assert body["content"].strip() == "<p><strong>b</strong></p>"
@@ -118,9 +134,23 @@ def test_summary_reads_only_the_start_yet_equals_the_whole_texts_excerpt() -> No
     # summarize() reads a prefix of long HTML; tags, entities and block gaps cut at
     # any point must give the same summary as the text of the whole document.
     rng = random.Random(7)
-    pieces = ["liver", "calcification", "&amp;", "<b>bold</b>", "<p>", "</p>", "&lt;x&gt;",
-              "é", "<br>", '<a href="http://x/?a=1&amp;b=2">link</a>', "  ", "\n",
-              "<h2>Head</h2>", "&#233;", "肝脏"]  # fmt: skip
+    pieces = [
+        "liver",
+        "calcification",
+        "&amp;",
+        "<b>bold</b>",
+        "<p>",
+        "</p>",
+        "&lt;x&gt;",
+        "é",
+        "<br>",
+        '<a href="http://x/?a=1&amp;b=2">link</a>',
+        "  ",
+        "\n",
+        "<h2>Head</h2>",
+        "&#233;",
+        "肝脏",
+    ]
     for _ in range(400):
         words = [rng.choice(pieces) for _ in range(rng.randint(0, 900))]
         html = sanitize_html(" ".join(words))

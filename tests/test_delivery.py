@@ -61,11 +61,13 @@ async def test_partner_receives_a_verifiable_push(
     liver = await subscribe(service, tokens["partner"], receiver.url("/liver"))
     other = await subscribe(service, tokens["partner"], receiver.url("/other"), ["diabetes"])
     everything = await subscribe(service, tokens["partner"], receiver.url("/all"), ["*"])
-    deletes = await subscribe(service, tokens["partner"], receiver.url("/deletes"), ["*"],
-                              events=["article.deleted"])  # fmt: skip
+    deletes = await subscribe(
+        service, tokens["partner"], receiver.url("/deletes"), ["*"], events=["article.deleted"]
+    )
     assert liver["secret"].startswith("whsec_")
-    async with service.request("GET", f"/api/subscriptions/{liver['id']}",
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "GET", f"/api/subscriptions/{liver['id']}", token=tokens["partner"]
+    ) as resp:
         assert "secret" not in await resp.json(), "the secret is shown once"
 
     loop = asyncio.get_running_loop()
@@ -220,13 +222,15 @@ async def test_dead_after_the_schedule_then_retry_and_recover(
     assert dead[0]["attempts"] == 4 and dead[0]["last_status_code"] == 503
 
     receiver.behaviours["/down"] = respond_with(200)
-    async with service.request("POST", f"{base}/deliveries/{dead[0]['id']}/retry",
-                               token=tokens["partner"]) as r:  # fmt: skip
+    async with service.request(
+        "POST", f"{base}/deliveries/{dead[0]['id']}/retry", token=tokens["partner"]
+    ) as r:
         assert r.status == 202
     await receiver.wait_for(lambda: len(receiver.at("/down")) == 9)
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    async with service.request("POST", f"{base}/recover", json={"since": since},
-                               token=tokens["partner"]) as r:  # fmt: skip
+    async with service.request(
+        "POST", f"{base}/recover", json={"since": since}, token=tokens["partner"]
+    ) as r:
         assert r.status == 202
         assert (await r.json())["recovered"] == 1
     await receiver.wait_for(lambda: len(receiver.at("/down")) == 10)
@@ -259,8 +263,9 @@ async def test_disabled_after_failing_too_long_then_reenabled(
     assert len(receiver.at("/broken")) == attempts, "a disabled subscription gets nothing"
 
     receiver.behaviours["/broken"] = respond_with(204)
-    async with service.request("PATCH", path, json={"status": "active"},
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "PATCH", path, json={"status": "active"}, token=tokens["partner"]
+    ) as resp:
         assert (await resp.json())["status"] == "active"
     async with service.request("POST", "/api/articles", json={**ARTICLE, "id": "again"}):
         pass
@@ -291,8 +296,9 @@ async def test_test_endpoint_sends_a_signed_ping(
     service: Client, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
     sub = await subscribe(service, tokens["partner"], receiver.url("/ping"))
-    async with service.request("POST", f"/api/subscriptions/{sub['id']}/test",
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "POST", f"/api/subscriptions/{sub['id']}/test", token=tokens["partner"]
+    ) as resp:
         result = await resp.json()
     assert result["delivered"] is True and result["status_code"] == 204
     assert verify(sub["secret"], receiver.at("/ping")[0])["type"] == "ping"
@@ -311,22 +317,31 @@ async def test_partners_see_only_their_own(
     async with service.request("GET", "/api/subscriptions") as resp:
         assert {s["id"] for s in (await resp.json())["subscriptions"]} == {mine["id"], theirs["id"]}
     for method, suffix, body in [
-        ("GET", "", None), ("PATCH", "", {"description": "x"}), ("DELETE", "", None),
-        ("POST", "/rotate-secret", None), ("POST", "/test", None),
-        ("GET", "/deliveries", None), ("POST", "/recover", {"since": "2026-01-01T00:00:00Z"}),
-    ]:  # fmt: skip
+        ("GET", "", None),
+        ("PATCH", "", {"description": "x"}),
+        ("DELETE", "", None),
+        ("POST", "/rotate-secret", None),
+        ("POST", "/test", None),
+        ("GET", "/deliveries", None),
+        ("POST", "/recover", {"since": "2026-01-01T00:00:00Z"}),
+    ]:
         path = f"/api/subscriptions/{theirs['id']}{suffix}"
         async with service.request(method, path, json=body, token=tokens["partner"]) as resp:
             await expect_problem(resp, 404)
-    async with service.request("PATCH", f"/api/subscriptions/{mine['id']}",
-                               json={"topics": ["*"], "description": "all of it"},
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "PATCH",
+        f"/api/subscriptions/{mine['id']}",
+        json={"topics": ["*"], "description": "all of it"},
+        token=tokens["partner"],
+    ) as resp:
         assert (await resp.json())["topics"] == ["*"]
-    async with service.request("DELETE", f"/api/subscriptions/{mine['id']}",
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "DELETE", f"/api/subscriptions/{mine['id']}", token=tokens["partner"]
+    ) as resp:
         assert resp.status == 204
-    async with service.request("GET", f"/api/subscriptions/{mine['id']}",
-                               token=tokens["partner"]) as resp:  # fmt: skip
+    async with service.request(
+        "GET", f"/api/subscriptions/{mine['id']}", token=tokens["partner"]
+    ) as resp:
         await expect_problem(resp, 404)
     anonymous = {"url": receiver.url("/x"), "topics": ["*"]}
     async with service.request("POST", "/api/subscriptions", token="", json=anonymous) as resp:
@@ -335,17 +350,24 @@ async def test_partners_see_only_their_own(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://127.0.0.1:9/hook", "http://[::1]/hook",
-     "http://169.254.169.254/latest", "http://[::ffff:192.168.0.1]/x", "ftp://example.org/x",
-     "http://user:pw@example.org/x"],
-)  # fmt: skip
+    [
+        "http://10.0.0.1/hook",
+        "http://127.0.0.1:9/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:192.168.0.1]/x",
+        "ftp://example.org/x",
+        "http://user:pw@example.org/x",
+    ],
+)
 async def test_egress_guard_refuses_private_targets(
     start_server: ServerFactory, tokens: dict[str, str], url: str
 ) -> None:
     client = await start_server(allow_private_targets=False)
     body = {"url": url, "topics": ["*"]}
-    async with client.request("POST", "/api/subscriptions", json=body,
-                              token=tokens["partner"]) as resp:  # fmt: skip
+    async with client.request(
+        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+    ) as resp:
         problem = await expect_problem(resp, 422)
     assert problem["errors"][0]["field"] == "url"
 

@@ -25,9 +25,14 @@ async def add_subscriptions(store: Storage, url: str, count: int) -> None:
     which subscription it is for (every subscriber of an event gets the same webhook-id)."""
     for n in range(count):
         await store.create_subscription(
-            id=f"sub_{n:04d}", kind="webhook", url=f"{url}?n={n}", topics=["*"], events=[],
-            secret="whsec_" + "A" * 43 + "=", owner="partner",
-        )  # fmt: skip
+            id=f"sub_{n:04d}",
+            kind="webhook",
+            url=f"{url}?n={n}",
+            topics=["*"],
+            events=[],
+            secret="whsec_" + "A" * 43 + "=",
+            owner="partner",
+        )
 
 
 async def start(*args: str, database_url: str, **env_extra: str) -> asyncio.subprocess.Process:
@@ -39,9 +44,14 @@ async def start(*args: str, database_url: str, **env_extra: str) -> asyncio.subp
     )
     env.update(env_extra)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
     assert proc.stdout is not None
     while True:
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
@@ -85,8 +95,11 @@ async def test_a_killed_server_loses_no_delivery(
     try:
         async with aiohttp.ClientSession() as http:
             article = {"id": "a1", "title": "T", "content": "c", "topics": ["liver-health"]}
-            async with http.post(f"http://127.0.0.1:{port}/api/articles", json=article,
-                                 headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/articles",
+                json=article,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
                 assert resp.status == 201
         await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 20, timeout=20)
     finally:
@@ -120,9 +133,17 @@ async def test_a_killed_server_loses_no_delivery(
     assert len({sent(r) for r in receiver.at("/hook")}) == 200
 
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "deliveries", "--database", database_url,
-        "--limit", "500", stdout=asyncio.subprocess.PIPE, env=clean_env(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        "deliveries",
+        "--database",
+        database_url,
+        "--limit",
+        "500",
+        stdout=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
     out, _ = await asyncio.wait_for(cli.communicate(), timeout=30)
     assert cli.returncode == 0
     lines = out.decode().splitlines()
@@ -174,8 +195,11 @@ async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(
     server = await start("serve", "--port", str(port), database_url=database_url, **env_timeout)
     async with aiohttp.ClientSession() as http:
         article = {"id": "a1", "title": "T", "content": "c", "topics": ["t"]}
-        async with http.post(f"http://127.0.0.1:{port}/api/articles", json=article,
-                             headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+        async with http.post(
+            f"http://127.0.0.1:{port}/api/articles",
+            json=article,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
             assert resp.status == 201
     await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 1, timeout=10)
     server.send_signal(signal.SIGTERM)
@@ -215,12 +239,19 @@ async def test_a_killed_server_keeps_every_acknowledged_article(database_url: st
     async def import_forever(http: aiohttp.ClientSession) -> None:
         for batch in range(1000):
             articles = [
-                {"id": f"b{batch}-{n}", "title": f"Article {batch} {n}", "content": "<p>x</p>",
-                 "topics": ["bulk"]}
+                {
+                    "id": f"b{batch}-{n}",
+                    "title": f"Article {batch} {n}",
+                    "content": "<p>x</p>",
+                    "topics": ["bulk"],
+                }
                 for n in range(50)
-            ]  # fmt: skip
-            async with http.post(f"http://127.0.0.1:{port}/api/articles/batch",
-                                 json={"articles": articles}, headers=headers) as resp:  # fmt: skip
+            ]
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/articles/batch",
+                json={"articles": articles},
+                headers=headers,
+            ) as resp:
                 assert resp.status == 200
                 body = await resp.json()
             acknowledged.update(r["id"] for r in body["results"] if r["status"] == "created")
@@ -288,8 +319,11 @@ async def _fan_out_and_kill(
     try:
         async with aiohttp.ClientSession() as http:
             article = {"id": "a1", "title": "T", "content": "c", "topics": ["liver-health"]}
-            async with http.post(f"http://127.0.0.1:{port}/api/articles", json=article,
-                                 headers={"Authorization": f"Bearer {token}"}) as resp:  # fmt: skip
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/articles",
+                json=article,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
                 assert resp.status == 201
         await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 50, timeout=20)
     finally:
@@ -301,9 +335,11 @@ async def _fan_out_and_kill(
     store = await open_storage(database_url)
     try:
         recorded = {
-            n for n in range(count)
-            for d in await store.list_deliveries(f"sub_{n:04d}") if d.status == "delivered"
-        }  # fmt: skip
+            n
+            for n in range(count)
+            for d in await store.list_deliveries(f"sub_{n:04d}")
+            if d.status == "delivered"
+        }
     finally:
         await store.close()
     in_flight = {key for key in before if int(key[0].rpartition("=")[2]) not in recorded}
@@ -318,8 +354,13 @@ async def test_a_restarted_server_sends_its_killed_predecessors_deliveries_at_on
     _, in_flight = await _fan_out_and_kill(database_url, receiver, RECOVERY_COUNT)
     loop = asyncio.get_running_loop()
     restarted = loop.time()
-    server = await start("serve", "--port", str(free_port()), database_url=database_url,
-                         SYNDICATE_DELIVERY_TIMEOUT="15")  # fmt: skip
+    server = await start(
+        "serve",
+        "--port",
+        str(free_port()),
+        database_url=database_url,
+        SYNDICATE_DELIVERY_TIMEOUT="15",
+    )
     try:
         await receiver.wait_for(
             lambda: len({sent(r) for r in receiver.at("/hook")}) == RECOVERY_COUNT, timeout=15
@@ -365,9 +406,15 @@ async def test_a_live_worker_takes_over_a_killed_servers_deliveries_within_secon
 
 async def _workers(database_url: str) -> list[str]:
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "workers", "--database", database_url,
-        stdout=asyncio.subprocess.PIPE, env=clean_env(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        "workers",
+        "--database",
+        database_url,
+        stdout=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
     out, _ = await asyncio.wait_for(cli.communicate(), timeout=30)
     assert cli.returncode == 0
     lines = out.decode().splitlines()

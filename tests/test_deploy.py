@@ -44,8 +44,10 @@ def test_compose_services(compose: dict[str, Any]) -> None:
         dsn = urlsplit(service["environment"]["SYNDICATE_DATABASE"])
         assert dsn.scheme == "postgresql" and dsn.hostname == "postgres"
         assert (dsn.username, dsn.password, dsn.path.lstrip("/")) == (
-            env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"],
-        )  # fmt: skip
+            env["POSTGRES_USER"],
+            env["POSTGRES_PASSWORD"],
+            env["POSTGRES_DB"],
+        )
     assert services["api"]["command"] == ["serve"]
     assert services["api"]["ports"] == ["8080:8080"]
     assert services["api"]["environment"]["SYNDICATE_HOST"] == "0.0.0.0"
@@ -71,10 +73,14 @@ def test_dockerfile() -> None:
 
 async def test_worker_command_migrates_and_idles(database_url: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "worker",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "syndicate",
+        "worker",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env=clean_env(SYNDICATE_DATABASE=database_url),
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
     while line and b"ready" not in line:

@@ -210,11 +210,23 @@ async def test_a_receiver_shared_by_two_deployments_sees_distinct_ids(
 
 def _old_article(article_id: str, at: datetime) -> Article:
     return Article(
-        id=article_id, guid=f"tag:example.org,2026:article/{article_id}", slug=article_id,
-        title=f"Old {article_id}", summary="Summary", content="<p>Old body</p>",
-        content_type="html", topics=("liver-health",), author=None, url=None, image=None,
-        language=None, published_at=at, updated_at=at, created_at=at, version=1,
-    )  # fmt: skip
+        id=article_id,
+        guid=f"tag:example.org,2026:article/{article_id}",
+        slug=article_id,
+        title=f"Old {article_id}",
+        summary="Summary",
+        content="<p>Old body</p>",
+        content_type="html",
+        topics=("liver-health",),
+        author=None,
+        url=None,
+        image=None,
+        language=None,
+        published_at=at,
+        updated_at=at,
+        created_at=at,
+        version=1,
+    )
 
 
 def _event_ids_version(dialect: str) -> int:
@@ -244,11 +256,16 @@ def _make_old_sqlite(path: Path, events: list[tuple[str, Article]]) -> None:
             "INSERT INTO events (type, article_id, topics, data, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             [
-                (kind, a.id, json.dumps(list(a.topics)), json.dumps(a.to_json()),
-                 format_time(a.updated_at))
+                (
+                    kind,
+                    a.id,
+                    json.dumps(list(a.topics)),
+                    json.dumps(a.to_json()),
+                    format_time(a.updated_at),
+                )
                 for kind, a in events
             ],
-        )  # fmt: skip
+        )
         assert "id" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     finally:
         conn.close()
@@ -268,11 +285,10 @@ async def _make_old_postgres(dsn: str, events: list[tuple[str, Article]]) -> Non
                 "INSERT INTO events (type, article_id, topics, data, created_at)"
                 " VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
                 [
-                    (kind, a.id, json.dumps(list(a.topics)), json.dumps(a.to_json()),
-                     a.updated_at)
+                    (kind, a.id, json.dumps(list(a.topics)), json.dumps(a.to_json()), a.updated_at)
                     for kind, a in events
                 ],
-            )  # fmt: skip
+            )
     finally:
         await conn.close()
 
@@ -343,10 +359,14 @@ async def test_a_database_from_before_the_ids_keeps_working(
     # The old events are still delivered, each with its id as webhook-id.
     secret = webhooks.new_secret()
     await store.create_subscription(
-        id=webhooks.new_subscription_id(), kind="webhook", url=receiver.url("/old"),
-        topics=["liver-health"], events=[], secret=secret,
+        id=webhooks.new_subscription_id(),
+        kind="webhook",
+        url=receiver.url("/old"),
+        topics=["liver-health"],
+        events=[],
+        secret=secret,
         now=events[0].created_at - timedelta(hours=1),
-    )  # fmt: skip
+    )
     await start_server(storage=store, **FAST)
     await receiver.wait_for(lambda: len(receiver.at("/old")) == 4)
     sent = {r.message_id: verify(secret, r) for r in receiver.at("/old")}

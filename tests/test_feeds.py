@@ -17,7 +17,7 @@ from typing import Any
 import feedparser
 import pytest
 from conftest import Client, ServerFactory, clean_env, expect_problem
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 from yarl import URL
 
 import feeds
@@ -30,7 +30,7 @@ from syndicate.web.routes.feeds import FEED_CACHE
 
 GOLDEN = Path(__file__).parent / "golden"
 ATOM = "{http://www.w3.org/2005/Atom}"
-FORMATS = ("rss", "atom", "json")
+FORMATS: tuple[feeds.FeedFormat, ...] = ("rss", "atom", "json")
 LIVER_TITLES = [
     "How to treat jaundice hepatitis",
     "What does liver calcification mean?",
@@ -83,29 +83,45 @@ def golden_inputs(seed_articles: list[dict[str, Any]]) -> tuple[feeds.FeedInfo, 
     for raw in sorted(liver, key=lambda a: a["published_at"], reverse=True):
         content = render_content(raw["content"], "html")
         article = Article(
-            id=raw["id"], guid=f"tag:feeds.example.org,2026:article/{raw['id']}",
-            slug=raw["id"], title=raw["title"], summary=summarize(content), content=content,
-            content_type="html", topics=tuple(raw["topics"]), author=raw.get("author"),
-            url=None, image=None, language="en",
+            id=raw["id"],
+            guid=f"tag:feeds.example.org,2026:article/{raw['id']}",
+            slug=raw["id"],
+            title=raw["title"],
+            summary=summarize(content),
+            content=content,
+            content_type="html",
+            topics=tuple(raw["topics"]),
+            author=raw.get("author"),
+            url=None,
+            image=None,
+            language="en",
             published_at=datetime.fromisoformat(raw["published_at"]),
-            updated_at=t0, created_at=t0, version=1,
-        )  # fmt: skip
+            updated_at=t0,
+            created_at=t0,
+            version=1,
+        )
         category = feeds.Category("liver-health", "Liver health", f"{base}/topics/")
         items.append(feeds.FeedItem(article, f"{base}/articles/{raw['id']}", [category]))
     info = feeds.FeedInfo(
-        id=f"{base}/feeds/liver-health.atom", title="Liver health",
-        description="Articles about liver health", home_url=f"{base}/topics/liver-health",
-        self_url=f"{base}/feeds/liver-health.FMT", updated=t0, hub_url=f"{base}/hub",
-    )  # fmt: skip
+        id=f"{base}/feeds/liver-health.atom",
+        title="Liver health",
+        description="Articles about liver health",
+        home_url=f"{base}/topics/liver-health",
+        self_url=f"{base}/feeds/liver-health.FMT",
+        updated=t0,
+        hub_url=f"{base}/hub",
+    )
     return info, items
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_rendering_matches_golden_file(seed_articles: list[dict[str, Any]], fmt: str) -> None:
+def test_rendering_matches_golden_file(
+    seed_articles: list[dict[str, Any]], fmt: feeds.FeedFormat
+) -> None:
     info, items = golden_inputs(seed_articles)
     url = info.self_url.replace("FMT", fmt)
     info = dataclasses.replace(info, self_url=url, first_url=url, next_url=f"{url}?before=abc")
-    body = feeds.render(fmt, info, items)  # type: ignore[arg-type]
+    body = feeds.render(fmt, info, items)
     assert body == feeds.render(fmt, info, items), "same data, same bytes"
     path = GOLDEN / f"liver-health.{fmt}"
     if os.environ.get("UPDATE_GOLDEN") == "1":
@@ -127,8 +143,9 @@ async def loaded(client: Client, seed_articles: list[dict[str, Any]]) -> Client:
 async def get(client: Client, path: str, **headers: str) -> tuple[Any, bytes]:
     """GET as a plain reader would: no Accept-Encoding unless given, body as sent."""
     headers.setdefault("Accept-Encoding", "identity")
-    async with client.request("GET", path, token="", headers=headers,
-                              auto_decompress=False) as resp:  # fmt: skip
+    async with client.request(
+        "GET", path, token="", headers=headers, auto_decompress=False
+    ) as resp:
         return resp, await resp.read()
 
 
@@ -214,9 +231,18 @@ async def test_feed_paths_outside_the_route_are_404_and_other_methods_405(
     time (also once the same path has been served before), and answers other methods
     with 405 and ``Allow``."""
     good = "/feeds/liver-health.json"
-    bad = ["/feeds/Liver-health.rss", "/feeds/liver-health", "/feeds/.rss",
-           "/feeds/-liver.rss", "/feeds/liver-health.rss.rss", "/feeds/liver%2Fhealth.rss",
-           f"/feeds/{'a' * 65}.rss", "/feeds/liver-health.RSS", "/feeds/", "/feeds"]  # fmt: skip
+    bad = [
+        "/feeds/Liver-health.rss",
+        "/feeds/liver-health",
+        "/feeds/.rss",
+        "/feeds/-liver.rss",
+        "/feeds/liver-health.rss.rss",
+        "/feeds/liver%2Fhealth.rss",
+        f"/feeds/{'a' * 65}.rss",
+        "/feeds/liver-health.RSS",
+        "/feeds/",
+        "/feeds",
+    ]
     for _ in range(2):
         resp, _ = await get(loaded, good)
         assert resp.status == 200
@@ -306,8 +332,13 @@ async def test_writes_invalidate_exactly_the_touched_feeds(
     assert await etags() == before
     assert cache.renders == renders, "reading an unchanged feed renders nothing"
 
-    new = {"id": "liver-new", "title": "Fatty liver", "content": "<p>x</p>",
-           "topics": ["liver-health"], "published_at": "2026-11-23T08:00:00Z"}  # fmt: skip
+    new = {
+        "id": "liver-new",
+        "title": "Fatty liver",
+        "content": "<p>x</p>",
+        "topics": ["liver-health"],
+        "published_at": "2026-11-23T08:00:00Z",
+    }
     async with loaded.request("POST", "/api/articles", json=new) as resp:
         assert resp.status == 201
     await asyncio.sleep(1.1)  # Last-Modified has one-second resolution
@@ -322,8 +353,9 @@ async def test_writes_invalidate_exactly_the_touched_feeds(
         assert resp.status == 200
     assert await etags() == after_post, "an unchanged PUT changes no feed"
 
-    async with loaded.request("PUT", "/api/articles/liver-new",
-                              json={**new, "title": "Fatty liver, revised"}) as resp:  # fmt: skip
+    async with loaded.request(
+        "PUT", "/api/articles/liver-new", json={**new, "title": "Fatty liver, revised"}
+    ) as resp:
         assert resp.status == 200
     after_edit = await etags()
     assert after_edit["liver-health"] != after_post["liver-health"]
@@ -375,9 +407,14 @@ async def test_paging_walks_every_article_once(
 
 
 async def test_a_feed_survives_characters_xml_cannot_carry(client: Client) -> None:
-    nasty = {"id": "nasty", "title": "Bad\u0000 chars\u0008 \ufffe here",
-             "content": "<p>a\u0001b\u001fc \ud83d\ude00 שלום e\u0301</p>",
-             "summary": "\u000bsum", "author": "\u0002A", "topics": ["t"]}  # fmt: skip
+    nasty = {
+        "id": "nasty",
+        "title": "Bad\u0000 chars\u0008 \ufffe here",
+        "content": "<p>a\u0001b\u001fc \ud83d\ude00 שלום e\u0301</p>",
+        "summary": "\u000bsum",
+        "author": "\u0002A",
+        "topics": ["t"],
+    }
     async with client.request("POST", "/api/articles", json=nasty) as resp:
         assert resp.status == 201
     for fmt in FORMATS:
@@ -427,9 +464,14 @@ async def test_two_instances_on_one_database_stay_exact(
 
 async def run_cli(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", *args, env=clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        *args,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     return out.decode()
@@ -445,11 +487,14 @@ async def test_a_write_by_another_process_shows_in_the_next_read(
     etag = first.headers["ETag"]
     for _ in range(2):  # cached and known current: answered without asking the database
         assert (await get(loaded, path, **{"If-None-Match": etag}))[0].status == 304
-    new = {"id": "from-cli", "title": "From the CLI", "content": "<p>x</p>",
-           "topics": ["liver-health"]}  # fmt: skip
+    new = {
+        "id": "from-cli",
+        "title": "From the CLI",
+        "content": "<p>x</p>",
+        "topics": ["liver-health"],
+    }
     (tmp_path / "new.json").write_text(json.dumps({"articles": [new]}))
-    await run_cli("import", str(tmp_path / "new.json"), "--database", database_url,
-                  "--no-progress")  # fmt: skip
+    await run_cli("import", str(tmp_path / "new.json"), "--database", database_url, "--no-progress")
     resp, body = await get(loaded, path, **{"If-None-Match": etag})
     assert resp.status == 200
     assert "From the CLI" in [e.title for e in parse(resp, body).entries]
@@ -496,14 +541,18 @@ async def test_reader_library_subscribes_polls_and_gets_304s(
         await asyncio.to_thread(rdr.add_feed, url)
         results = await asyncio.to_thread(update)
         assert results[0] is not None and results[0].new == 4
-        titles = [e.title for e in await asyncio.to_thread(lambda: list(rdr.get_entries()))]
+        titles = [e.title or "" for e in await asyncio.to_thread(lambda: list(rdr.get_entries()))]
         assert sorted(titles) == sorted(LIVER_TITLES)
         for _ in range(2):
             results = await asyncio.to_thread(update)
             assert results == [None], "unchanged feed: the conditional request got 304"
 
-        new = {"id": "liver-new", "title": "Fatty liver", "content": "<p>x</p>",
-               "topics": ["liver-health"]}  # fmt: skip
+        new = {
+            "id": "liver-new",
+            "title": "Fatty liver",
+            "content": "<p>x</p>",
+            "topics": ["liver-health"],
+        }
         async with loaded.request("POST", "/api/articles", json=new) as resp:
             assert resp.status == 201
         results = await asyncio.to_thread(update)
@@ -550,7 +599,8 @@ async def test_large_feeds_arrive_whole_with_every_header(client: Client) -> Non
         assert len(body) > 500_000
         parsed = feedparser.parse(body)
         assert parsed.bozo == 0 and len(parsed.entries) == 50
-    async with client.request("HEAD", "/feeds/big.rss", token="",
-                              headers={"Accept-Encoding": "identity"}) as resp:  # fmt: skip
+    async with client.request(
+        "HEAD", "/feeds/big.rss", token="", headers={"Accept-Encoding": "identity"}
+    ) as resp:
         assert resp.status == 200 and await resp.read() == b""
         assert int(resp.headers["Content-Length"]) > 500_000

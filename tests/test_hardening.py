@@ -37,8 +37,9 @@ async def world(
 ) -> dict[str, Any]:
     """An article, a partner subscription with one delivery, and another partner."""
     body = {"url": "http://127.0.0.1:9/hook", "topics": ["*"]}
-    async with client.request("POST", "/api/subscriptions", json=body,
-                              token=tokens["partner"]) as resp:  # fmt: skip
+    async with client.request(
+        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+    ) as resp:
         sub = await resp.json()
     async with client.request("PUT", "/api/articles/liver-calcification", json=seed_article):
         pass
@@ -86,7 +87,8 @@ async def test_auth_matrix_over_every_route(
         async with client.request(method, path, json=body, token=token) as resp:
             if resp.status >= 400:
                 await expect_problem(resp, resp.status)
-            return resp.status
+            status: int = resp.status
+            return status
 
     if route.auth == "public":
         assert await call("") == 200
@@ -112,15 +114,20 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, str], int]] = [
     ("deep nesting", b'{"a":' * 50_000 + b"1" + b"}" * 50_000, {}, 400),
     ("wrong types", json.dumps({**ARTICLE, "title": ["x"], "topics": "liver"}).encode(), {}, 422),
     ("null body", b"null", {}, 422),
-    ("huge topic list", json.dumps({**ARTICLE, "topics": [f"t{n}" for n in range(5000)]}).encode(),
-     {}, 422),
+    (
+        "huge topic list",
+        json.dumps({**ARTICLE, "topics": [f"t{n}" for n in range(5000)]}).encode(),
+        {},
+        422,
+    ),
     ("not json", b"title=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
     ("10 MB body", b'{"title": "' + b"x" * (10 * 1024 * 1024) + b'"}', {}, 413),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("name", "body", "headers", "status"), BAD_INPUTS,
-                         ids=[b[0] for b in BAD_INPUTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "body", "headers", "status"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
 async def test_bad_input_catalogue(
     client: Client, store: Storage, name: str, body: bytes, headers: dict[str, str], status: int
 ) -> None:
@@ -155,8 +162,14 @@ async def test_injection_and_unicode_in_every_text_field_keep_feeds_valid(
         pass
     before = await store.get_article("liver-calcification")
     for n, payload in enumerate(INJECTIONS):
-        article = {"id": f"inj{n}", "title": f"T {payload}", "content": f"<p>{payload}</p>",
-                   "summary": payload, "author": payload, "topics": ["liver-health"]}  # fmt: skip
+        article = {
+            "id": f"inj{n}",
+            "title": f"T {payload}",
+            "content": f"<p>{payload}</p>",
+            "summary": payload,
+            "author": payload,
+            "topics": ["liver-health"],
+        }
         async with client.request("POST", "/api/articles", json=article) as resp:
             assert resp.status == 201, (payload, await resp.text())
             stored = await resp.json()
@@ -170,8 +183,11 @@ async def test_injection_and_unicode_in_every_text_field_keep_feeds_valid(
     for query in ("cursor=%00%ff", "cursor=" + "A" * 5000, "limit=-1", "topic=../../etc"):
         async with client.request("GET", f"/api/articles?{query}") as resp:
             await expect_problem(resp, 422)
-    for path in ("/api/articles/..%2F..%2Fetc%2Fpasswd", "/api/articles/%2e%2e",
-                 "/api/articles/a%00b"):  # fmt: skip
+    for path in (
+        "/api/articles/..%2F..%2Fetc%2Fpasswd",
+        "/api/articles/%2e%2e",
+        "/api/articles/a%00b",
+    ):
         async with client.request("GET", path) as resp:
             assert resp.status in (404, 422)
     for fmt in ("rss", "atom", "json"):
@@ -194,8 +210,9 @@ async def test_partner_and_anonymous_floods_get_429(
     statuses = []
     for _ in range(8):
         body = {"url": "http://127.0.0.1:9/x", "topics": ["*"]}
-        async with client.request("POST", "/api/subscriptions", json=body,
-                                  token=tokens["partner"]) as resp:  # fmt: skip
+        async with client.request(
+            "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+        ) as resp:
             statuses.append(resp.status)
             if resp.status == 429:
                 problem = await expect_problem(resp, 429)
@@ -203,8 +220,9 @@ async def test_partner_and_anonymous_floods_get_429(
     assert statuses[:5] == [201] * 5 and statuses[-1] == 429
     async with client.request("GET", "/api/subscriptions", token=tokens["partner"]) as resp:
         assert resp.status == 200, "reads are not limited"
-    async with client.request("POST", "/api/articles", json=ARTICLE,
-                              token=tokens["operator"]) as resp:  # fmt: skip
+    async with client.request(
+        "POST", "/api/articles", json=ARTICLE, token=tokens["operator"]
+    ) as resp:
         assert resp.status == 201, "operators are not limited"
     hub = []
     for _ in range(8):
@@ -225,15 +243,17 @@ async def test_subscription_cap_per_partner(
     statuses = []
     for _ in range(3):
         body = {"url": "http://127.0.0.1:9/x", "topics": ["*"]}
-        async with client.request("POST", "/api/subscriptions", json=body,
-                                  token=tokens["partner"]) as resp:  # fmt: skip
+        async with client.request(
+            "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+        ) as resp:
             statuses.append(resp.status)
     assert statuses == [201, 201, 409]
 
 
 async def test_request_ids_and_security_headers(client: Client) -> None:
-    async with client.request("GET", "/api/articles/nope",
-                              headers={"X-Request-Id": "abc-123"}) as resp:  # fmt: skip
+    async with client.request(
+        "GET", "/api/articles/nope", headers={"X-Request-Id": "abc-123"}
+    ) as resp:
         problem = await expect_problem(resp, 404)
         assert resp.headers["X-Request-Id"] == "abc-123" == problem["request_id"]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -289,8 +309,9 @@ class FaultyPartner:
                 await reader.readexactly(int(length.group(1)) if length else 0)
                 writer.write(
                     b"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
-                    + self.redirect_to.encode() + b"\r\nContent-Length: 0\r\n\r\n"
-                )  # fmt: skip
+                    + self.redirect_to.encode()
+                    + b"\r\nContent-Length: 0\r\n\r\n"
+                )
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -329,8 +350,9 @@ async def test_misbehaving_partners_block_no_one(
     try:
         for partner in partners:
             url = await partner.start()
-            async with client.request("POST", "/api/subscriptions",
-                                      json={"url": url, "topics": ["*"]}) as resp:  # fmt: skip
+            async with client.request(
+                "POST", "/api/subscriptions", json={"url": url, "topics": ["*"]}
+            ) as resp:
                 subs[partner.mode] = (await resp.json())["id"]
         ok = {"url": healthy.url("/ok"), "topics": ["*"]}
         async with client.request("POST", "/api/subscriptions", json=ok) as resp:

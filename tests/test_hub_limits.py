@@ -75,8 +75,11 @@ async def start_hub(start_server: ServerFactory, tokens: dict[str, str], **setti
 
 
 def form(client: Client, callback: str, fmt: str = "rss") -> dict[str, str]:
-    return {"hub.mode": "subscribe", "hub.callback": callback,
-            "hub.topic": f"{client.base_url}/feeds/{TOPIC}.{fmt}"}  # fmt: skip
+    return {
+        "hub.mode": "subscribe",
+        "hub.callback": callback,
+        "hub.topic": f"{client.base_url}/feeds/{TOPIC}.{fmt}",
+    }
 
 
 async def post_from(client: Client, source: str, data: dict[str, str]) -> tuple[int, str, str]:
@@ -199,10 +202,15 @@ async def test_a_topic_feed_with_too_many_subscribers_denies(
     try:
         for path in ("/a", "/b"):
             await store.create_subscription(
-                id=f"ws-{path[1:]}", kind="websub", url=subscriber.url(path), topics=[TOPIC],
-                events=[], secret=None, lease_expires_at=utcnow() + timedelta(days=1),
+                id=f"ws-{path[1:]}",
+                kind="websub",
+                url=subscriber.url(path),
+                topics=[TOPIC],
+                events=[],
+                secret=None,
+                lease_expires_at=utcnow() + timedelta(days=1),
                 topic_url=form(client, "")["hub.topic"],
-            )  # fmt: skip
+            )
         assert (await hub_post(client, form(client, subscriber.url("/c"))))[0] == 202
         await subscriber.wait_for(lambda: subscriber.gets(), timeout=5)
         denied = subscriber.gets()[-1]
@@ -246,19 +254,26 @@ async def test_the_host_count_is_an_index_look_up(
     """3,000 stored subscriptions: a verification reads none of them."""
     expires = utcnow() + timedelta(days=1)
     topic_url = "http://127.0.0.1:1/feeds/liver-health.rss"
-    await asyncio.gather(*(
-        store.create_subscription(
-            id=f"ws-{i:05}", kind="websub", url=f"http://h{i % 1000}.example/cb{i}",
-            topics=[TOPIC], events=[], secret=None, lease_expires_at=expires,
-            topic_url=topic_url,
+    await asyncio.gather(
+        *(
+            store.create_subscription(
+                id=f"ws-{i:05}",
+                kind="websub",
+                url=f"http://h{i % 1000}.example/cb{i}",
+                topics=[TOPIC],
+                events=[],
+                secret=None,
+                lease_expires_at=expires,
+                topic_url=topic_url,
+            )
+            for i in range(3000)
         )
-        for i in range(3000)
-    ))  # fmt: skip
+    )
     assert await store.count_websub_subscriptions(host="h7.example") == 3
     assert await store.count_websub_subscriptions(topic_url=topic_url) == 3000
     assert await store.count_websub_subscriptions(host="H7.example", topic_url="x") == 0
     counting = CountingStorage(store)
-    client = await start_hub(start_server, tokens, storage=counting)  # type: ignore[arg-type]
+    client = await start_hub(start_server, tokens, storage=counting)
     subscriber = Subscriber()
     await subscriber.start()
     try:
@@ -334,15 +349,26 @@ async def test_sqlite_writes_go_on_once_the_wal_is_past_the_inline_checkpoint(
         checkpointer._inline_frames = 1  # as if the WAL held 32,000 pages: no 128 MB write
         for i in range(3):
             await store.create_subscription(
-                id=f"ws-{i}", kind="websub", url=f"http://h{i}.example/cb", topics=[TOPIC],
-                events=[], secret=None, lease_expires_at=utcnow() + timedelta(days=1),
+                id=f"ws-{i}",
+                kind="websub",
+                url=f"http://h{i}.example/cb",
+                topics=[TOPIC],
+                events=[],
+                secret=None,
+                lease_expires_at=utcnow() + timedelta(days=1),
                 topic_url="http://127.0.0.1:1/feeds/liver-health.rss",
-            )  # fmt: skip
+            )
             draft = ArticleDraft(
-                id=f"a{i}", guid=f"tag:example.org,2026:article/a{i}", slug=f"a{i}",
-                title="Liver news", summary="s", content="<p>x</p>", content_type="html",
-                topics=(TOPIC,), published_at=utcnow(),
-            )  # fmt: skip
+                id=f"a{i}",
+                guid=f"tag:example.org,2026:article/a{i}",
+                slug=f"a{i}",
+                title="Liver news",
+                summary="s",
+                content="<p>x</p>",
+                content_type="html",
+                topics=(TOPIC,),
+                published_at=utcnow(),
+            )
             await store.put_article(draft)
         assert len(await store.list_articles(topic=None, limit=10)) == 3
     finally:

@@ -199,10 +199,15 @@ async def test_hanging_websub_subscribers_do_not_hold_back_a_webhook_partner(
     for n in range(WEBSUB_SUBSCRIPTIONS):
         address = hanging.addresses[n % len(hanging.addresses)]
         await store.create_subscription(
-            id=f"ws_{n:05d}", kind="websub", url=hanging.url(address, f"/cb/{n}"),
-            topics=["liver-health"], events=[], secret=None, lease_expires_at=expires,
+            id=f"ws_{n:05d}",
+            kind="websub",
+            url=hanging.url(address, f"/cb/{n}"),
+            topics=["liver-health"],
+            events=[],
+            secret=None,
+            lease_expires_at=expires,
             topic_url=topic_url,
-        )  # fmt: skip
+        )
     await webhook(store, "sub_healthy", receiver.url("/healthy"), "partner-b")
 
     latencies = await healthy_latencies(client, receiver, 4, gap=0.3)

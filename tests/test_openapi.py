@@ -36,7 +36,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 # the background fan-out gets to them, so a replayed scenario could find the log empty
 # where the first run found an entry, and Hypothesis needs replays to behave the same.
 def _without_delivery_links(document: dict[str, Any]) -> dict[str, Any]:
-    copy = json.loads(json.dumps(document))
+    copy: dict[str, Any] = json.loads(json.dumps(document))
     log = copy["paths"]["/api/subscriptions/{id}/deliveries"]["get"]["responses"]["200"]
     log.pop("links")
     return copy
@@ -71,8 +71,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "syndicate", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     assert proc.stdout is not None
     token = ""
     deadline = time.monotonic() + 30
@@ -85,9 +88,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     base = f"http://127.0.0.1:{port}"
     seed = json.dumps({"id": "seed", "title": "Seed", "content": "x", "topics": ["t"]}).encode()
     request = urllib.request.Request(
-        f"{base}/api/articles", data=seed, method="POST",
+        f"{base}/api/articles",
+        data=seed,
+        method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
     # Configured auth: schemathesis sends the operator token, and knows that when it
@@ -139,11 +144,13 @@ def _aim_at_loopback(case: Any) -> None:
             case.body["url"] = HOOK
 
 
-def _exclusions(case: Any) -> list[Any]:
+def _exclusions(case: Any) -> list[schemathesis.CheckFunction]:
     """Checks that cannot judge this case, and why."""
     # A cursor is opaque: a well-formed one the service never issued is rightly
     # refused (422), which the "schema-valid data is accepted" check cannot know.
-    excluded = [positive_data_acceptance] if case.query and "cursor" in case.query else []
+    excluded: list[schemathesis.CheckFunction] = (
+        [positive_data_acceptance] if case.query and "cursor" in case.query else []
+    )
     # A PUT body's optional id must equal the id in the path: a rule across
     # parameters that a JSON schema cannot state.
     body_id = case.body.get("id") if isinstance(case.body, dict) else None

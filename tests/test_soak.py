@@ -40,9 +40,14 @@ async def test_soak_mixed_load(database_url: str, receiver: Receiver) -> None:
             await store.put_topic(topic, title=topic, description="")
         for n in range(5):
             await store.create_subscription(
-                id=f"sub_{n}", kind="webhook", url=receiver.url(f"/hook{n}"), topics=["*"],
-                events=[], secret="whsec_" + "A" * 43 + "=", owner="partner",
-            )  # fmt: skip
+                id=f"sub_{n}",
+                kind="webhook",
+                url=receiver.url(f"/hook{n}"),
+                topics=["*"],
+                events=[],
+                secret="whsec_" + "A" * 43 + "=",
+                owner="partner",
+            )
     finally:
         await store.close()
     port = free_port()
@@ -70,10 +75,14 @@ async def test_soak_mixed_load(database_url: str, receiver: Receiver) -> None:
                 statuses.append(resp.status)
         elif kind < 0.8:
             article_id = f"s{rng.randrange(300)}"
-            body = {"title": f"Soak {n}", "content": "<p>" + "text " * 200 + "</p>",
-                    "topics": [topic]}  # fmt: skip
-            async with http.put(f"{base}/api/articles/{article_id}", json=body,
-                                headers=auth) as resp:  # fmt: skip
+            body = {
+                "title": f"Soak {n}",
+                "content": "<p>" + "text " * 200 + "</p>",
+                "topics": [topic],
+            }
+            async with http.put(
+                f"{base}/api/articles/{article_id}", json=body, headers=auth
+            ) as resp:
                 statuses.append(resp.status)
                 written.add(article_id)
         elif kind < 0.9:
@@ -81,8 +90,9 @@ async def test_soak_mixed_load(database_url: str, receiver: Receiver) -> None:
                 await r.read()
                 statuses.append(r.status if r.status != 404 else 200)
         else:
-            async with http.delete(f"{base}/api/articles/s{rng.randrange(300)}",
-                                   headers=auth) as resp:  # fmt: skip
+            async with http.delete(
+                f"{base}/api/articles/s{rng.randrange(300)}", headers=auth
+            ) as resp:
                 statuses.append(200 if resp.status in (204, 404) else resp.status)
 
     try:

@@ -84,10 +84,16 @@ async def test_snapshot_text_is_the_articles_json(tmp_path: Path) -> None:
     types = ["article.published"] * 3 + ["article.deleted"]
     types += ["article.published", "article.updated", "article.published"]
     assert stored_events(db) == [
-        (seq, kind, a.id, dumps_text(list(a.topics)), dumps_text(a.to_json()),
-         format_time(a.updated_at))
+        (
+            seq,
+            kind,
+            a.id,
+            dumps_text(list(a.topics)),
+            dumps_text(a.to_json()),
+            format_time(a.updated_at),
+        )
         for seq, (kind, a) in enumerate(zip(types, expected, strict=True), start=1)
-    ]  # fmt: skip
+    ]
     assert [a.title for a in expected[-3:]] == ["First", "Second", "Other"]
     assert expected[-2].version == 2
     # Both ways of writing give each event its own msg_ + UUIDv7 id.

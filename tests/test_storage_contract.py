@@ -90,10 +90,14 @@ async def test_event_snapshots_are_the_whole_article(store: Storage) -> None:
     # Every field distinct from the others, times with microseconds: a snapshot
     # that swapped or dropped anything would not read back as the article.
     full = draft(
-        "full", url="https://example.org/full", image="https://example.org/full.png",
-        language="en", author="Ann", topics=("liver-health", "diabetes"),
+        "full",
+        url="https://example.org/full",
+        image="https://example.org/full.png",
+        language="en",
+        author="Ann",
+        topics=("liver-health", "diabetes"),
         published_at=T0 - timedelta(days=3, microseconds=123_456),
-    )  # fmt: skip
+    )
     now = T0 + timedelta(microseconds=654_321)
     written = await store.put_article(full, now=now)
     deleted = await store.delete_article("full", now=now + timedelta(hours=1, microseconds=1))
@@ -111,9 +115,12 @@ async def test_batch_snapshots_are_exact_whatever_the_text(store: Storage) -> No
     drafts = [
         draft("plain"),
         draft("odd", content=odd, title='T "q" \\', author=None, summary="é\n"),
-        draft("early", published_at=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-              topics=("liver-health", "diabetes", "nutrition")),
-    ]  # fmt: skip
+        draft(
+            "early",
+            published_at=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            topics=("liver-health", "diabetes", "nutrition"),
+        ),
+    ]
     now = T0 + timedelta(microseconds=7)
     results = await store.put_articles(drafts, now=now)
     events = await store.list_events()
@@ -232,9 +239,14 @@ async def make_deliveries(store: Storage, count: int) -> tuple[int, list[str]]:
     ids = []
     for n in range(count):
         sub = await store.create_subscription(
-            id=f"sub{n}", kind="webhook", url=f"https://example.org/hook/{n}",
-            topics=["*"], events=["article.published"], secret="whsec_x", owner="acme",
-        )  # fmt: skip
+            id=f"sub{n}",
+            kind="webhook",
+            url=f"https://example.org/hook/{n}",
+            topics=["*"],
+            events=["article.published"],
+            secret="whsec_x",
+            owner="acme",
+        )
         ids.append(sub.id)
     return seq, ids
 
@@ -247,8 +259,9 @@ async def test_subscriptions_and_idempotent_fan_out(store: Storage) -> None:
         await store.get_subscription("nope")
     assert await store.create_deliveries(seq, ids, now=T0) == 3
     assert await store.create_deliveries(seq, ids, now=T0) == 0, "fan-out is idempotent"
-    claimed = await store.claim_deliveries(worker="w", limit=10, lease=timedelta(seconds=30),
-                                           now=T0)  # fmt: skip
+    claimed = await store.claim_deliveries(
+        worker="w", limit=10, lease=timedelta(seconds=30), now=T0
+    )
     assert sorted(d.subscription_id for d in claimed) == ids
     delivery = await store.get_delivery(claimed[0].id)
     assert (delivery.status, delivery.attempts, delivery.claimed_by) == ("pending", 0, "w")
@@ -292,8 +305,10 @@ async def test_not_yet_due_is_not_claimed(store: Storage) -> None:
     seq, ids = await make_deliveries(store, 1)
     await store.create_deliveries(seq, ids, now=T0)
     early = T0 - timedelta(seconds=1)
-    assert await store.claim_deliveries(worker="w", limit=5, lease=timedelta(seconds=5),
-                                        now=early) == []  # fmt: skip
+    assert (
+        await store.claim_deliveries(worker="w", limit=5, lease=timedelta(seconds=5), now=early)
+        == []
+    )
 
 
 async def test_two_connections_claim_disjointly(database_url: str) -> None:
@@ -330,8 +345,20 @@ async def test_a_write_waiting_for_another_process_sees_what_it_committed(
     before it waits (put_articles prepares outside the lock): it is decided again,
     so another article of it that wants the same slug gets the next one."""
     store = await open_storage(database_url)
-    row = ("race", "tag:other,2026:article/race", "race-slug", "From the other process",
-           "S", "<p>other</p>", "html", '["liver-health"]', T0, T0, T0, 1)  # fmt: skip
+    row = (
+        "race",
+        "tag:other,2026:article/race",
+        "race-slug",
+        "From the other process",
+        "S",
+        "<p>other</p>",
+        "html",
+        '["liver-health"]',
+        T0,
+        T0,
+        T0,
+        1,
+    )
     other: Any = None
     ours: asyncio.Task[Any] | None = None
     try:
@@ -473,11 +500,13 @@ async def test_one_batch_writing_an_id_twice_is_written_in_order(store: Storage)
     """Within one batch an article may give up a slug that a later write takes,
     and a topic named only by an overwritten state is not created."""
     await store.put_article(draft("a", slug="foo", slug_explicit=True))
-    results = await store.put_articles([
-        draft("b", slug="b", slug_explicit=True, topics=("phantom",)),
-        draft("a", slug="bar", slug_explicit=True),
-        draft("b", slug="foo", slug_explicit=True, topics=("real",)),
-    ])  # fmt: skip
+    results = await store.put_articles(
+        [
+            draft("b", slug="b", slug_explicit=True, topics=("phantom",)),
+            draft("a", slug="bar", slug_explicit=True),
+            draft("b", slug="foo", slug_explicit=True, topics=("real",)),
+        ]
+    )
     assert [r.article.slug for r in results] == ["b", "bar", "foo"]
     assert (await store.get_article("a")).slug == "bar"
     assert (await store.get_article("b")).slug == "foo"
@@ -500,14 +529,25 @@ async def test_slug_suffixes_skip_only_what_is_taken(store: Storage) -> None:
 async def test_batch_with_many_taken_slugs_suffixes_each_base_apart(store: Storage) -> None:
     # A re-import: one batch whose slugs are already held, for several bases at once
     # (looked up together): each base's own base-N forms decide its suffix.
-    for article_id, slug in [("o1", "alpha"), ("o2", "beta"), ("o3", "beta-2"),
-                             ("o4", "gamma-2"), ("o5", "alphabet"), ("o6", "alpha-x")]:  # fmt: skip
+    for article_id, slug in [
+        ("o1", "alpha"),
+        ("o2", "beta"),
+        ("o3", "beta-2"),
+        ("o4", "gamma-2"),
+        ("o5", "alphabet"),
+        ("o6", "alpha-x"),
+    ]:
         await store.put_article(draft(article_id, slug=slug, slug_explicit=True))
     wanted = ["alpha", "beta", "gamma", "alpha", "delta", "beta"]
     results = await store.put_articles([draft(f"n{n}", slug=slug) for n, slug in enumerate(wanted)])
     assert [r.article.slug for r in results] == [
-        "alpha-2", "beta-3", "gamma", "alpha-3", "delta", "beta-4",
-    ]  # fmt: skip
+        "alpha-2",
+        "beta-3",
+        "gamma",
+        "alpha-3",
+        "delta",
+        "beta-4",
+    ]
 
 
 async def test_concurrent_single_writes_are_each_answered_as_if_alone(store: Storage) -> None:
@@ -551,8 +591,11 @@ async def test_batch_sees_its_own_earlier_writes(store: Storage) -> None:
     counts = {t.slug: t.article_count for t in await store.list_topics()}
     assert counts == {"liver-health": 2, "diet": 1}
     assert [e.type for e in await store.list_events()] == [
-        "article.published", "article.published", "article.updated", "article.published"
-    ]  # fmt: skip
+        "article.published",
+        "article.published",
+        "article.updated",
+        "article.published",
+    ]
 
 
 def test_times_are_fixed_width_utc_text() -> None:

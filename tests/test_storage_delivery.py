@@ -88,9 +88,13 @@ async def fail(store: Storage, sub_id: str, *, now: datetime) -> list[str]:
 async def test_topic_url_and_get_subscriptions(store: Storage) -> None:
     await subscribe(store, "s1")
     await subscribe(
-        store, "s2", kind="websub", secret=None, owner=None,
+        store,
+        "s2",
+        kind="websub",
+        secret=None,
+        owner=None,
         topic_url="https://feeds.example.org/feeds/liver-health.atom",
-    )  # fmt: skip
+    )
     websub = await store.get_subscription("s2")
     assert websub.topic_url == "https://feeds.example.org/feeds/liver-health.atom"
     assert (await store.get_subscription("s1")).topic_url is None
@@ -163,14 +167,22 @@ async def test_update_subscription(store: Storage) -> None:
 
     cleared = await store.update_subscription(
         "s1",
-        {"previous_secret": None, "previous_secret_expires_at": None, "status": "disabled",
-         "failing_since": later, "last_success_at": T0, "lease_expires_at": expires},
+        {
+            "previous_secret": None,
+            "previous_secret_expires_at": None,
+            "status": "disabled",
+            "failing_since": later,
+            "last_success_at": T0,
+            "lease_expires_at": expires,
+        },
         now=later + timedelta(minutes=1),
-    )  # fmt: skip
+    )
     assert cleared.previous_secret is None and cleared.previous_secret_expires_at is None
     assert (cleared.status, cleared.failing_since, cleared.last_success_at) == (
-        "disabled", later, T0,
-    )  # fmt: skip
+        "disabled",
+        later,
+        T0,
+    )
     assert cleared.lease_expires_at == expires and cleared.secret == "whsec_new"
 
     touched = await store.update_subscription("s1", {}, now=later + timedelta(hours=1))
@@ -304,10 +316,15 @@ async def test_list_deliveries_order_filter_and_cursor(store: Storage) -> None:
 
     done = T0 + timedelta(seconds=5)
     await store.complete_deliveries(
-        [outcome(ids[0], "s1", "delivered"), outcome(ids[2], "s1", "dead", succeeded=False),
-         outcome(ids[3], "s1", "delivered")],
-        worker="w", disable_after=WINDOW, now=done,
-    )  # fmt: skip
+        [
+            outcome(ids[0], "s1", "delivered"),
+            outcome(ids[2], "s1", "dead", succeeded=False),
+            outcome(ids[3], "s1", "delivered"),
+        ],
+        worker="w",
+        disable_after=WINDOW,
+        now=done,
+    )
     delivered = await store.list_deliveries("s1", status="delivered")
     assert [d.id for d in delivered] == [ids[0], ids[3]]
     assert [d.id for d in await store.list_deliveries("s1", status="dead")] == [ids[2]]
@@ -327,15 +344,29 @@ async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
     now = T0 + timedelta(seconds=10)
     retry_at = now + timedelta(minutes=5)
     outcomes = [
-        outcome(good[0], "good", "delivered", status_code=204, latency_ms=12.5,
-                response_body="ok"),
-        outcome(good[1], "good", "failed", status_code=503, error="unavailable",
-                next_attempt_at=retry_at, succeeded=False),
-        outcome(bad[0], "bad", "failed", status_code=500, error="boom", response_body="oops",
-                next_attempt_at=retry_at, latency_ms=40.0),
+        outcome(good[0], "good", "delivered", status_code=204, latency_ms=12.5, response_body="ok"),
+        outcome(
+            good[1],
+            "good",
+            "failed",
+            status_code=503,
+            error="unavailable",
+            next_attempt_at=retry_at,
+            succeeded=False,
+        ),
+        outcome(
+            bad[0],
+            "bad",
+            "failed",
+            status_code=500,
+            error="boom",
+            response_body="oops",
+            next_attempt_at=retry_at,
+            latency_ms=40.0,
+        ),
         outcome(bad[1], "bad", "dead", error="connect timeout"),
         outcome(999_999, "good", "delivered"),
-    ]  # fmt: skip
+    ]
     # A different worker reporting is fine: at-least-once lets a late writer in.
     disabled = await store.complete_deliveries(outcomes, worker="w2", disable_after=WINDOW, now=now)
     assert disabled == []
@@ -369,10 +400,14 @@ async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
     # Later: a retry succeeds; the last_* fields are overwritten, None included.
     later = now + timedelta(minutes=10)
     await store.complete_deliveries(
-        [outcome(bad[0], "bad", "delivered", status_code=200),
-         outcome(bad[2], "bad", "failed", next_attempt_at=later, succeeded=False)],
-        worker="w1", disable_after=WINDOW, now=later,
-    )  # fmt: skip
+        [
+            outcome(bad[0], "bad", "delivered", status_code=200),
+            outcome(bad[2], "bad", "failed", next_attempt_at=later, succeeded=False),
+        ],
+        worker="w1",
+        disable_after=WINDOW,
+        now=later,
+    )
     redelivered = await store.get_delivery(bad[0])
     assert (redelivered.status, redelivered.attempts) == ("delivered", 2)
     assert (redelivered.last_error, redelivered.last_response_body) == (None, None)
@@ -381,9 +416,12 @@ async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
     assert (bad_sub.last_success_at, bad_sub.failing_since) == (later, None), "any success wins"
 
     assert await store.complete_deliveries([], worker="w", disable_after=WINDOW, now=later) == []
-    assert await store.complete_deliveries(
-        [outcome(123_456, "gone", "failed")], worker="w", disable_after=WINDOW, now=later
-    ) == []  # fmt: skip
+    assert (
+        await store.complete_deliveries(
+            [outcome(123_456, "gone", "failed")], worker="w", disable_after=WINDOW, now=later
+        )
+        == []
+    )
 
 
 async def test_failure_window_keeps_its_start(store: Storage) -> None:
@@ -439,8 +477,10 @@ async def test_a_success_in_the_batch_prevents_disabling(store: Storage) -> None
     newer, older = (d.id for d in await store.list_deliveries("s1"))
     disabled = await store.complete_deliveries(
         [outcome(newer, "s1", "failed", succeeded=False), outcome(older, "s1", "delivered")],
-        worker="w", disable_after=WINDOW, now=late,
-    )  # fmt: skip
+        worker="w",
+        disable_after=WINDOW,
+        now=late,
+    )
     assert disabled == []
     sub = await store.get_subscription("s1")
     assert (sub.status, sub.failing_since, sub.last_success_at) == ("active", None, late)
@@ -452,16 +492,21 @@ async def test_a_failed_delivery_is_claimable_again_when_due(store: Storage) -> 
     retry_at = T0 + timedelta(minutes=5)
     await store.complete_deliveries(
         [outcome(claimed.id, "s1", "failed", status_code=502, next_attempt_at=retry_at)],
-        worker="w", disable_after=WINDOW, now=T0 + timedelta(seconds=1),
-    )  # fmt: skip
+        worker="w",
+        disable_after=WINDOW,
+        now=T0 + timedelta(seconds=1),
+    )
     after_lease = T0 + LEASE + timedelta(seconds=1)
     assert await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=after_lease) == []
     just_before = retry_at - timedelta(microseconds=1)
     assert await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=just_before) == []
     (again,) = await store.claim_deliveries(worker="w2", limit=5, lease=LEASE, now=retry_at)
     assert (again.id, again.status, again.attempts, again.claimed_by) == (
-        claimed.id, "failed", 1, "w2",
-    )  # fmt: skip
+        claimed.id,
+        "failed",
+        1,
+        "w2",
+    )
 
 
 async def test_retry_delivery(store: Storage) -> None:
@@ -469,8 +514,10 @@ async def test_retry_delivery(store: Storage) -> None:
     (delivery,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
     await store.complete_deliveries(
         [outcome(delivery.id, "s1", "dead", error="gave up")],
-        worker="w", disable_after=WINDOW, now=T0,
-    )  # fmt: skip
+        worker="w",
+        disable_after=WINDOW,
+        now=T0,
+    )
     now = T0 + timedelta(days=2)
     retried = await store.retry_delivery(delivery.id, now=now)
     assert retried == await store.get_delivery(delivery.id)
@@ -497,10 +544,15 @@ async def test_recover_deliveries_since(store: Storage) -> None:
     statuses = ["dead", "failed", "dead", "failed", "delivered", "pending"]
     done = T0 + timedelta(days=1)
     await store.complete_deliveries(
-        [outcome(by_seq[seq], "s1", status, next_attempt_at=done + timedelta(days=9))
-         for seq, status in zip(seqs, statuses, strict=True) if status != "pending"],
-        worker="w", disable_after=WINDOW, now=done,
-    )  # fmt: skip
+        [
+            outcome(by_seq[seq], "s1", status, next_attempt_at=done + timedelta(days=9))
+            for seq, status in zip(seqs, statuses, strict=True)
+            if status != "pending"
+        ],
+        worker="w",
+        disable_after=WINDOW,
+        now=done,
+    )
     s2_dead = (await store.list_deliveries("s2", limit=1))[0]
     await store.complete_deliveries(
         [outcome(s2_dead.id, "s2", "dead")], worker="w", disable_after=WINDOW, now=done
@@ -531,11 +583,15 @@ async def test_delivery_stats(store: Storage) -> None:
     oldest, second, third, _ = [d.id for d in reversed(await store.list_deliveries("s1"))]
     now = T0 + timedelta(hours=3)
     await store.complete_deliveries(
-        [outcome(oldest, "s1", "delivered"),
-         outcome(second, "s1", "failed", next_attempt_at=now + timedelta(hours=1)),
-         outcome(third, "s1", "dead")],
-        worker="w", disable_after=WINDOW, now=now,
-    )  # fmt: skip
+        [
+            outcome(oldest, "s1", "delivered"),
+            outcome(second, "s1", "failed", next_attempt_at=now + timedelta(hours=1)),
+            outcome(third, "s1", "dead"),
+        ],
+        worker="w",
+        disable_after=WINDOW,
+        now=now,
+    )
     stats = await store.delivery_stats(now=now)
     assert stats == DeliveryStats(pending=2, due=1, oldest_pending_at=T0 + timedelta(hours=1))
     assert stats.oldest_pending_at is not None and stats.oldest_pending_at.tzinfo is not None
@@ -577,8 +633,9 @@ async def test_concurrent_batches_on_shared_subscriptions(database_url: str) -> 
         async def report(store: Storage, rounds: range, reverse: bool) -> None:
             for n in rounds:
                 order = list(reversed(subs)) if reverse else subs
-                batch = [outcome(by_sub[sid][n], sid, "failed", succeeded=n % 3 == 0)
-                         for sid in order]  # fmt: skip
+                batch = [
+                    outcome(by_sub[sid][n], sid, "failed", succeeded=n % 3 == 0) for sid in order
+                ]
                 await store.complete_deliveries(
                     batch, worker="w", disable_after=WINDOW, now=T0 + timedelta(seconds=n)
                 )
@@ -601,13 +658,19 @@ async def test_subscriptions_carry_their_owner_key(store: Storage) -> None:
     await subscribe(store, "p1", owner="acme", url="https://a.example.org/x")
     await subscribe(store, "op", owner=None, url="https://Hooks.Example.org/y")
     await subscribe(
-        store, "ws", kind="websub", owner=None, url="https://cb.example.net/z",
+        store,
+        "ws",
+        kind="websub",
+        owner=None,
+        url="https://cb.example.net/z",
         topic_url="https://feeds.example/feeds/t.atom",
-    )  # fmt: skip
+    )
     subs = await store.get_subscriptions(["p1", "op", "ws"])
     assert {k: s.owner_key for k, s in subs.items()} == {
-        "p1": "partner:acme", "op": "host:hooks.example.org", "ws": "callback:cb.example.net",
-    }  # fmt: skip
+        "p1": "partner:acme",
+        "op": "host:hooks.example.org",
+        "ws": "callback:cb.example.net",
+    }
     moved = await store.update_subscription("op", {"url": "https://new.example.org/y"})
     assert moved.owner_key == "host:new.example.org", "an operator's webhook follows its host"
     kept = await store.update_subscription("p1", {"url": "https://b.example.org/x"})
@@ -633,9 +696,12 @@ async def test_claims_are_shared_out_between_owners(store: Storage) -> None:
     claimed = await store.claim_deliveries(worker="w", limit=2, lease=LEASE, now=later)
     assert sorted(d.subscription_id for d in claimed) == ["big", "small"]
 
-    assert await store.claim_deliveries(
-        worker="w", limit=10, lease=LEASE, now=later, owner_rooms={"partner:big": 0}
-    ) == []  # fmt: skip
+    assert (
+        await store.claim_deliveries(
+            worker="w", limit=10, lease=LEASE, now=later, owner_rooms={"partner:big": 0}
+        )
+        == []
+    )
     capped = await store.claim_deliveries(worker="w", limit=10, lease=LEASE, now=later, per_owner=2)
     assert [d.subscription_id for d in capped] == ["big", "big"]
     assert [d.event_seq for d in capped] == seqs[1:3], "oldest first within an owner"
@@ -649,13 +715,20 @@ async def test_claims_put_first_attempts_ahead_of_retries_and_filter_by_kind(
     due = T0 + timedelta(seconds=10)
     await store.complete_deliveries(
         [outcome(first.id, "r1", "failed", status_code=503, next_attempt_at=T0)],
-        worker="w", disable_after=WINDOW, now=T0,
-    )  # fmt: skip
+        worker="w",
+        disable_after=WINDOW,
+        now=T0,
+    )
     await subscribe(store, "new", owner="acme")
     await subscribe(
-        store, "ws", kind="websub", owner=None, url="https://cb.example.net/z",
-        lease_expires_at=due + timedelta(days=1), topic_url="https://feeds.example/f/t.atom",
-    )  # fmt: skip
+        store,
+        "ws",
+        kind="websub",
+        owner=None,
+        url="https://cb.example.net/z",
+        lease_expires_at=due + timedelta(days=1),
+        topic_url="https://feeds.example/f/t.atom",
+    )
     (seq,) = await publish(store, 1, prefix="n")
     await store.fan_out([(seq, "new"), (seq, "ws")], cursor="main", up_to=seq, now=due)
 
@@ -686,6 +759,7 @@ async def test_a_dead_workers_claims_are_released(store: Storage) -> None:
     again = await store.claim_deliveries(worker="live", limit=5, lease=LEASE, now=later)
     assert len(again) == 2, "claimable at once, long before the lease ends"
     assert not await store.heartbeat_worker("dead", now=later), "it must register again"
-    assert await store.release_workers(
-        stale_after=timedelta(0), now=later, dead=["live"], keep="live"
-    ) == {}, "never the caller"  # fmt: skip
+    assert (
+        await store.release_workers(stale_after=timedelta(0), now=later, dead=["live"], keep="live")
+        == {}
+    ), "never the caller"

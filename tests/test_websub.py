@@ -81,8 +81,12 @@ async def subscribe(
     client: Client, subscriber: Subscriber, fmt: str = "atom", **extra: str
 ) -> dict[str, str]:
     topic = f"{client.base_url}/feeds/liver-health.{fmt}"
-    form = {"hub.mode": "subscribe", "hub.topic": topic,
-            "hub.callback": subscriber.url("/cb?token=abc"), **extra}  # fmt: skip
+    form = {
+        "hub.mode": "subscribe",
+        "hub.topic": topic,
+        "hub.callback": subscriber.url("/cb?token=abc"),
+        **extra,
+    }
     before = len(subscriber.gets())
     status, _ = await hub_post(client, form)
     assert status == 202
@@ -92,8 +96,9 @@ async def subscribe(
 
 
 async def post_article(client: Client, **changes: Any) -> None:
-    async with client.request("PUT", f"/api/articles/{changes.get('id', 'w1')}",
-                              json={**ARTICLE, **changes}) as resp:  # fmt: skip
+    async with client.request(
+        "PUT", f"/api/articles/{changes.get('id', 'w1')}", json={**ARTICLE, **changes}
+    ) as resp:
         assert resp.status in (200, 201)
 
 
@@ -112,8 +117,11 @@ async def test_subscribe_verify_and_receive_signed_notifications(
     await subscriber.wait_for(lambda: subscriber.posts(), timeout=5)
     note = subscriber.posts()[0]
     assert note.path == "/cb?token=abc"
-    expected_type = {"atom": "application/atom+xml", "rss": "application/rss+xml",
-                     "json": "application/feed+json"}[fmt]  # fmt: skip
+    expected_type = {
+        "atom": "application/atom+xml",
+        "rss": "application/rss+xml",
+        "json": "application/feed+json",
+    }[fmt]
     assert note.headers["Content-Type"].startswith(expected_type)
     link = note.headers["Link"]
     assert f'<{hub.base_url}/hub>; rel="hub"' in link
@@ -159,8 +167,11 @@ async def test_no_secret_no_signature_and_deletions_send_the_current_feed(
 async def test_bad_requests_are_refused_with_a_reason(
     hub: Client, subscriber: Subscriber, form: dict[str, str], status: int
 ) -> None:
-    good = {"hub.mode": "subscribe", "hub.topic": f"{hub.base_url}/feeds/liver-health.rss",
-            "hub.callback": subscriber.url("/cb")}  # fmt: skip
+    good = {
+        "hub.mode": "subscribe",
+        "hub.topic": f"{hub.base_url}/feeds/liver-health.rss",
+        "hub.callback": subscriber.url("/cb"),
+    }
     form = {
         k: v.replace("{base}", hub.base_url).replace("{cb}", subscriber.url("/cb"))
         for k, v in form.items()
@@ -175,17 +186,22 @@ async def test_form_and_guard_checks(
     start_server: ServerFactory, subscriber: Subscriber, tokens: dict[str, str]
 ) -> None:
     client = await start_server(allow_private_targets=False)
-    async with client.request("PUT", "/api/topics/liver-health", json={},
-                              token=tokens["operator"]) as resp:  # fmt: skip
+    async with client.request(
+        "PUT", "/api/topics/liver-health", json={}, token=tokens["operator"]
+    ) as resp:
         assert resp.status == 201
-    form = {"hub.mode": "subscribe", "hub.topic": f"{client.base_url}/feeds/liver-health.rss",
-            "hub.callback": subscriber.url("/cb")}  # fmt: skip
+    form = {
+        "hub.mode": "subscribe",
+        "hub.topic": f"{client.base_url}/feeds/liver-health.rss",
+        "hub.callback": subscriber.url("/cb"),
+    }
     status, text = await hub_post(client, form)
     assert status == 400 and "refused" in text
     async with client.request("POST", "/hub", json=form, token="") as resp:
         assert resp.status == 415
-    status, _ = await hub_post(client, {**form, "hub.unknown": "ignored",
-                                        "hub.callback": "https://93.184.216.34/cb"})  # fmt: skip
+    status, _ = await hub_post(
+        client, {**form, "hub.unknown": "ignored", "hub.callback": "https://93.184.216.34/cb"}
+    )
     assert status == 202, "unknown parameters are ignored"
 
 
@@ -233,8 +249,11 @@ async def test_unsubscribe_after_verification_only(
     hub: Client, subscriber: Subscriber, store: Storage
 ) -> None:
     await subscribe(hub, subscriber)
-    form = {"hub.mode": "unsubscribe", "hub.topic": f"{hub.base_url}/feeds/liver-health.atom",
-            "hub.callback": subscriber.url("/cb?token=abc")}  # fmt: skip
+    form = {
+        "hub.mode": "unsubscribe",
+        "hub.topic": f"{hub.base_url}/feeds/liver-health.atom",
+        "hub.callback": subscriber.url("/cb?token=abc"),
+    }
     subscriber.verify_answer = "wrong"
     assert (await hub_post(hub, form))[0] == 202
     await subscriber.wait_for(lambda: subscriber.gets()[-1]["hub.mode"] == "unsubscribe")
@@ -326,8 +345,11 @@ async def test_denial_when_a_callback_host_has_too_many(
         async with client.request("PUT", f"/api/topics/{topic}", json={}) as resp:
             assert resp.status == 201
     await subscribe(client, subscriber)
-    form = {"hub.mode": "subscribe", "hub.topic": f"{client.base_url}/feeds/diet.rss",
-            "hub.callback": subscriber.url("/cb2")}  # fmt: skip
+    form = {
+        "hub.mode": "subscribe",
+        "hub.topic": f"{client.base_url}/feeds/diet.rss",
+        "hub.callback": subscriber.url("/cb2"),
+    }
     assert (await hub_post(client, form))[0] == 202
     await subscriber.wait_for(lambda: subscriber.gets()[-1]["hub.mode"] == "denied")
     denied = subscriber.gets()[-1]

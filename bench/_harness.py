@@ -29,7 +29,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SYNDICATE = str(VENV_BIN / "syndicate")
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# Raw results: one Markdown file per recorded run (`make bench RECORD=1`). A benchmark
+# appends its section to the file named by BENCH_RECORD, which `bench.run_all --record`
+# sets for the benchmarks it starts; without it a benchmark only prints.
+RESULTS_DIR = ROOT / "bench" / "results"
+RECORD_ENV = "BENCH_RECORD"
 FIXTURES = ROOT / "tests" / "fixtures" / "articles.json"
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -44,14 +48,41 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def machine() -> str:
-    cpu = "?"
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cores()} cores ({cpu})"
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def machine() -> str:
+    return f"{cores()} cores ({cpu_model()})"
+
+
+def machine_tag() -> str:
+    """A short name for the machine in result file names: BENCH_MACHINE, else the CPU's
+    family from its model name ("AMD EPYC 7B13" -> "epyc", "Intel(R) Xeon(R)" -> "xeon")."""
+    tag = os.environ.get("BENCH_MACHINE", "")
+    if not tag:
+        words = re.sub(r"\((r|tm)\)", " ", cpu_model().lower()).split()
+        vendor = {"amd", "intel", "genuine", "cpu", "processor"}
+        tag = next((w for w in words if w not in vendor), "")
+    return re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-") or "unknown"
+
+
+def result_path(now: dt.datetime | None = None) -> Path:
+    """bench/results/2026-12-04T1213-epyc.md: the file one recorded run writes (UTC)."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H%M")
+    return RESULTS_DIR / f"{stamp}-{machine_tag()}.md"
+
+
+def record(text: str) -> None:
+    """Append to this run's result file, when the run is recorded."""
+    target = os.environ.get(RECORD_ENV)
+    if target:
+        with open(target, "a") as f:
+            f.write(text)
 
 
 def free_port() -> int:
@@ -560,7 +591,7 @@ def report(
     notes: Sequence[str] = (),
     rounds: int = ROUNDS,
 ) -> str:
-    """Print the table and append a dated section to BENCHMARKS.md."""
+    """Print the table (and record it, when the run is recorded)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
         f"### {title} — {stamp}",
@@ -573,18 +604,12 @@ def report(
         text += ["", *[f"- {n}" for n in notes]]
     block = "\n".join(text) + "\n"
     print("\n" + block, flush=True)
-    if os.environ.get("BENCH_NO_WRITE") != "1":
-        if not BENCHMARKS_MD.exists():
-            BENCHMARKS_MD.write_text("# Benchmarks\n\n")
-        with BENCHMARKS_MD.open("a") as f:
-            f.write("\n" + block)
+    record("\n" + block)
     return block
 
 
 def skip(title: str, reason: str) -> None:
     message = f"SKIPPED {title}: {reason}"
     print(message, flush=True)
-    if os.environ.get("BENCH_NO_WRITE") != "1":
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with BENCHMARKS_MD.open("a") as f:
-            f.write(f"\n### {title} — {stamp}\n\n{message}\n")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    record(f"\n### {title} — {stamp}\n\n{message}\n")

@@ -1,15 +1,20 @@
 """`make bench`: every benchmark, SQLite first, then 2-4 and 6 on PostgreSQL when reachable.
 
-Each one runs in its own process, prints its table and appends it to BENCHMARKS.md.
+Each one runs in its own process and prints its table. Nothing is written unless the run
+is recorded (`make bench RECORD=1`, i.e. `python -m bench.run_all --record`): then every
+table goes into one new file, bench/results/<UTC date>T<HHMM>-<machine>.md.
 A benchmark that cannot run says why and the others still run.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench import _harness as h
 
@@ -28,7 +33,49 @@ PLAN = [
 TIME_LIMIT = 900
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run_all",
+        description="Run every benchmark and print their tables (BENCHMARKS.md explains "
+        "them). Nothing is written unless --record is given.",
+    )
+    parser.add_argument(
+        "--record",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="also write the tables to a new raw result file, by default "
+        "bench/results/<YYYY-MM-DD>T<HHMM>-<machine>.md (UTC; the machine from "
+        "BENCH_MACHINE or the CPU model)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the steps whose command contains TEXT (repeatable), e.g. "
+        "--only fanout, --only 'backend postgres'",
+    )
+    return parser.parse_args(argv)
+
+
+def start_record(target: str) -> Path:
+    now = dt.datetime.now(dt.UTC)
+    path = Path(target) if target else h.result_path(now)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise SystemExit(f"{path} already exists: a recorded run writes a new file")
+    stamp = now.strftime("%Y-%m-%d %H:%M UTC")
+    path.write_text(f"# make bench — {stamp} — {h.machine()}\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = [s for s in PLAN if not args.only or any(t in " ".join(s) for t in args.only)]
+    if not plan:
+        print(f"no step matches {args.only}", file=sys.stderr)
+        return 2
     missing = [tool for tool in ("wrk", "nginx") if not h.have(tool)]
     if missing:
         print(
@@ -42,13 +89,14 @@ def main() -> int:
             "runs are skipped.",
             flush=True,
         )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if not h.BENCHMARKS_MD.exists():
-        h.BENCHMARKS_MD.write_text("# Benchmarks\n\n")
-    with h.BENCHMARKS_MD.open("a") as f:
-        f.write(f"\n## make bench — {stamp} — {h.machine()}\n")
+    if args.record is not None:
+        path = start_record(args.record)
+        os.environ[h.RECORD_ENV] = str(path)  # the benchmarks below append to it
+        print(f"Recording this run in {path}", flush=True)
+    else:
+        os.environ.pop(h.RECORD_ENV, None)
     failed = []
-    for step in PLAN:
+    for step in plan:
         print(f"\n=== {' '.join(step)}", flush=True)
         started = time.monotonic()
         try:
@@ -61,6 +109,8 @@ def main() -> int:
         if code != 0:
             failed.append(" ".join(step))
             h.skip(" ".join(step), f"the benchmark failed (exit {code}); see the output above")
+    if args.record is not None:
+        print(f"\nRecorded in {os.environ[h.RECORD_ENV]}", flush=True)
     if failed:
         print(f"\nFailed: {', '.join(failed)}", flush=True)
         return 1

@@ -15,8 +15,8 @@ from conftest import ServeFactory, expect_problem
 from yarl import URL
 
 from storage import Storage
+from syndicate.content.validation import MAX_ERRORS
 from syndicate.web.auth import create_token
-from syndicate.web.problems import MAX_ERRORS
 
 ARTICLE = {"id": "a1", "title": "Liver", "content": "<p>x</p>", "topics": ["liver-health"]}
 

@@ -94,7 +94,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         getattr(r, "limit", "")
         for r in caplog.records
-        if r.name == "syndicate.delivery.websub" and r.levelno == logging.WARNING
+        if r.name == "syndicate.websub" and r.levelno == logging.WARNING
     ]
 
 
@@ -383,7 +383,7 @@ async def test_publish_is_once_per_feed_per_interval(
     client = await start_hub(start_server, tokens)
     feed = f"{client.base_url}/feeds/{TOPIC}.rss"
     assert (await hub_post(client, {"hub.mode": "publish", "hub.url": feed}))[0] == 202
-    with caplog.at_level(logging.WARNING, logger="syndicate.delivery.websub"):
+    with caplog.at_level(logging.WARNING, logger="syndicate.websub"):
         status, _, retry_after = await post_from(
             client, "127.0.0.2", {"hub.mode": "publish", "hub.url": feed}
         )

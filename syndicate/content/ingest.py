@@ -14,7 +14,7 @@ from storage.records import ArticleDraft
 from syndicate.content.articles import to_draft
 from syndicate.content.models import MAX_TOPICS, ArticleIn
 from syndicate.content.text import ContentTooComplex, render_content
-from syndicate.web.problems import validation_errors
+from syndicate.content.validation import validation_errors
 
 STATUSES = ("created", "updated", "unchanged", "rejected")
 #: Articles validated (or drafted) between two turns of the event loop (~1 ms).

@@ -1,4 +1,5 @@
-"""Prometheus metrics on ``/metrics``: delivery outcomes, attempt latency, queue depth."""
+"""Prometheus metrics of delivery: outcomes, attempt latency, queue depth (served on
+``/metrics`` by web.routes.metrics)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,14 @@ import collections
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 
-from storage import StorageError
-from storage.records import DeliveryOutcome, utcnow
-from syndicate.web.appkeys import STORAGE
+from storage.records import DeliveryOutcome
 
 if TYPE_CHECKING:
     from syndicate.delivery.sender import Attempt
@@ -63,26 +59,3 @@ class Metrics:
     def count_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
         for status, count in collections.Counter(o.status for o in outcomes).items():
             self.deliveries.labels(status).inc(count)
-
-
-METRICS = web.AppKey("metrics", Metrics)
-routes = web.RouteTableDef()
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[METRICS]
-    now = utcnow()
-    try:
-        stats = await request.app[STORAGE].delivery_stats(now=now)
-    except StorageError:
-        pass  # the queue gauges keep their last values; the rest is still useful
-    else:
-        registry.pending.set(stats.pending)
-        registry.due.set(stats.due)
-        age = (now - stats.oldest_pending_at).total_seconds() if stats.oldest_pending_at else 0
-        registry.oldest_pending_age.set(max(0.0, age))
-    return web.Response(
-        body=generate_latest(registry.registry),
-        headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"},
-    )

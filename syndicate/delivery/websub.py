@@ -1,4 +1,5 @@
-"""A WebSub hub (W3C Recommendation, hub side) for every topic feed.
+"""A WebSub hub (W3C Recommendation, hub side) for every topic feed: its state,
+verification of intent, and notifications. The HTTP endpoint is web.routes.hub.
 
     POST /hub   subscribe / unsubscribe: 202 at once, then verification of
                 intent in the background (GET the callback with a challenge);
@@ -30,36 +31,33 @@ import re
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aiohttp import web
 from publicsuffixlist import PublicSuffixList
 
 import feeds
 from storage import Storage, StorageError, TopicNotFound
 from storage.records import Article, Delivery, Event, Subscription, utcnow
+from syndicate.content import render
 from syndicate.content.models import valid_topic
-from syndicate.core.errors import Problem
+from syndicate.core.rate import RateLimiter
 from syndicate.core.settings import Settings
-from syndicate.delivery.egress import EgressRefused, check_url
 from syndicate.delivery.sender import OutboundRequest, Sender
 from syndicate.delivery.webhooks import new_subscription_id
-from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
-from syndicate.web.limits import RateLimiter, client_key, enforce
-from syndicate.web.problems import body_deadline, body_too_slow
-from syndicate.web.routes import feeds as feed_http
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(
+    "syndicate.websub"
+)  # one name for the hub's lines, wherever they are logged
 
 MAX_SECRET_BYTES = 200
 MAX_CALLBACK_LENGTH = 2048
 #: Control characters (NUL included: no database text can hold it) refused in
 #: callbacks and secrets.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
 VERIFY_ATTEMPTS = 3
 #: ``Retry-After`` when too many verifications are under way: about one
 #: verification's time (three tries, the last ones after 0.5 and 1 s).
@@ -69,8 +67,6 @@ PUBLISH_INTERVAL = 60.0
 PUBLISH_CONCURRENCY = 16
 #: Feeds whose last publish is remembered (the oldest forgotten first).
 PUBLISHED_MEMORY = 10_000
-
-routes = web.RouteTableDef()
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ def parse_topic(base_url: str, url: str) -> Topic | None:
     name, _, ext = parts.path.removeprefix(prefix).rpartition(".")
     if ext not in feeds.FORMATS or not name or "/" in name:
         return None
-    if name != feed_http.ALL and not valid_topic(name):
+    if name != render.ALL and not valid_topic(name):
         return None
     return Topic(url, name, ext)
 
@@ -116,10 +112,6 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _text(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", content_type="text/plain")
 
 
 @functools.cache
@@ -259,7 +251,7 @@ class Hub:
     async def _verify(
         self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
     ) -> None:
-        if topic.slug != feed_http.ALL:
+        if topic.slug != render.ALL:
             try:
                 await self.storage.get_topic(topic.slug)
             except TopicNotFound:
@@ -302,7 +294,7 @@ class Hub:
         if existing is None:
             await self.storage.create_subscription(
                 id=new_subscription_id(), kind="websub", url=callback,
-                topics=["*"] if topic.slug == feed_http.ALL else [topic.slug], events=[],
+                topics=["*"] if topic.slug == render.ALL else [topic.slug], events=[],
                 secret=secret, lease_expires_at=expires, topic_url=topic.url,
             )  # fmt: skip
         else:
@@ -364,17 +356,14 @@ class Hub:
             await self.sender.send(request)
 
 
-HUB = web.AppKey("hub", Hub)
-
-
 async def current_feed(storage: Storage, settings: Settings, topic: Topic) -> bytes:
     base = settings.base_url
-    meta = await feed_http.topic_meta(storage, base, topic.slug)
-    scope = None if topic.slug == feed_http.ALL else topic.slug
+    meta = await render.topic_meta(storage, base, topic.slug)
+    scope = None if topic.slug == render.ALL else topic.slug
     articles = await storage.list_articles(topic=scope, limit=settings.feed_items)
     state = await storage.feed_state(scope)
     updated = state.changed_at or meta.created_at
-    return feed_http.build_feed(
+    return render.build_feed(
         base, topic.slug, topic.fmt, meta, articles, self_url=topic.url, updated=updated
     )
 
@@ -400,108 +389,10 @@ async def websub_request(
     if event.type == "article.deleted":
         body = await current_feed(storage, settings, topic)
     else:
-        meta = await feed_http.topic_meta(storage, settings.base_url, topic.slug)
+        meta = await render.topic_meta(storage, settings.base_url, topic.slug)
         article = Article.from_json(event.data)
-        body = feed_http.build_feed(
+        body = render.build_feed(
             settings.base_url, topic.slug, topic.fmt, meta, [article],
             self_url=topic.url, updated=event.created_at,
         )  # fmt: skip
     return notification(sub, topic, body, settings.base_url)
-
-
-@routes.post("/hub")
-async def hub_endpoint(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    try:
-        enforce(request, client_key(request))
-    except Problem as problem:
-        return web.Response(
-            status=429,
-            text=problem.detail + "\n",
-            headers=problem.headers,
-            content_type="text/plain",
-        )
-    if request.content_type != "application/x-www-form-urlencoded":
-        return _text(415, "send application/x-www-form-urlencoded")
-    try:
-        async with body_deadline(request):
-            form = await request.post()
-    except (UnicodeDecodeError, ValueError):
-        return _text(400, "the form is not valid UTF-8 form data")
-    except TimeoutError:
-        raise body_too_slow(request) from None
-    mode = str(form.get("hub.mode", ""))
-    hub = request.app[HUB]
-    if mode == "publish":
-        url = str(form.get("hub.url") or form.get("hub.topic") or "")
-        topic = parse_topic(settings.base_url, url)
-        if topic is None:
-            return _text(400, "hub.url must be one of this hub's feed URLs")
-        wait = hub.publish_wait(topic)
-        if wait:
-            logger.warning(
-                "websub request refused",
-                extra={"limit": "publish_interval", "topic": topic.url},
-            )
-            return web.Response(
-                status=429,
-                text=f"this feed was published less than {PUBLISH_INTERVAL:.0f} s ago\n",
-                headers={"Retry-After": str(math.ceil(wait))},
-                content_type="text/plain",
-            )
-        try:
-            await hub.publish(topic)
-        except TopicNotFound:
-            return _text(404, "no such topic")
-        return _text(202, "notifying subscribers")
-    if mode not in ("subscribe", "unsubscribe"):
-        return _text(400, "hub.mode must be subscribe, unsubscribe or publish")
-    callback = str(form.get("hub.callback", ""))
-    topic_url = str(form.get("hub.topic", ""))
-    topic = parse_topic(settings.base_url, topic_url)
-    if topic is None:
-        return _text(400, f"hub.topic must be a feed of this hub ({settings.base_url}/feeds/...)")
-    if mode == "subscribe" and (urlsplit(topic_url).query or urlsplit(topic_url).fragment):
-        # A feed's own URL (its rel=self) has none, and URLs that differ only there
-        # would each count as a topic of their own against websub_max_per_topic.
-        return _text(400, "hub.topic must be a feed's own URL, without a query or fragment")
-    if topic.slug != feed_http.ALL:
-        try:
-            await request.app[STORAGE].get_topic(topic.slug)
-        except TopicNotFound:
-            return _text(404, f"no topic {topic.slug!r} here")
-    if not callback or len(callback) > MAX_CALLBACK_LENGTH or _CONTROL.search(callback):
-        return _text(400, "hub.callback must be an absolute http(s) URL")
-    try:
-        await check_url(callback, allow_private=settings.allow_private_targets)
-    except EgressRefused as exc:
-        return _text(400, f"hub.callback refused: {exc}")
-    secret = form.get("hub.secret")
-    secret_text = str(secret) if secret else None
-    if secret_text is not None and len(secret_text.encode()) >= MAX_SECRET_BYTES:
-        return _text(400, f"hub.secret must be shorter than {MAX_SECRET_BYTES} bytes")
-    if secret_text is not None and _CONTROL.search(secret_text):
-        return _text(400, "hub.secret must not contain control characters")
-    lease = clamp_lease(str(form.get("hub.lease_seconds") or "") or None, settings)
-    creates = (
-        mode == "subscribe"
-        and await request.app[STORAGE].find_websub_subscription(callback, topic.url) is None
-    )
-    client = client_key(request)
-    refusal = hub.admit(client, callback, creates=creates)
-    if refusal is not None:
-        return web.Response(
-            status=429,
-            text=f"{refusal.reason}; try again in {refusal.retry_after} s\n",
-            headers={"Retry-After": str(refusal.retry_after)},
-            content_type="text/plain",
-        )
-    hub.spawn(hub.verify(mode, topic, callback, lease, secret_text, client=client))
-    return _text(202, "verification of intent will follow")
-
-
-async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[STORAGE], app[SETTINGS], app[DELIVERY].sender)
-    app[HUB] = hub
-    yield
-    await hub.close()

@@ -15,12 +15,13 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from storage import Storage, open_storage
 from syndicate.core.errors import Problem
+from syndicate.core.rate import RateLimiter
 from syndicate.core.settings import Settings
-from syndicate.delivery import metrics, websub
+from syndicate.delivery.metrics import Metrics
 from syndicate.delivery.service import DeliveryService
 from syndicate.web import openapi
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
-from syndicate.web.limits import RATE_LIMITER, RateLimiter
+from syndicate.web.limits import RATE_LIMITER
 from syndicate.web.middleware import (
     PROTOCOL_ERROR,
     REQUEST_ID_HEADER,
@@ -32,7 +33,7 @@ from syndicate.web.middleware import (
 from syndicate.web.problems import error_response, problem_response
 from syndicate.web.routes import articles as api_articles
 from syndicate.web.routes import feeds as feed_http
-from syndicate.web.routes import health, pages
+from syndicate.web.routes import health, hub, metrics, pages
 from syndicate.web.routes import subscriptions as api_subscriptions
 
 
@@ -43,15 +44,15 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app = web.Application(client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()
-    app[metrics.METRICS] = metrics.Metrics()
+    app[metrics.METRICS] = Metrics()
     app[RATE_LIMITER] = RateLimiter(settings.write_rate, settings.write_burst)
     if storage is not None:
         app[STORAGE] = storage
     else:
         app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_delivery_ctx)
-    app.cleanup_ctx.append(websub.hub_ctx)
-    tables = [health, metrics, api_articles, api_subscriptions, feed_http, pages, websub, openapi]
+    app.cleanup_ctx.append(hub.hub_ctx)
+    tables = [health, metrics, api_articles, api_subscriptions, feed_http, pages, hub, openapi]
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
     for module in tables:
         app.add_routes(_served(module.routes))

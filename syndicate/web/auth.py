@@ -18,7 +18,7 @@ from storage.records import Role, Token
 from syndicate.core.errors import Problem
 from syndicate.web.appkeys import STORAGE
 from syndicate.web.limits import client_key, enforce
-from syndicate.web.problems import check_query
+from syndicate.web.requests import check_query
 
 TOKEN_PREFIX: Final = "syn_"
 #: How often ``last_used_at`` is written for one token, at most.

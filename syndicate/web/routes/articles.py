@@ -17,11 +17,13 @@ from syndicate.content.articles import (
 from syndicate.content.ingest import store_batch, tally
 from syndicate.content.models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
 from syndicate.content.text import ContentTooComplex
+from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
 from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
-from syndicate.web.problems import invalid, json_response, query_param, read_json, validate
+from syndicate.web.problems import json_response
+from syndicate.web.requests import query_param, read_json
 
 routes = web.RouteTableDef()
 

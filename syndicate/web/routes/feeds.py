@@ -24,16 +24,15 @@ from yarl import URL
 
 import feeds
 from storage import Storage
-from storage.records import Article, FeedState, default_topic_title
-from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor, permalink
+from storage.records import FeedState
+from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
+from syndicate.content.render import ALL, build_feed, feed_url, topic_meta
+from syndicate.content.validation import invalid
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.middleware import Handler, fast_path
-from syndicate.web.problems import invalid
 
-ALL = "all"
 DEFAULT_CACHE_ENTRIES = 256
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 routes = web.RouteTableDef()  # the feed route itself is ``FeedResource``
 _TOPIC = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -120,14 +119,6 @@ class FeedCache:
 FEED_CACHE = web.AppKey("feed_cache", FeedCache)
 
 
-def feed_url(base_url: str, topic: str, fmt: str) -> str:
-    return f"{base_url}/feeds/{topic}.{fmt}"
-
-
-def topic_url(base_url: str, topic: str) -> str:
-    return f"{base_url}/" if topic == ALL else f"{base_url}/topics/{topic}"
-
-
 def _last_modified(state: FeedState, fallback: datetime) -> datetime:
     times = [t for t in (state.changed_at, state.updated_at) if t is not None]
     return max(times) if times else fallback
@@ -169,57 +160,6 @@ async def _render(
         content_type=feeds.CONTENT_TYPES[fmt],
         max_age=settings.feed_page_max_age if before_raw else settings.feed_max_age,
     )
-
-
-@dataclass(frozen=True)
-class TopicMeta:
-    title: str
-    description: str
-    created_at: datetime
-
-
-async def topic_meta(storage: Storage, base: str, topic: str) -> TopicMeta:
-    """Title and description of a feed (``TopicNotFound`` for an unknown topic)."""
-    if topic == ALL:
-        return TopicMeta("All topics", f"Every article from {base}", _EPOCH)
-    record = await storage.get_topic(topic)
-    description = record.description or f"Articles about {record.title.lower()}"
-    return TopicMeta(record.title, description, record.created_at)
-
-
-def build_feed(
-    base: str,
-    topic: str,
-    fmt: feeds.FeedFormat,
-    meta: TopicMeta,
-    articles: list[Article],
-    *,
-    self_url: str,
-    updated: datetime,
-    next_url: str | None = None,
-) -> bytes:
-    """The feed document for these articles; every value from the arguments."""
-    info = feeds.FeedInfo(
-        id=feed_url(base, topic, "atom"),
-        title=meta.title,
-        description=meta.description,
-        home_url=topic_url(base, topic),
-        self_url=self_url,
-        updated=updated,
-        hub_url=f"{base}/hub",
-        first_url=feed_url(base, topic, fmt),
-        next_url=next_url,
-    )
-    titles = {topic: meta.title} if topic != ALL else {}
-    return feeds.render(fmt, info, [_item(base, a, titles) for a in articles])
-
-
-def _item(base: str, article: Article, titles: dict[str, str]) -> feeds.FeedItem:
-    categories = [
-        feeds.Category(t, titles.get(t) or default_topic_title(t), f"{base}/topics/")
-        for t in article.topics
-    ]
-    return feeds.FeedItem(article, article.url or permalink(base, article), categories)
 
 
 def _accepts_gzip(header: str) -> bool:

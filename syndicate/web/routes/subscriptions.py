@@ -12,6 +12,7 @@ from aiohttp import web
 from storage import DeliveryNotFound, SubscriptionNotFound
 from storage.records import Delivery, Subscription, Token, format_time, utcnow
 from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
+from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
 from syndicate.core.settings import MAX_PAGE_SIZE
 from syndicate.delivery import webhooks
@@ -20,7 +21,8 @@ from syndicate.delivery.service import signed_request
 from syndicate.delivery.webhooks import new_subscription_id
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
-from syndicate.web.problems import invalid, json_response, query_param, read_json, validate
+from syndicate.web.problems import json_response
+from syndicate.web.requests import query_param, read_json
 
 routes = web.RouteTableDef()
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")

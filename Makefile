@@ -36,9 +36,10 @@ format: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/syndicate openapi > docs/openapi.json
 
-# Benchmarks (bench/, results appended to BENCHMARKS.md). wrk and nginx come from
-# Debian; they are installed when missing and we can (root + apt-get), else the parts
-# that need them are skipped with a message.
+# Benchmarks (bench/; BENCHMARKS.md explains them): prints every table, writes nothing.
+# `make bench RECORD=1` also writes the run to a new bench/results/<date>T<time>-<machine>.md.
+# wrk and nginx come from Debian; they are installed when missing and we can (root +
+# apt-get), else the parts that need them are skipped with a message.
 bench: $(STAMP)
 	@for pkg in wrk:wrk nginx:nginx-light; do \
 	  tool=$${pkg%%:*}; deb=$${pkg##*:}; \
@@ -54,7 +55,7 @@ bench: $(STAMP)
 	    fi; \
 	  fi; \
 	done
-	PATH="$$PATH:/usr/sbin" $(BIN)/python -m bench.run_all
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m bench.run_all $(if $(RECORD),--record)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .jsoncodec import loads_stored
+from ..jsoncodec import loads_stored
 
 T = TypeVar("T")
 

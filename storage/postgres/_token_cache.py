@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from .records import Token
+from ..records import Token
 
 logger = logging.getLogger("syndicate.storage")
 

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ._changes import SUBSCRIPTION_TIME_FIELDS, subscription_changes
-from .jsoncodec import dumps_text, loads_stored
-from .records import (
+from .._changes import SUBSCRIPTION_TIME_FIELDS, subscription_changes
+from ..jsoncodec import dumps_text, loads_stored
+from ..records import (
     Article,
     Delivery,
     DeliveryOutcome,

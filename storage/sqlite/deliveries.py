@@ -1,0 +1,221 @@
+"""Deliveries on SQLite: the fan-out from events, claims, outcomes, recovery."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from ..errors import (
+    DeliveryNotFound,
+)
+from ..jsoncodec import dumps_text
+from ..records import (
+    SUBSCRIPTION_KINDS,
+    Delivery,
+    DeliveryOutcome,
+    DeliveryStats,
+    DeliveryStatus,
+    Event,
+    SubscriptionKind,
+    claim_scan,
+    format_time,
+    utcnow,
+)
+from ._base import Q, SQLiteBase
+from ._bulk import distinct_rounds, fetch_all
+from ._rows import (
+    outcome_values,
+    text_time,
+    to_delivery,
+    to_event,
+)
+
+#: Above every delivery id: the "no cursor" upper bound.
+_ABOVE_ALL_IDS = 2**63 - 1
+
+
+class DeliveriesMixin(SQLiteBase):
+    async def create_deliveries(
+        self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
+    ) -> int:
+        stamp = format_time(now or utcnow())
+        async with self._transaction() as conn:
+            before = conn.total_changes
+            await conn.executemany(
+                Q["insert_delivery"], [(event_seq, sid, stamp, stamp) for sid in subscription_ids]
+            )
+            return conn.total_changes - before
+
+    async def fan_out(
+        self,
+        pairs: Sequence[tuple[int, str]],
+        *,
+        cursor: str,
+        up_to: int,
+        now: datetime | None = None,
+    ) -> int:
+        stamp = format_time(now or utcnow())
+
+        def fan_out(conn: sqlite3.Connection) -> int:  # one hop (see _in_writer)
+            before = conn.total_changes
+            if pairs:
+                conn.execute(Q["fan_out_deliveries"], (dumps_text(pairs), stamp))
+            created = conn.total_changes - before
+            conn.execute(Q["move_cursor"], (cursor, up_to))
+            return created
+
+        return await self._in_writer(fan_out)
+
+    async def get_cursor(self, name: str) -> int:
+        async with self._read(Q["get_cursor"], (name,)) as rows:
+            return int(rows[0][0]) if rows else 0
+
+    async def get_events(self, seqs: Sequence[int]) -> dict[int, Event]:
+        rows = await self._read_rows(Q["get_events"], (json.dumps(list(seqs)),))
+        return {r["seq"]: to_event(r) for r in rows}
+
+    async def get_event_ids(self, seqs: Sequence[int]) -> dict[int, str]:
+        rows = await self._read_rows(Q["get_event_ids"], (json.dumps(list(seqs)),))
+        return {r["seq"]: r["id"] for r in rows}
+
+    async def get_delivery(self, delivery_id: int) -> Delivery:
+        async with self._read(Q["get_delivery"], (delivery_id,)) as rows:
+            if not rows:
+                raise DeliveryNotFound(delivery_id)
+            return to_delivery(rows[0])
+
+    async def list_deliveries(
+        self,
+        subscription_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        params = {
+            "subscription_id": subscription_id,
+            "status": status,
+            "before_id": _ABOVE_ALL_IDS if before_id is None else before_id,
+            "limit": limit,
+        }
+        name = "list_deliveries" if status is None else "list_deliveries_with_status"
+        async with self._read(Q[name], params) as rows:
+            return [to_delivery(r) for r in rows]
+
+    async def complete_deliveries(
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        *,
+        worker: str,
+        disable_after: timedelta,
+        now: datetime | None = None,
+    ) -> list[str]:
+        if not outcomes:
+            return []
+        stamp = now or utcnow()
+        at = format_time(stamp)
+        ids = json.dumps([o.delivery_id for o in outcomes])
+
+        # One hop to the writer thread for the whole batch (see _in_writer), and
+        # a few steps there whatever its size (see _sqlite_bulk).
+        def complete(conn: sqlite3.Connection) -> list[str]:
+            (found,) = conn.execute(Q["deliveries_of"], (ids,)).fetchone()
+            owners = {int(key): owner for key, owner in json.loads(found).items()}
+            live = [o for o in outcomes if o.delivery_id in owners]
+            for part in distinct_rounds(live, key=lambda o: o.delivery_id):
+                values = dumps_text([outcome_values(o) for o in part])
+                conn.execute(Q["complete_deliveries"], {"outcomes": values, "now": at})
+            succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
+            failed = {owners[o.delivery_id] for o in live} - succeeded
+            if succeeded:
+                conn.execute(Q["subscriptions_succeeded"], (at, json.dumps(sorted(succeeded))))
+            if not failed:
+                return []
+            conn.execute(Q["subscriptions_failed"], (at, json.dumps(sorted(failed))))
+            params = {
+                "ids": json.dumps(sorted(failed)),
+                "now": at,
+                "cutoff": format_time(stamp - disable_after),
+            }
+            rows = conn.execute(Q["disable_failing_subscriptions"], params)
+            return sorted(r["id"] for r in rows)
+
+        return await self._in_writer(complete)
+
+    async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:
+        async with self._transaction() as conn:
+            params = (format_time(now or utcnow()), delivery_id)
+            row = await self._one(conn, Q["retry_delivery"], params)
+        if row is None:
+            raise DeliveryNotFound(delivery_id)
+        return to_delivery(row)
+
+    async def recover_deliveries(
+        self, subscription_id: str, *, since: datetime, now: datetime | None = None
+    ) -> int:
+        params = {
+            "subscription_id": subscription_id,
+            "since": format_time(since),
+            "now": format_time(now or utcnow()),
+        }
+        async with self._transaction() as conn:
+            async with conn.execute(Q["recover_deliveries"], params) as cur:
+                return cur.rowcount
+
+    async def delivery_stats(self, *, now: datetime | None = None) -> DeliveryStats:
+        async with self._read(Q["delivery_stats"], (format_time(now or utcnow()),)) as rows:
+            row = rows[0]
+            return DeliveryStats(row["pending"], row["due"], text_time(row["oldest_pending_at"]))
+
+    async def claim_deliveries(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+        kind: SubscriptionKind | None = None,
+        per_owner: int | None = None,
+        owner_rooms: Mapping[str, int] | None = None,
+    ) -> list[Delivery]:
+        stamp = now or utcnow()
+        params = {
+            "until": format_time(stamp + lease),
+            "worker": worker,
+            "now": format_time(stamp),
+            "per_owner": limit if per_owner is None else per_owner,
+            "rooms": json.dumps(dict(owner_rooms or {})),
+            "scan": claim_scan(limit),
+        }
+
+        # One hop to the writer thread (see _in_writer), rows converted there too,
+        # and three steps there, not one per row (see _sqlite_bulk).
+        def claim(conn: sqlite3.Connection) -> list[Delivery]:
+            claimed: list[Delivery] = []
+            for each in [kind] if kind else SUBSCRIPTION_KINDS:
+                left = limit - len(claimed)
+                if left <= 0:
+                    break
+                due = {**params, "kind": each, "limit": left}
+                (ids,) = conn.execute(Q["due_deliveries"], due).fetchone()
+                if ids == "[]":
+                    continue
+                conn.execute(Q["claim_deliveries"], {**params, "ids": ids})
+                claimed += [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
+            return claimed
+
+        claimed = await self._in_writer(claim)
+        return sorted(claimed, key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id))
+
+    async def release_delivery(self, delivery_id: int, *, worker: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["release_delivery"], (delivery_id, worker))
+
+    async def defer_deliveries(
+        self, delivery_ids: Sequence[int], *, worker: str, until: datetime
+    ) -> None:
+        params = (format_time(until), json.dumps(list(delivery_ids)), worker)
+        async with self._transaction() as conn:
+            await conn.execute(Q["defer_deliveries"], params)

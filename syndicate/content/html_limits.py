@@ -19,10 +19,9 @@ capped at ``_MAX_STEPS``, so the pass is linear in the input.
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Container
 
+from syndicate.content import html_tags as tags
 from syndicate.core.errors import InvalidInput
 
 #: Deepest element nesting accepted. Real articles stay under ~30.
@@ -44,102 +43,6 @@ class ContentTooComplex(InvalidInput):
     """Content beyond the bound on sanitizing work; the message names the limit."""
 
 
-_WS = "\t\n\f\r "
-_TOKEN = re.compile(
-    r"""
-    <!--(?:-?>|[\s\S]*?--!?>|[\s\S]*)
-  | <(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)
-    (?P<attrs>(?:[\t\n\f\r ]++|/(?!>)|[^\t\n\f\r />][^\t\n\f\r />=]*+
-      (?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|[^\t\n\f\r >]++))?+)*+)
-    (?P<selfclosing>/?)(?P<close>>?)
-  | <[!?/][^>]*+>?
-    """,
-    re.VERBOSE,
-)
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-
-
-def _end_of(name: str) -> re.Pattern[str]:
-    return re.compile(rf"</{name}(?=[{_WS}/>])", re.IGNORECASE | re.ASCII)
-
-
-_RAW_TEXT = {
-    name: _end_of(name)
-    for name in "style xmp iframe noembed noframes noscript textarea title".split()
-}
-# Script data: "<!--" escapes, "<script" inside an escape double-escapes (then
-# "</script" only leaves the double escape), "-->" ends either escape.
-_SCRIPT_MARK = re.compile(
-    rf"<!--(?P<shut>-*>)?|-->|<(?P<slash>/?)script(?=[{_WS}/>])", re.IGNORECASE | re.ASCII
-)
-
-_FORMATTING = frozenset("a b big code em font i nobr s small strike strong tt u".split())
-_MARKERS = frozenset("applet caption marquee object td th template".split())
-_VOID = frozenset(
-    "area base basefont bgsound br col embed img image input keygen link meta param source "
-    "track wbr hr".split()
-)
-_IGNORED = frozenset("html body head frameset frame".split())
-_INTEGRATION = frozenset(
-    "math:mi math:mo math:mn math:ms math:mtext math:annotation-xml+html "
-    "svg:foreignobject svg:desc svg:title".split()
-)
-_SCOPE = (
-    frozenset("applet caption html table td th marquee object template math:annotation-xml".split())
-    | _INTEGRATION
-)
-_BUTTON_SCOPE = _SCOPE | {"button"}
-_LIST_SCOPE = _SCOPE | {"ol", "ul"}
-_HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
-_SPECIAL = (
-    frozenset(
-        "address applet area article aside base basefont bgsound blockquote body br button "
-        "caption center col colgroup dd details dir div dl dt embed fieldset figcaption figure "
-        "footer form frame frameset head header hgroup hr html iframe img input keygen li "
-        "link listing main marquee menu meta nav noembed noframes noscript object ol p param "
-        "plaintext pre script search section select source style summary table tbody td "
-        "template textarea tfoot th thead title tr track ul wbr xmp math:annotation-xml".split()
-    )
-    | _HEADINGS
-    | _INTEGRATION
-)
-_CLOSES_P = (
-    frozenset(
-        "address article aside blockquote center details dialog dir div dl fieldset figcaption "
-        "figure footer form header hgroup hr main menu nav ol p pre listing search section "
-        "summary ul li dd dt plaintext xmp".split()
-    )
-    | _HEADINGS
-)
-# Start tags before which the tree builder does not reopen formatting elements.
-_NO_RECONSTRUCT = (_CLOSES_P - {"xmp"}) | frozenset(
-    "table param source track textarea iframe noembed noscript rb rtc rp rt caption col "
-    "colgroup tbody td tfoot th thead tr base basefont bgsound link meta noframes script "
-    "style template title".split()
-)
-_BREAKOUT = frozenset(
-    "b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i "
-    "img li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt "
-    "u ul var".split()
-)
-_FONT_BREAKOUT = frozenset({"color", "face", "size"})
-_ATTRIBUTE = re.compile(
-    rf"""([^{_WS}/>][^{_WS}/>=]*+)(?:[{_WS}]*+=[{_WS}]*+(?:"[^"]*+"|'[^']*+'|[^{_WS}>]++))?+"""
-)
-_TABLE_SECTIONS = frozenset({"tbody", "thead", "tfoot"})
-_ENDS_IN_SCOPE = frozenset(
-    "address article aside blockquote button center details dialog dir div dl fieldset "
-    "figcaption figure footer form header hgroup listing main menu nav ol pre search section "
-    "summary ul applet marquee object".split()
-)
-
-_Entry = tuple[str, str, int]  # an active formatting element: name, attributes, element id
-
-
-def _attribute_names(attrs: str) -> set[str]:
-    return {name.lower() for name in _ATTRIBUTE.findall(attrs)}
-
-
 def check_content_limits(html: str) -> None:
     """Raise ``ContentTooComplex`` for HTML beyond ``MAX_CONTENT_DEPTH`` or
     ``MAX_CONTENT_ELEMENTS``, in time linear in its length."""
@@ -153,7 +56,7 @@ class _Scan:
         self.names: list[str] = []  # open elements; foreign ones as "svg:g", "math:mi"
         self.ids: list[int] = []
         self.open_ids: set[int] = set()
-        self.active: list[_Entry | None] = []  # None: a marker
+        self.active: list[tags.Entry | None] = []  # None: a marker
         self.elements = 0
         self.steps = 0
         self.form = False  # the tree builder's form element pointer is set
@@ -164,7 +67,7 @@ class _Scan:
         pos = 0
         end = len(html)
         while pos < end:
-            match = _TOKEN.search(html, pos)
+            match = tags.TOKEN.search(html, pos)
             if match is None:
                 self.text()
                 return
@@ -176,7 +79,7 @@ class _Scan:
                 continue  # a comment, doctype or bogus comment
             if not match.group("close"):
                 return  # a tag cut off by the end of input is dropped, as is the rest
-            name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+            name = name.lower() if name.isascii() else name.translate(tags.ASCII_LOWER)
             if match.group("end"):
                 self.end_tag(name)
                 continue
@@ -188,7 +91,7 @@ class _Scan:
             if skip_to == "script":
                 pos = self.script_end(html, pos)
             else:
-                closing = _RAW_TEXT[skip_to].search(html, pos)
+                closing = tags.RAW_TEXT[skip_to].search(html, pos)
                 pos = closing.start() if closing else -1
             if pos < 0:
                 return  # the rest is that element's text
@@ -196,7 +99,7 @@ class _Scan:
     @staticmethod
     def script_end(html: str, pos: int) -> int:
         escaped = double = False
-        for mark in _SCRIPT_MARK.finditer(html, pos):
+        for mark in tags.SCRIPT_MARK.finditer(html, pos):
             token = mark.group(0)
             if token.startswith("<!--"):
                 if not escaped and not mark.group("shut"):
@@ -241,7 +144,7 @@ class _Scan:
 
     def pop_to(self, index: int) -> None:
         """Pop the element at ``index`` and everything above it."""
-        if self.names[index] in _MARKERS:
+        if self.names[index] in tags.MARKERS:
             self.clear_to_marker()
         self.open_ids.difference_update(self.ids[index:])
         del self.names[index:]
@@ -282,13 +185,13 @@ class _Scan:
         return self.walk(names, boundary)
 
     def close_p(self) -> None:
-        found = self.find({"p"}, _BUTTON_SCOPE)
+        found = self.find({"p"}, tags.BUTTON_SCOPE)
         if found >= 0:
             self.pop_to(found)
 
     def foreign(self) -> bool:
         """Whether the next tag or text is handled by the SVG/MathML rules."""
-        return bool(self.names) and ":" in self.names[-1] and self.names[-1] not in _INTEGRATION
+        return bool(self.names) and ":" in self.names[-1] and self.names[-1] not in tags.INTEGRATION
 
     def text(self) -> None:
         if not self.foreign():
@@ -335,8 +238,8 @@ class _Scan:
     def start_tag(self, name: str, attrs: str, selfclosing: bool) -> str | None:
         """Handle a start tag; a raw-text element's name when its text follows."""
         if self.foreign():
-            breakout = name in _BREAKOUT or (
-                name == "font" and not _FONT_BREAKOUT.isdisjoint(_attribute_names(attrs))
+            breakout = name in tags.BREAKOUT or (
+                name == "font" and not tags.FONT_BREAKOUT.isdisjoint(tags.attribute_names(attrs))
             )
             if not breakout:
                 prefix = self.names[-1].partition(":")[0]
@@ -358,7 +261,7 @@ class _Scan:
         return ""
 
     def html_start_tag(self, name: str, attrs: str, selfclosing: bool) -> str | None:
-        if name in _IGNORED:
+        if name in tags.IGNORED:
             return None
         if name == "form":
             if self.form and "template" not in self.names:
@@ -366,20 +269,20 @@ class _Scan:
             self.form = "template" not in self.names
         # What the tag closes comes first, then the formatting elements it reopens
         # (the order matters: reopened before a closing they would be closed again).
-        if name in _CLOSES_P:
+        if name in tags.CLOSES_P:
             self.close_list_item(name)
             self.close_p()
-            if name in _HEADINGS and self.names and self.names[-1] in _HEADINGS:
+            if name in tags.HEADINGS and self.names and self.names[-1] in tags.HEADINGS:
                 self.pop_to(len(self.names) - 1)
         elif name in ("a", "nobr"):
             self.close_formatting(name)
         elif name in ("option", "optgroup") and self.names and self.names[-1] == "option":
             self.pop_to(len(self.names) - 1)
         elif name == "button":
-            found = self.find({"button"}, _SCOPE)
+            found = self.find({"button"}, tags.SCOPE)
             if found >= 0:
                 self.pop_to(found)
-        if name not in _NO_RECONSTRUCT:
+        if name not in tags.NO_RECONSTRUCT:
             self.reconstruct()
         if name in ("svg", "math"):
             if selfclosing:
@@ -387,21 +290,21 @@ class _Scan:
             else:
                 self.push(f"{name}:{name}")
             return None
-        if name in _VOID:
+        if name in tags.VOID:
             self.count()
             return None
-        if name in _FORMATTING:
+        if name in tags.FORMATTING:
             self.add_formatting(name, attrs)
             return None
-        if name in ("td", "th", "tr", "caption", "colgroup") or name in _TABLE_SECTIONS:
+        if name in ("td", "th", "tr", "caption", "colgroup") or name in tags.TABLE_SECTIONS:
             self.table_part(name)
             return None
         self.push(name)
-        if name in _MARKERS:
+        if name in tags.MARKERS:
             self.active.append(None)
         if name == "plaintext" or name == "script":
             return name
-        return name if name in _RAW_TEXT else None
+        return name if name in tags.RAW_TEXT else None
 
     def close_list_item(self, name: str) -> None:
         if name == "li":
@@ -410,7 +313,7 @@ class _Scan:
             closes = frozenset({"dd", "dt"})
         else:
             return
-        found = self.walk(closes, _SPECIAL - {"address", "div", "p"})
+        found = self.walk(closes, tags.SPECIAL - {"address", "div", "p"})
         if found >= 0:
             self.pop_to(found)
 
@@ -443,8 +346,8 @@ class _Scan:
             self._close_within_table({"tr"})
             self._ensure_row_group()
             self.push("tr")
-        elif name in _TABLE_SECTIONS:
-            self._close_within_table(set(_TABLE_SECTIONS))
+        elif name in tags.TABLE_SECTIONS:
+            self._close_within_table(set(tags.TABLE_SECTIONS))
             self.push(name)
         else:
             self.push(name)
@@ -457,7 +360,7 @@ class _Scan:
             self.pop_to(found)
 
     def _ensure_row_group(self) -> None:
-        if not self.names or self.names[-1] not in _TABLE_SECTIONS:
+        if not self.names or self.names[-1] not in tags.TABLE_SECTIONS:
             self.push("tbody")
 
     # -- end tags --
@@ -475,16 +378,16 @@ class _Scan:
                     return
                 i -= 1
             self.charge(len(self.names) - i)
-        if name in _FORMATTING:
+        if name in tags.FORMATTING:
             self.adoption(name)
         elif name == "form" and "template" not in self.names:
             # Only the form element leaves the stack: what is open inside it stays open.
             self.form = False
-            found = self.find({"form"}, _SCOPE)
+            found = self.find({"form"}, tags.SCOPE)
             if found >= 0:
                 self.remove_at(found)
         elif name == "p":
-            found = self.find({"p"}, _BUTTON_SCOPE)
+            found = self.find({"p"}, tags.BUTTON_SCOPE)
             if found >= 0:
                 self.pop_to(found)
             else:
@@ -493,16 +396,16 @@ class _Scan:
             self.reconstruct()
             self.count()
         elif name == "li":
-            self._pop_in({"li"}, _LIST_SCOPE)
-        elif name in _HEADINGS:
-            self._pop_in(set(_HEADINGS), _SCOPE)
-        elif name in ("dd", "dt") or name in _ENDS_IN_SCOPE:
-            self._pop_in({name}, _SCOPE)
+            self._pop_in({"li"}, tags.LIST_SCOPE)
+        elif name in tags.HEADINGS:
+            self._pop_in(set(tags.HEADINGS), tags.SCOPE)
+        elif name in ("dd", "dt") or name in tags.ENDS_IN_SCOPE:
+            self._pop_in({name}, tags.SCOPE)
         elif name in ("td", "th", "tr", "table", "caption", "template") or (
-            name in _TABLE_SECTIONS
+            name in tags.TABLE_SECTIONS
         ):
             self._pop_in({name}, frozenset({"table", "template", "html"}) - {name})
-        elif name not in _IGNORED:
+        elif name not in tags.IGNORED:
             self.any_other_end_tag(name)
 
     def _pop_in(self, names: set[str], boundary: frozenset[str]) -> None:
@@ -511,7 +414,7 @@ class _Scan:
             self.pop_to(found)
 
     def any_other_end_tag(self, name: str) -> None:
-        found = self.walk({name}, _SPECIAL)
+        found = self.walk({name}, tags.SPECIAL)
         if found >= 0:
             self.pop_to(found)
 
@@ -540,10 +443,10 @@ class _Scan:
                 del self.active[index]
                 return
             position = self.ids.index(element)
-            if any(n in _SCOPE for n in self.names[position + 1 :]):
+            if any(n in tags.SCOPE for n in self.names[position + 1 :]):
                 return  # not in scope: ignored
             furthest = next(
-                (j for j in range(position + 1, len(self.names)) if self.names[j] in _SPECIAL),
+                (j for j in range(position + 1, len(self.names)) if self.names[j] in tags.SPECIAL),
                 -1,
             )
             self.charge(len(self.names))

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from storage.jsoncodec import dumps
-from storage.records import Article, Event, Subscription, format_time
+from storage.records import Article, Delivery, Event, Subscription, format_time
 from syndicate.content.articles import article_json, deleted_article_json
+from syndicate.delivery.sender import OutboundRequest
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -85,3 +86,37 @@ def matches(subscription: Subscription, event: Event) -> bool:
     if subscription.events and event.type not in subscription.events:
         return False
     return ALL_TOPICS in subscription.topics or bool(set(subscription.topics) & set(event.topics))
+
+
+def webhook_request(
+    delivery: Delivery,
+    event: Event,
+    subscription: Subscription,
+    base_url: str,
+    now: datetime,
+    *,
+    body: bytes | None = None,
+) -> OutboundRequest:
+    """``body``: the event's encoded body when the caller has it already (it is the
+    same for every subscription)."""
+    if body is None:
+        body = event_body(event, base_url)
+    return signed_request(subscription, message_id(event), body, now)
+
+
+def signed_request(
+    subscription: Subscription, msg_id: str, body: bytes, now: datetime
+) -> OutboundRequest:
+    """A Standard Webhooks POST of ``body``, signed with every valid secret."""
+    timestamp = int(now.timestamp())
+    keys = signing_secrets(subscription, now)
+    return OutboundRequest(
+        url=subscription.url,
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(keys, msg_id, timestamp, body),
+        },
+    )

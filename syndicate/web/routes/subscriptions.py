@@ -17,7 +17,7 @@ from syndicate.core.errors import Problem
 from syndicate.core.settings import MAX_PAGE_SIZE
 from syndicate.delivery import webhooks
 from syndicate.delivery.egress import EgressRefused, check_url
-from syndicate.delivery.service import signed_request
+from syndicate.delivery.webhooks import signed_request
 from syndicate.delivery.webhooks import new_subscription_id
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate

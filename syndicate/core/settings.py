@@ -99,6 +99,10 @@ class Settings:
     secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).
     allow_private_targets: let subscriptions reach private, loopback and other
         non-public addresses (local development and tests only).
+    fast_paths: the speed-ups that lean on other projects' internals (the feed
+        route's own matcher on aiohttp's private ``Resource._match``, SQLite's
+        ``-shm`` read with ctypes, asyncpg records built without ``__init__``);
+        off, each takes its plain path (default on; the tests run both).
     websub_lease_default, websub_lease_min, websub_lease_max: WebSub leases, seconds
         (default 10 days, clamped to [1 hour, 30 days]).
     websub_max_per_host: most WebSub subscriptions for callbacks on one host.
@@ -146,6 +150,7 @@ class Settings:
     disable_after: float = DEFAULT_DISABLE_AFTER
     secret_grace: float = DEFAULT_SECRET_GRACE
     allow_private_targets: bool = False
+    fast_paths: bool = True
     websub_lease_default: int = DEFAULT_WEBSUB_LEASE
     websub_lease_min: int = MIN_WEBSUB_LEASE
     websub_lease_max: int = MAX_WEBSUB_LEASE
@@ -364,6 +369,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "disable_after": ("SYNDICATE_DISABLE_AFTER", _positive_float),
     "secret_grace": ("SYNDICATE_SECRET_GRACE", _duration),
     "allow_private_targets": ("SYNDICATE_ALLOW_PRIVATE_TARGETS", _flag),
+    "fast_paths": ("SYNDICATE_FAST_PATHS", _flag),
     "websub_lease_default": ("SYNDICATE_WEBSUB_LEASE_DEFAULT", _positive_int),
     "websub_lease_min": ("SYNDICATE_WEBSUB_LEASE_MIN", _positive_int),
     "websub_lease_max": ("SYNDICATE_WEBSUB_LEASE_MAX", _positive_int),

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -14,6 +14,13 @@ def load_queries(dialect: str) -> dict[str, str]:
     """Parse ``sql/<dialect>.sql`` into ``{name: statement}``.
 
     Each block starts with a ``-- name: <name>`` line and runs to the next one.
+
+    Names are shared by the dialects, one per verb (tests/test_storage_queries.py
+    holds them to it): a verb is one statement in one dialect and may be several
+    steps in the other, named ``<verb>.<step>`` (SQLite has no data-modifying
+    CTEs, so what PostgreSQL's ``write_articles`` does in one statement takes
+    SQLite nine). A name with a dialect prefix (``sqlite_``, ``pg_``) is that
+    backend's own infrastructure (a PRAGMA, an advisory lock, a NOTIFY).
     """
     text = resources.files("storage").joinpath("sql", f"{dialect}.sql").read_text("utf-8")
     parts = _NAME.split(text)

@@ -193,7 +193,7 @@ class PostgresBase:
         async with pool.acquire() as conn, conn.transaction():
             # Processes starting together queue on the lock; each then re-reads
             # the version, so only the first applies anything.
-            await conn.execute(Q["advisory_xact_lock"], _MIGRATION_LOCK)
+            await conn.execute(Q["pg_advisory_xact_lock"], _MIGRATION_LOCK)
             await conn.execute(Q["create_schema_version"])
             current = await conn.fetchval(Q["schema_version"])
             for migration in migrations:

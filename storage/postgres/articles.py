@@ -49,10 +49,24 @@ _Statement = tuple[str, str, Sequence[Any]]
 _TO_CHAR_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 _ARTICLE_COLUMNS = (
-    "id", "guid", "slug", "title", "summary", "content", "content_type", "topics", "author",
-    "url", "image", "language", "published_at", "updated_at", "created_at", "version",
+    "id",
+    "guid",
+    "slug",
+    "title",
+    "summary",
+    "content",
+    "content_type",
+    "topics",
+    "author",
+    "url",
+    "image",
+    "language",
+    "published_at",
+    "updated_at",
+    "created_at",
+    "version",
     "deleted_at",
-)  # fmt: skip
+)
 
 
 def _article_row(article: Article) -> tuple[Any, ...]:
@@ -163,7 +177,7 @@ class ArticlesMixin(PostgresBase):
         final = {a.id: a for _, a in writes}
         indexed = [article_id for article_id in final if article_id in before]
         if indexed:
-            statements.append(("execute", Q["unindex_articles"], (indexed,)))
+            statements.append(("execute", Q["write_articles.unindex_articles"], (indexed,)))
         in_one_go: Iterable[Article] = final.values()
         if len(final) < len(writes):
             # An id written twice: write every state in order (one upsert cannot
@@ -247,15 +261,15 @@ class ArticlesMixin(PostgresBase):
         before: ListCursor | None = None,
         after: ListCursor | None = None,
     ) -> list[Article]:
-        if after is not None:
-            (when, last_id), name = after, "list_articles_after"
-        else:
-            (when, last_id), name = before or (_AFTER_ALL, ""), "list_articles"
+        when, last_id = after or before or (_AFTER_ALL, "")
         if topic is None:
-            rows = await self._fetch(Q[name], when, last_id, limit)
+            query = Q["list_articles"] if after is None else Q["list_articles_after"]
+            rows = await self._fetch(query, when, last_id, limit)
         else:
-            rows = await self._fetch(Q[name.replace("articles", "articles_in_topic")], topic,
-                                     when, last_id, limit)  # fmt: skip
+            query = (
+                Q["list_articles_in_topic"] if after is None else Q["list_articles_in_topic_after"]
+            )
+            rows = await self._fetch(query, topic, when, last_id, limit)
         return [self._article(r) for r in rows]
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:

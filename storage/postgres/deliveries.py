@@ -102,8 +102,9 @@ class DeliveriesMixin(PostgresBase):
         if status is None:
             rows = await self._fetch(Q["list_deliveries"], subscription_id, below, limit)
         else:
-            rows = await self._fetch(Q["list_deliveries_with_status"], subscription_id, below,
-                                     limit, status)  # fmt: skip
+            rows = await self._fetch(
+                Q["list_deliveries_with_status"], subscription_id, below, limit, status
+            )
         return [self._record(Delivery, r) for r in rows]
 
     async def complete_deliveries(
@@ -120,19 +121,26 @@ class DeliveriesMixin(PostgresBase):
         # In id order, so two batches sharing rows lock them in the same order.
         outcomes = sorted(outcomes, key=lambda o: o.delivery_id)
         columns = (
-            [o.delivery_id for o in outcomes], [o.status for o in outcomes],
-            [o.next_attempt_at for o in outcomes], [o.status_code for o in outcomes],
-            [o.error for o in outcomes], [o.response_body for o in outcomes],
-            [o.latency_ms for o in outcomes], [o.succeeded for o in outcomes],
-        )  # fmt: skip
+            [o.delivery_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.next_attempt_at for o in outcomes],
+            [o.status_code for o in outcomes],
+            [o.error for o in outcomes],
+            [o.response_body for o in outcomes],
+            [o.latency_ms for o in outcomes],
+            [o.succeeded for o in outcomes],
+        )
         cutoff = stamp - disable_after
         async with self._transaction() as conn:
             touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp)
             candidates = [
-                r["id"] for r in touched
-                if r["kind"] == "webhook" and r["status"] == "active"
-                and r["failing_since"] is not None and r["failing_since"] <= cutoff
-            ]  # fmt: skip
+                r["id"]
+                for r in touched
+                if r["kind"] == "webhook"
+                and r["status"] == "active"
+                and r["failing_since"] is not None
+                and r["failing_since"] <= cutoff
+            ]
             if not candidates:
                 return []
             rows = await conn.fetch(Q["disable_failing_subscriptions"], candidates, stamp, cutoff)
@@ -178,10 +186,17 @@ class DeliveriesMixin(PostgresBase):
                 if len(rows) >= limit:
                     break
                 rows += await conn.fetch(
-                    Q["claim_deliveries"], stamp + lease, worker, stamp, limit - len(rows),
-                    limit if per_owner is None else per_owner, list(rooms), list(rooms.values()),
-                    each, claim_scan(limit),
-                )  # fmt: skip
+                    Q["claim_deliveries"],
+                    stamp + lease,
+                    worker,
+                    stamp,
+                    limit - len(rows),
+                    limit if per_owner is None else per_owner,
+                    list(rooms),
+                    list(rooms.values()),
+                    each,
+                    claim_scan(limit),
+                )
         return sorted(
             (self._record(Delivery, r) for r in rows),
             key=lambda d: (d.attempts > 0, d.next_attempt_at, d.id),

@@ -54,10 +54,21 @@ class SubscriptionsMixin(PostgresBase):
         stamp = now or utcnow()
         async with self._transaction() as conn:
             row = await conn.fetchrow(
-                Q["insert_subscription"], id, kind, owner, url, list(topics), list(events),
-                secret, status, description, lease_expires_at, topic_url, stamp,
+                Q["insert_subscription"],
+                id,
+                kind,
+                owner,
+                url,
+                list(topics),
+                list(events),
+                secret,
+                status,
+                description,
+                lease_expires_at,
+                topic_url,
+                stamp,
                 owner_key(kind, owner, url),
-            )  # fmt: skip
+            )
         assert row is not None
         return self._subscription(row)
 
@@ -86,8 +97,9 @@ class SubscriptionsMixin(PostgresBase):
         if owner is None:
             rows = await self._fetch(Q["list_subscriptions"], after_id or "", kind, limit)
         else:
-            rows = await self._fetch(Q["list_owner_subscriptions"], after_id or "", kind, limit,
-                                     owner)  # fmt: skip
+            rows = await self._fetch(
+                Q["list_owner_subscriptions"], after_id or "", kind, limit, owner
+            )
         return [self._subscription(r) for r in rows]
 
     async def list_active_subscriptions(
@@ -126,7 +138,7 @@ class SubscriptionsMixin(PostgresBase):
 
     async def delete_subscription(self, subscription_id: str) -> None:
         async with self._transaction() as conn:
-            await conn.execute(Q["lock_subscription_deliveries"], subscription_id)
+            await conn.execute(Q["delete_subscription.lock_deliveries"], subscription_id)
             deleted = await conn.fetchval(Q["delete_subscription"], subscription_id)
         if deleted is None:
             raise SubscriptionNotFound(subscription_id)

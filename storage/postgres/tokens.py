@@ -69,6 +69,6 @@ class TokensMixin(PostgresBase):
             row = await conn.fetchrow(Q["revoke_token"], now or utcnow(), name)
             if row is not None:
                 # Delivered at commit to every process caching tokens (_token_cache).
-                await conn.execute(Q["notify_token_revoked"])
+                await conn.execute(Q["pg_notify_token_revoked"])
         self._tokens.invalidate()
         return self._record(Token, row) if row else None

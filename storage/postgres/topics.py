@@ -71,5 +71,5 @@ class TopicsMixin(PostgresBase):
     async def list_events(
         self, *, after: int = 0, limit: int = 100, with_data: bool = True
     ) -> list[Event]:
-        query = Q["list_events" if with_data else "list_event_heads"]
+        query = Q["list_events"] if with_data else Q["list_event_heads"]
         return [self._event(r) for r in await self._fetch(query, after, limit)]

@@ -2,7 +2,7 @@
 -- Placeholders are asyncpg's $1, $2, ...; jsonb values are Python objects
 -- (a codec on every connection encodes and decodes them).
 
--- name: advisory_xact_lock
+-- name: pg_advisory_xact_lock
 SELECT pg_advisory_xact_lock($1::bigint);
 
 -- name: create_schema_version
@@ -54,7 +54,7 @@ ON CONFLICT (id) DO UPDATE
        published_at = excluded.published_at, updated_at = excluded.updated_at,
        version = excluded.version, deleted_at = excluded.deleted_at;
 
--- name: unindex_articles
+-- name: write_articles.unindex_articles
 -- Before rewriting articles that have topic rows: drop the rows, uncount them.
 WITH gone AS (DELETE FROM article_topics WHERE article_id = ANY($1::text[]) RETURNING topic)
 UPDATE topics t SET article_count = t.article_count - d.n
@@ -190,7 +190,7 @@ SELECT * FROM tokens ORDER BY id;
 -- name: revoke_token
 UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING *;
 
--- name: notify_token_revoked
+-- name: pg_notify_token_revoked
 SELECT pg_notify('syndicate_tokens', '');
 
 -- name: insert_subscription
@@ -347,7 +347,7 @@ SELECT * FROM subscriptions
 UPDATE subscriptions SET {assignments}updated_at = $2 WHERE id = $1
 RETURNING *;
 
--- name: lock_subscription_deliveries
+-- name: delete_subscription.lock_deliveries
 -- Before a subscription is deleted: its deliveries locked first, in the order that
 -- complete_deliveries takes them (deliveries, then their subscription), so the two
 -- never deadlock (the cascade would lock the deliveries after the subscription).

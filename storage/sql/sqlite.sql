@@ -1,14 +1,30 @@
 -- Named queries for the SQLite backend; see storage/_sql.py for the format.
 
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: record_migration
+INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?);
+
+-- name: ping
+SELECT 1;
+
 -- name: get_article
 SELECT * FROM articles WHERE id = ?;
 
 -- name: get_article_by_slug
 SELECT * FROM articles WHERE slug = ?;
 
--- name: get_articles
+-- name: articles_and_slug_owners.articles
 SELECT * FROM articles WHERE id IN (SELECT value FROM json_each(?));
--- name: slug_owners
+-- name: articles_and_slug_owners.slug_owners
 SELECT slug, id FROM articles WHERE slug IN (SELECT value FROM json_each(?));
 -- name: slugs_in_ranges
 -- For each base in the JSON array ?, the base and all its base-N forms (and a few
@@ -29,13 +45,13 @@ ON CONFLICT (id) DO UPDATE
        image = excluded.image, language = excluded.language,
        published_at = excluded.published_at, updated_at = excluded.updated_at,
        version = excluded.version, deleted_at = excluded.deleted_at;
--- name: last_event_seq
+-- name: write_articles.last_event_seq
 SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
--- name: insert_event_at
--- Under the write lock the next seqs are known: last_event_seq + 1, + 2, ...
+-- name: write_articles.insert_events
+-- Under the write lock the next seqs are known: write_articles.last_event_seq + 1, + 2, ...
 INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?);
--- name: insert_events_from_articles
+-- name: write_articles.insert_events_from_articles
 -- One event per article of ?2 (a JSON array of [event id, type, article id], the article
 -- ids distinct), seqs from ?1, the snapshot made by SQLite from the article row just
 -- written: the same text as dumps_text(Article.to_json()) (stored times are format_time
@@ -54,20 +70,20 @@ SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        a.updated_at
   FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[2]')
  ORDER BY e.key;
--- name: add_topic_count
+-- name: write_articles.add_topic_counts
 INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
                     changed_seq, changed_at)
 VALUES (?, ?, '', ?, ?, ?, ?, ?)
 ON CONFLICT (slug) DO UPDATE SET article_count = article_count + excluded.article_count,
                                  changed_seq = excluded.changed_seq,
                                  changed_at = excluded.changed_at;
--- name: mark_topics_changed
+-- name: write_articles.mark_topics_changed
 UPDATE topics SET changed_seq = ?, changed_at = ?
  WHERE slug IN (SELECT value FROM json_each(?));
--- name: delete_article_topics
+-- name: write_articles.delete_article_topics
 DELETE FROM article_topics WHERE article_id IN (SELECT value FROM json_each(?));
 
--- name: insert_article_topic
+-- name: write_articles.insert_article_topics
 INSERT INTO article_topics (topic, article_id, published_at) VALUES (?, ?, ?);
 
 -- name: list_articles
@@ -88,11 +104,14 @@ SELECT * FROM topics ORDER BY slug;
 -- name: get_topic
 SELECT * FROM topics WHERE slug = ?;
 
--- name: upsert_topic
+-- name: insert_topic
 INSERT INTO topics (slug, title, description, created_at, updated_at)
-VALUES (:slug, :title, :description, :now, :now)
-ON CONFLICT (slug) DO UPDATE SET title = excluded.title, description = excluded.description,
-                                 updated_at = excluded.updated_at;
+VALUES (?1, ?2, ?3, ?4, ?4)
+ON CONFLICT (slug) DO NOTHING
+RETURNING slug;
+
+-- name: update_topic
+UPDATE topics SET title = ?2, description = ?3, updated_at = ?4 WHERE slug = ?1;
 
 -- name: list_events
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
@@ -157,16 +176,21 @@ SELECT * FROM subscriptions WHERE id = ?;
 -- name: find_websub_subscription
 SELECT * FROM subscriptions WHERE kind = 'websub' AND url = ? AND topic_url = ?;
 
--- name: insert_delivery
+-- name: insert_deliveries
+-- One for each subscription id of the JSON array ?2 (a delivery already made is kept).
+-- WHERE true: an INSERT ... SELECT with an upsert clause needs a WHERE to parse.
 INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at, created_at)
-VALUES (?1, ?2, (SELECT kind FROM subscriptions WHERE id = ?2), 'pending', ?3, ?4)
+SELECT ?1, s.value, (SELECT kind FROM subscriptions WHERE id = s.value), 'pending', ?3, ?3
+  FROM json_each(?2) AS s
+ WHERE true
+ ORDER BY s.key
 ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 
 -- name: get_delivery
 SELECT * FROM deliveries WHERE id = ?;
 
--- name: due_deliveries
--- The ids to claim, as one JSON array (one step: see storage/_sqlite_bulk.py), shared
+-- name: claim_deliveries.due
+-- The ids to claim, as one JSON array (one step: see storage/sqlite/_bulk.py), shared
 -- out between owners. Of the :scan longest-due deliveries of :kind whose owner has
 -- room, each owner's are ranked (first attempts ahead of retries, then oldest first),
 -- at most :rooms[owner] (default :per_owner) of each, the first of every owner before
@@ -197,14 +221,14 @@ SELECT json_group_array(id) FROM (
 -- name: claim_deliveries
 UPDATE deliveries SET claimed_until = :until, claimed_by = :worker
  WHERE id IN (SELECT value FROM json_each(:ids));
--- name: deliveries_by_id
+-- name: claim_deliveries.claimed
 SELECT * FROM deliveries WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: release_delivery
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE id = ? AND claimed_by = ?;
 
--- name: data_version
+-- name: sqlite_data_version
 PRAGMA data_version;
 
 -- name: topic_feed_state
@@ -255,7 +279,7 @@ RETURNING *;
 -- name: delete_subscription
 DELETE FROM subscriptions WHERE id = ? RETURNING id;
 
--- name: fan_out_deliveries
+-- name: fan_out
 -- ?1: a JSON array of [event seq, subscription id] pairs, created in that order.
 -- Pairs whose subscription was deleted meanwhile are skipped, not an error.
 INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at, created_at)
@@ -291,7 +315,7 @@ SELECT * FROM deliveries
  ORDER BY id DESC
  LIMIT :limit;
 
--- name: deliveries_of
+-- name: complete_deliveries.owners
 -- {delivery id: subscription id} as one JSON object.
 SELECT json_group_object(id, subscription_id) FROM deliveries
  WHERE id IN (SELECT value FROM json_each(?));
@@ -314,11 +338,11 @@ UPDATE deliveries
   FROM json_each(:outcomes) AS o
  WHERE deliveries.id = json_extract(o.value, '$[0]');
 
--- name: subscriptions_succeeded
+-- name: complete_deliveries.subscriptions_succeeded
 UPDATE subscriptions SET last_success_at = ?, failing_since = NULL
  WHERE id IN (SELECT value FROM json_each(?));
 
--- name: subscriptions_failed
+-- name: complete_deliveries.subscriptions_failed
 UPDATE subscriptions SET failing_since = coalesce(failing_since, ?)
  WHERE id IN (SELECT value FROM json_each(?));
 
@@ -352,7 +376,7 @@ SELECT count(*) AS pending,
 UPDATE deliveries SET next_attempt_at = ?, claimed_until = NULL, claimed_by = NULL
  WHERE id IN (SELECT value FROM json_each(?)) AND claimed_by = ?;
 
--- name: uncount_and_mark_article_topics
+-- name: write_articles.unindex_articles
 -- The topics of the articles in the JSON array ?3 lose one count per article.
 UPDATE topics SET article_count = article_count - gone.articles, changed_seq = ?1,
                   changed_at = ?2
@@ -371,23 +395,23 @@ UPDATE workers SET heartbeat_at = ? WHERE id = ? RETURNING id;
 -- name: unregister_worker
 DELETE FROM workers WHERE id = ?;
 
--- name: dead_workers
+-- name: release_workers.dead
 -- The workers to release: silent since :stale_before, or named dead in :dead (a JSON
 -- array), never :keep.
 SELECT id FROM workers
  WHERE (heartbeat_at < :stale_before OR id IN (SELECT value FROM json_each(:dead)))
    AND id <> :keep;
 
--- name: count_worker_claims
+-- name: release_workers.count_claims
 SELECT claimed_by, count(*) FROM deliveries
  WHERE claimed_by IN (SELECT value FROM json_each(?))
  GROUP BY claimed_by;
 
--- name: release_worker_claims
+-- name: release_workers.release_claims
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
  WHERE claimed_by IN (SELECT value FROM json_each(?));
 
--- name: delete_workers
+-- name: release_workers.delete_workers
 DELETE FROM workers WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: list_workers

@@ -119,7 +119,7 @@ class SQLiteBase:
         self._inline = inline
         self._wal_watch = wal_watch
         self._lock = asyncio.Lock()
-        # WAL checkpoints off the writer's thread (_sqlite_checkpoint.py); None keeps
+        # WAL checkpoints off the writer's thread (_checkpoint.py); None keeps
         # SQLite's automatic checkpoint in the writer's commits.
         self._checkpointer = (
             None
@@ -188,13 +188,10 @@ class SQLiteBase:
 
     @staticmethod
     async def _migrate(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
+        await conn.execute(Q["create_schema_version"])
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_version") as cur:
+            async with conn.execute(Q["schema_version"]) as cur:
                 row = await cur.fetchone()
             current = row[0] if row else 0
             for migration in load_migrations("sqlite"):
@@ -203,10 +200,8 @@ class SQLiteBase:
                 logger.info("applying migration", extra={"migration": migration.name})
                 for statement in _statements(migration.sql):
                     await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, format_time(utcnow())),
-                )
+                params = (migration.version, migration.name, format_time(utcnow()))
+                await conn.execute(Q["record_migration"], params)
             async with conn.execute(Q["subscriptions_without_owner_key"]) as cur:
                 keys = [
                     (owner_key(r["kind"], r["owner"], r["url"]), r["id"])
@@ -219,7 +214,7 @@ class SQLiteBase:
             raise
 
     async def schema_version(self) -> int:
-        async with self._read("SELECT coalesce(max(version), 0) FROM schema_version") as rows:
+        async with self._read(Q["schema_version"]) as rows:
             return int(rows[0][0])
 
     async def close(self) -> None:
@@ -236,7 +231,7 @@ class SQLiteBase:
         await self._writer.close()
 
     async def ping(self) -> None:
-        async with self._read("SELECT 1"):
+        async with self._read(Q["ping"]):
             pass
 
     # -- plumbing ---------------------------------------------------------------
@@ -254,7 +249,7 @@ class SQLiteBase:
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[dict[str, Any]]:
         """``_read`` for reads of many rows: one step on the reader's thread, not one
-        per row (each gives the GIL away and waits to take it back; see _sqlite_bulk)."""
+        per row (each gives the GIL away and waits to take it back; see _bulk)."""
         reader = self._reader
         with wrap_exceptions():
             rows: list[dict[str, Any]] = await reader._execute(  # type: ignore[no-untyped-call]

@@ -24,7 +24,7 @@ from ..records import (
     parse_time,
 )
 
-#: A row as sqlite3 returns it, or as ``_sqlite_bulk.fetch_all`` does (a dict).
+#: A row as sqlite3 returns it, or as ``_bulk.fetch_all`` does (a dict).
 Row = sqlite3.Row | Mapping[str, Any]
 
 

@@ -95,7 +95,10 @@ class ArticlesMixin(SQLiteBase):
     def _state(cls, conn: sqlite3.Connection, requests: Sequence[PutRequest]) -> _changes.State:
         """The stored articles the requests name, and who holds the slugs they want."""
         ids = json.dumps(list(dict.fromkeys(r.draft.id for r in requests)))
-        existing = {row["id"]: to_article(row) for row in conn.execute(Q["get_articles"], (ids,))}
+        existing = {
+            row["id"]: to_article(row)
+            for row in conn.execute(Q["articles_and_slug_owners.articles"], (ids,))
+        }
         return existing, cls._slug_owners(conn, [r.draft for r in requests])
 
     @classmethod
@@ -113,11 +116,13 @@ class ArticlesMixin(SQLiteBase):
     @staticmethod
     def _slug_owners(conn: sqlite3.Connection, drafts: Sequence[ArticleDraft]) -> dict[str, str]:
         wanting = _changes.slug_wants(drafts)
-        rows = conn.execute(Q["slug_owners"], (json.dumps(sorted(wanting)),))
+        rows = conn.execute(
+            Q["articles_and_slug_owners.slug_owners"], (json.dumps(sorted(wanting)),)
+        )
         owners = {row["slug"]: row["id"] for row in rows}
         crowded = _changes.crowded_bases(wanting, owners)
         if crowded:
-            # One step for every base's range (see _sqlite_bulk): a batch re-importing
+            # One step for every base's range (see _bulk): a batch re-importing
             # 500 titles made 500 statements and fetched their rows one by one.
             found = fetch_all(conn, Q["slugs_in_ranges"], (json.dumps(crowded),))
             owners.update((row["slug"], row["id"]) for row in found)
@@ -172,9 +177,11 @@ class ArticlesMixin(SQLiteBase):
     def _write_rows(conn: sqlite3.Connection, rows: _Rows) -> None:
         """Write ``rows`` (on the writer, in its transaction)."""
         insert_rows(conn, Q["save_article"], rows.articles)
-        first = int(conn.execute(Q["last_event_seq"]).fetchone()[0]) + 1
+        first = int(conn.execute(Q["write_articles.last_event_seq"]).fetchone()[0]) + 1
         if rows.from_articles is not None:
-            made = conn.execute(Q["insert_events_from_articles"], (first, rows.from_articles))
+            made = conn.execute(
+                Q["write_articles.insert_events_from_articles"], (first, rows.from_articles)
+            )
             if made.rowcount != rows.event_count:  # never seen; the seqs would be off
                 raise StorageError(
                     f"SQLite: {made.rowcount} of {rows.event_count} events found their article"
@@ -182,22 +189,24 @@ class ArticlesMixin(SQLiteBase):
         else:
             insert_rows(
                 conn,
-                Q["insert_event_at"],
+                Q["write_articles.insert_events"],
                 [(seq, *event) for seq, event in enumerate(rows.events, start=first)],
             )
         last, stamp = first + rows.event_count - 1, rows.stamp
         if rows.indexed is not None:
-            conn.execute(Q["uncount_and_mark_article_topics"], (last, stamp, rows.indexed))
-            conn.execute(Q["delete_article_topics"], (rows.indexed,))
+            conn.execute(Q["write_articles.unindex_articles"], (last, stamp, rows.indexed))
+            conn.execute(Q["write_articles.delete_article_topics"], (rows.indexed,))
         insert_rows(
             conn,
-            Q["add_topic_count"],
-            [(topic, default_topic_title(topic), stamp, stamp, n, last, stamp)
-             for topic, n in rows.counts],
-        )  # fmt: skip
-        insert_rows(conn, Q["insert_article_topic"], rows.links)
+            Q["write_articles.add_topic_counts"],
+            [
+                (topic, default_topic_title(topic), stamp, stamp, n, last, stamp)
+                for topic, n in rows.counts
+            ],
+        )
+        insert_rows(conn, Q["write_articles.insert_article_topics"], rows.links)
         if rows.touched is not None:
-            conn.execute(Q["mark_topics_changed"], (last, stamp, rows.touched))
+            conn.execute(Q["write_articles.mark_topics_changed"], (last, stamp, rows.touched))
 
     @classmethod
     def _apply(
@@ -255,13 +264,15 @@ class ArticlesMixin(SQLiteBase):
     ) -> list[Article]:
         if after is not None:
             when, last_id = format_time(after[0]), after[1]
-            name = "list_articles_after" if topic is None else "list_articles_in_topic_after"
         else:
             when, last_id = (format_time(before[0]), before[1]) if before else (_AFTER_ALL, "")
-            name = "list_articles" if topic is None else "list_articles_in_topic"
         params: tuple[str | int, ...] = (when, last_id, limit)
-        query = Q[name]
-        if topic is not None:
+        if topic is None:
+            query = Q["list_articles"] if after is None else Q["list_articles_after"]
+        else:
+            query = (
+                Q["list_articles_in_topic"] if after is None else Q["list_articles_in_topic_after"]
+            )
             params = (topic, *params)
         async with self._read(query, params) as rows:
             return [to_article(r) for r in rows]

@@ -43,9 +43,8 @@ class DeliveriesMixin(SQLiteBase):
         stamp = format_time(now or utcnow())
         async with self._transaction() as conn:
             before = conn.total_changes
-            await conn.executemany(
-                Q["insert_delivery"], [(event_seq, sid, stamp, stamp) for sid in subscription_ids]
-            )
+            ids = json.dumps(list(subscription_ids))
+            await conn.execute(Q["insert_deliveries"], (event_seq, ids, stamp))
             return conn.total_changes - before
 
     async def fan_out(
@@ -61,7 +60,7 @@ class DeliveriesMixin(SQLiteBase):
         def fan_out(conn: sqlite3.Connection) -> int:  # one hop (see _in_writer)
             before = conn.total_changes
             if pairs:
-                conn.execute(Q["fan_out_deliveries"], (dumps_text(pairs), stamp))
+                conn.execute(Q["fan_out"], (dumps_text(pairs), stamp))
             created = conn.total_changes - before
             conn.execute(Q["move_cursor"], (cursor, up_to))
             return created
@@ -100,8 +99,8 @@ class DeliveriesMixin(SQLiteBase):
             "before_id": _ABOVE_ALL_IDS if before_id is None else before_id,
             "limit": limit,
         }
-        name = "list_deliveries" if status is None else "list_deliveries_with_status"
-        async with self._read(Q[name], params) as rows:
+        query = Q["list_deliveries"] if status is None else Q["list_deliveries_with_status"]
+        async with self._read(query, params) as rows:
             return [to_delivery(r) for r in rows]
 
     async def complete_deliveries(
@@ -119,9 +118,9 @@ class DeliveriesMixin(SQLiteBase):
         ids = json.dumps([o.delivery_id for o in outcomes])
 
         # One hop to the writer thread for the whole batch (see _in_writer), and
-        # a few steps there whatever its size (see _sqlite_bulk).
+        # a few steps there whatever its size (see _bulk).
         def complete(conn: sqlite3.Connection) -> list[str]:
-            (found,) = conn.execute(Q["deliveries_of"], (ids,)).fetchone()
+            (found,) = conn.execute(Q["complete_deliveries.owners"], (ids,)).fetchone()
             owners = {int(key): owner for key, owner in json.loads(found).items()}
             live = [o for o in outcomes if o.delivery_id in owners]
             for part in distinct_rounds(live, key=lambda o: o.delivery_id):
@@ -130,10 +129,15 @@ class DeliveriesMixin(SQLiteBase):
             succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
             failed = {owners[o.delivery_id] for o in live} - succeeded
             if succeeded:
-                conn.execute(Q["subscriptions_succeeded"], (at, json.dumps(sorted(succeeded))))
+                conn.execute(
+                    Q["complete_deliveries.subscriptions_succeeded"],
+                    (at, json.dumps(sorted(succeeded))),
+                )
             if not failed:
                 return []
-            conn.execute(Q["subscriptions_failed"], (at, json.dumps(sorted(failed))))
+            conn.execute(
+                Q["complete_deliveries.subscriptions_failed"], (at, json.dumps(sorted(failed)))
+            )
             params = {
                 "ids": json.dumps(sorted(failed)),
                 "now": at,
@@ -191,7 +195,7 @@ class DeliveriesMixin(SQLiteBase):
         }
 
         # One hop to the writer thread (see _in_writer), rows converted there too,
-        # and three steps there, not one per row (see _sqlite_bulk).
+        # and three steps there, not one per row (see _bulk).
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
             claimed: list[Delivery] = []
             for each in [kind] if kind else SUBSCRIPTION_KINDS:
@@ -199,11 +203,13 @@ class DeliveriesMixin(SQLiteBase):
                 if left <= 0:
                     break
                 due = {**params, "kind": each, "limit": left}
-                (ids,) = conn.execute(Q["due_deliveries"], due).fetchone()
+                (ids,) = conn.execute(Q["claim_deliveries.due"], due).fetchone()
                 if ids == "[]":
                     continue
                 conn.execute(Q["claim_deliveries"], {**params, "ids": ids})
-                claimed += [to_delivery(r) for r in fetch_all(conn, Q["deliveries_by_id"], (ids,))]
+                claimed += [
+                    to_delivery(r) for r in fetch_all(conn, Q["claim_deliveries.claimed"], (ids,))
+                ]
             return claimed
 
         claimed = await self._in_writer(claim)

@@ -86,8 +86,8 @@ class SubscriptionsMixin(SQLiteBase):
         after_id: str | None = None,
     ) -> list[Subscription]:
         params = {"owner": owner, "kind": kind, "after_id": after_id or "", "limit": limit}
-        name = "list_subscriptions" if owner is None else "list_owner_subscriptions"
-        async with self._read(Q[name], params) as rows:
+        query = Q["list_subscriptions"] if owner is None else Q["list_owner_subscriptions"]
+        async with self._read(query, params) as rows:
             return [to_subscription(r) for r in rows]
 
     async def list_active_subscriptions(

@@ -41,12 +41,13 @@ class TopicsMixin(SQLiteBase):
     ) -> tuple[Topic, bool]:
         stamp = format_time(now or utcnow())
         async with self._transaction() as conn:
-            existed = await self._one(conn, Q["get_topic"], (slug,)) is not None
-            params = {"slug": slug, "title": title, "description": description, "now": stamp}
-            await conn.execute(Q["upsert_topic"], params)
+            params = (slug, title, description, stamp)
+            created = await self._one(conn, Q["insert_topic"], params) is not None
+            if not created:
+                await conn.execute(Q["update_topic"], params)
             row = await self._one(conn, Q["get_topic"], (slug,))
         assert row is not None
-        return to_topic(row), not existed
+        return to_topic(row), created
 
     def _change_mark(self) -> bytes | int | None:
         """A value that changes whenever anyone commits (None: unknown, SQLite busy)."""
@@ -54,7 +55,7 @@ class TopicsMixin(SQLiteBase):
             header = self._wal_watch.header()
             if header is not None:
                 return header
-        version = self._read_inline(Q["data_version"], ())
+        version = self._read_inline(Q["sqlite_data_version"], ())
         return None if version is None else int(version[0][0])
 
     def cached_feed_state(self, topic: str | None) -> FeedState | None:
@@ -106,6 +107,6 @@ class TopicsMixin(SQLiteBase):
     async def list_events(
         self, *, after: int = 0, limit: int = 100, with_data: bool = True
     ) -> list[Event]:
-        query = Q["list_events" if with_data else "list_event_heads"]
+        query = Q["list_events"] if with_data else Q["list_event_heads"]
         rows = await self._read_rows(query, (after, limit))
         return sorted((to_event(r) for r in rows), key=lambda e: e.seq)

@@ -23,9 +23,12 @@ class WorkersMixin(SQLiteBase):
         self, worker_id: str, *, hostname: str, pid: int, kind: str, now: datetime | None = None
     ) -> None:
         params = {
-            "id": worker_id, "hostname": hostname, "pid": pid, "kind": kind,
+            "id": worker_id,
+            "hostname": hostname,
+            "pid": pid,
+            "kind": kind,
             "now": format_time(now or utcnow()),
-        }  # fmt: skip
+        }
         async with self._transaction() as conn:
             await conn.execute(Q["register_worker"], params)
 
@@ -55,14 +58,16 @@ class WorkersMixin(SQLiteBase):
         }
 
         def release(conn: sqlite3.Connection) -> dict[str, int]:
-            ids = [row[0] for row in conn.execute(Q["dead_workers"], params)]
+            ids = [row[0] for row in conn.execute(Q["release_workers.dead"], params)]
             if not ids:
                 return {}
             released = dict.fromkeys(ids, 0)
-            for worker, count in conn.execute(Q["count_worker_claims"], (json.dumps(ids),)):
+            for worker, count in conn.execute(
+                Q["release_workers.count_claims"], (json.dumps(ids),)
+            ):
                 released[worker] = count
-            conn.execute(Q["release_worker_claims"], (json.dumps(ids),))
-            conn.execute(Q["delete_workers"], (json.dumps(ids),))
+            conn.execute(Q["release_workers.release_claims"], (json.dumps(ids),))
+            conn.execute(Q["release_workers.delete_workers"], (json.dumps(ids),))
             return released
 
         return await self._in_writer(release)

@@ -22,7 +22,7 @@ from syndicate.core.settings import FIELDS, Settings, SettingsError, load_settin
 from syndicate.delivery.service import DeliveryService
 from syndicate.web.app import create_app, make_runner
 from syndicate.web.auth import create_token
-from syndicate.web.middleware import configure as configure_logging
+from syndicate.core.logfmt import configure as configure_logging
 from syndicate.web.openapi import document_bytes
 from syndicate.web.routes.subscriptions import DELIVERY_STATUSES
 
@@ -88,6 +88,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "log_level": "debug, info, warning or error (default info)",
         "log_format": "text or json: one JSON object per line (default text)",
         "event_loop": "uvloop or asyncio (default uvloop where installed)",
+        "fast_paths": "speed-ups on other projects' internals: 1 on, 0 off (default on)",
     }
     for name in fields:
         env = FIELDS[name][0]

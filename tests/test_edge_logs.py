@@ -17,7 +17,7 @@ from yarl import URL
 
 from storage import Storage
 from syndicate.web.auth import create_token
-from syndicate.web.middleware import configure
+from syndicate.core.logfmt import configure
 
 FORGED = "2026-01-01 00:00:00,000 ERROR syndicate.web.auth FORGED"
 

@@ -218,7 +218,18 @@ def bench_env(**extra: str) -> dict[str, str]:
 
 def create_token(db: str, role: str = "operator", name: str = "bench") -> str:
     out = subprocess.run(
-        [SYNDICATE, "token", "create", "--role", role, "--name", name, "--database", db],
+        [
+            SYNDICATE,
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--database",
+            db,
+            "--create",
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -115,8 +115,9 @@ async def test_token_create_prints_only_the_token(
     database_url: str, http: aiohttp.ClientSession
 ) -> None:
     code, out, err = await run(
-        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url
-    )
+        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url,
+        "--create",
+    )  # fmt: skip
     assert code == 0, err
     assert TOKEN_RE.fullmatch(out.strip()), out
     store = await open_storage(database_url)
@@ -135,8 +136,9 @@ async def test_token_create_prints_only_the_token(
 
 async def test_import_fixtures_then_again_unchanged(database_url: str, tmp_path: Path) -> None:
     code, out, err = await run(
-        "import", str(FIXTURES / "articles.json"), "--database", database_url, "--no-progress"
-    )
+        "import", str(FIXTURES / "articles.json"), "--database", database_url, "--no-progress",
+        "--create",
+    )  # fmt: skip
     assert code == 0, err
     assert "imported: 18 created, 0 updated, 0 unchanged, 0 rejected" in out
     code, out, err = await run(
@@ -169,11 +171,19 @@ async def test_import_directory_with_ndjson_and_bad_items(
         json.dumps([{"id": "j1", "title": "J", "content": "x", "topics": ["t"]}])
     )
     (folder / "notes.txt").write_text("ignored")
-    code, out, err = await run("import", str(folder), "--database", database_url)
+    code, out, err = await run("import", str(folder), "--database", database_url, "--create")
     assert code == 1
-    assert "3 created, 0 updated, 0 unchanged, 2 rejected" in out
-    assert "a.ndjson:2" in out and "a.ndjson:3" in out and "topics" in out
-    assert "importing" in err, "a progress bar is drawn on stderr"
+    assert out.splitlines() == [
+        "imported: 3 created, 0 updated, 0 unchanged, 2 rejected",
+        "rejected a.ndjson:2",
+        "    not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        "rejected a.ndjson:3",
+        "    topics: 'Bad Topic' is not a topic slug (lower-case letters, digits and '-', "
+        "up to 64, starting with a letter or digit)",
+    ], "each rejected article's location once, its errors under it"
+    assert re.search(
+        r"importing: 100%\|.*\| 5/5 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ articles/s\]", err
+    ), "a progress bar on stderr with the total, elapsed time, time left and rate: " + err
     store = await open_storage(database_url)
     try:
         ids = {a.id for a in await store.list_articles(limit=10)}
@@ -269,3 +279,166 @@ async def test_json_logs_carry_request_ids(tmp_path: Path, http: aiohttp.ClientS
     assert entry["request_id"] == "req-42" and entry["status"] == 401
     assert entry["route"] == "/api/articles/{id}" and entry["latency_ms"] >= 0
     assert entry["level"] == "info" and entry["time"]
+
+
+async def test_import_of_nothing_warns_and_fails(database_url: str, tmp_path: Path) -> None:
+    """An empty folder (a failed export, a wrong path) is not a quiet success: exit 1."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an import file")
+    code, out, err = await run("import", str(empty), "--database", database_url, "--create")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        f"syndicate: nothing to import: no .json, .ndjson, .jsonl files in {empty}"
+    )
+    (empty / "none.json").write_text('{"articles": []}')
+    code, out, err = await run("import", str(empty), "--database", database_url)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == f"syndicate: nothing to import: no articles in {empty}/none.json"
+
+
+async def test_second_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    served = await serve(database)
+    try:
+        port = served.base.rsplit(":", 1)[1]
+        code, out, err = await run("serve", "--port", port, "--database", database)
+    finally:
+        assert await served.stop() == 0
+    assert code == 1
+    assert out == "", "nothing started: no token, no fan-out"
+    assert err.splitlines() == [
+        f"syndicate: cannot listen on 127.0.0.1:{port}: the address is already in use "
+        "(another syndicate serve?); choose another port with --port or SYNDICATE_PORT, "
+        "e.g. SYNDICATE_PORT=8081 make serve"
+    ]
+
+
+def _closed_port() -> int:
+    return free_port()  # bound and released: nothing listens there
+
+
+@pytest.mark.parametrize("command", [["serve"], ["token", "list"], ["import", "x.json"]])
+async def test_a_database_that_cannot_be_opened_is_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    port = _closed_port()
+    cases = [
+        (
+            f"sqlite:///{tmp_path}/file/x.db",
+            f"syndicate: cannot use the database {tmp_path}/file/x.db: {tmp_path}/file is a "
+            "file, not a folder; choose another path with --database or SYNDICATE_DATABASE",
+        ),
+        (
+            "sqlite:////etc/passwd/deeper/x.db",
+            "syndicate: cannot use the database /etc/passwd/deeper/x.db: /etc/passwd is a file, "
+            "not a folder; choose another path with --database or SYNDICATE_DATABASE",
+        ),
+        (
+            f"sqlite:///{tmp_path}/folder",
+            f"syndicate: cannot use the database {tmp_path}/folder: it is a folder; "
+            "name a file in it with --database or SYNDICATE_DATABASE",
+        ),
+        (
+            f"postgresql://postgres@127.0.0.1:{port}/syndicate",
+            f"syndicate: cannot open the database postgresql://postgres@127.0.0.1:{port}/"
+            f"syndicate: PostgreSQL: [Errno 111] Connection refused; is PostgreSQL running at "
+            f"127.0.0.1:{port}? "
+            "Set the database with --database or SYNDICATE_DATABASE",
+        ),
+    ]
+    for database, line in cases:
+        code, out, err = await run(*command, "--port" if command == ["serve"] else "--create",
+                                   *([str(free_port())] if command == ["serve"] else []),
+                                   env=clean_env(SYNDICATE_DATABASE=database))  # fmt: skip
+        assert (code, out) == (1, ""), err
+        assert err.splitlines() == [line]
+
+
+async def test_commands_refuse_to_make_a_database_unless_asked(tmp_path: Path) -> None:
+    """Run from another folder, ``token list`` used to make and show a new, empty
+    data/syndicate.db; now it says where it looked, and only ``--create`` makes one."""
+    env = clean_env()
+    where = tmp_path / "data" / "syndicate.db"
+    for command in (["token", "list"], ["token", "create", "--role", "operator", "--name", "x"],
+                    ["deliveries"], ["workers"], ["import", str(FIXTURES / "articles.json")],
+                    ["token", "revoke", "x"]):  # fmt: skip
+        code, out, err = await run_in(tmp_path, *command, env=env)
+        assert (code, out) == (1, ""), command
+        assert err.splitlines() == [
+            f"syndicate: no database at {where}: run this command in the folder `syndicate "
+            "serve` runs in, name the database with --database or SYNDICATE_DATABASE, "
+            "or add --create to make a new one"
+        ]
+    assert not (tmp_path / "data").exists()
+    code, out, err = await run_in(tmp_path, "token", "list", "--create", env=env)
+    assert code == 0 and out.startswith("NAME")
+    assert err.splitlines()[-1] == f"syndicate: database {where}"
+    code, out, err = await run_in(tmp_path, "token", "list", env=env)
+    assert code == 0 and err.splitlines() == [f"syndicate: database {where}"]
+
+
+async def run_in(folder: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", *args, cwd=folder, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_first_run_banner_names_a_command_that_works(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The banner's "More:" command, pasted in another folder, makes a working token."""
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    served = await serve(database)
+    try:
+        (more,) = [line for line in served.output.splitlines() if "More:" in line]
+        command = more.split("More: ", 1)[1]
+        venv_bin = Path(sys.executable).parent
+        if Path.cwd() in venv_bin.parents:
+            assert command.startswith(f"{venv_bin.relative_to(Path.cwd())}/syndicate token create")
+        assert command.endswith(f" --database sqlite:///{tmp_path / 'db.sqlite'}")
+        pasted = command.replace("operator|partner", "partner").replace("NAME", "pasted")
+        if not pasted.startswith("/"):
+            pasted = f"{Path.cwd()}/{pasted}"
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        proc = await asyncio.create_subprocess_shell(
+            pasted, cwd=elsewhere, env=clean_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err_b.decode()
+        auth = {"Authorization": f"Bearer {out_b.decode().strip()}"}
+        async with http.get(f"{served.base}/api/topics", headers=auth) as resp:
+            assert resp.status == 200
+    finally:
+        assert await served.stop() == 0
+
+
+async def test_a_revoked_tokens_name_can_be_reused_and_revoking_twice_says_so(
+    database_url: str, store: Storage
+) -> None:
+    # ``store`` makes the database: the commands do not unless asked.
+    code, first, _ = await run(
+        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url
+    )
+    assert code == 0
+    code, out, _ = await run("token", "revoke", "acme", "--database", database_url)
+    assert code == 0 and "revoked acme" in out
+    code, _, err = await run("token", "revoke", "acme", "--database", database_url)
+    assert code == 1 and "already revoked" in err and "no live token" in err
+    code, second, err = await run(
+        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url
+    )
+    assert code == 0, err
+    assert second.strip() and second.strip() != first.strip()
+    code, out, _ = await run("token", "list", "--database", database_url)
+    assert sum(line.startswith("acme") for line in out.splitlines()) == 2
+    code, out, _ = await run("token", "revoke", "acme", "--database", database_url)
+    assert code == 0 and "revoked acme" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -94,3 +95,21 @@ async def test_worker_command_migrates_and_idles(database_url: str) -> None:
         await store.close()
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
+
+
+def _make_dry_run(target: str) -> list[str]:
+    """The commands ``make TARGET`` runs on a fresh clone (``-B``: as if nothing were
+    installed yet; ``-n``: printed, not run)."""
+    done = subprocess.run(
+        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if "pip install" in line]
+
+
+def test_make_serve_installs_the_runtime_only_and_make_test_the_extras() -> None:
+    serve = _make_dry_run("serve")
+    assert serve and not any("[" in line for line in serve), serve
+    assert any(line.endswith("pip install --quiet -e .") for line in serve), serve
+    for target in ("test", "lint"):
+        assert any("-e '.[test,dev]'" in line for line in _make_dry_run(target)), target

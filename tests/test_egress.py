@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from syndicate.delivery.egress import (
+    DEV_HINT,
     EgressRefused,
     GuardedResolver,
     address_refusal,
@@ -195,7 +196,7 @@ async def test_check_url_refuses_empty_host() -> None:
 )
 async def test_check_url_refuses_private_literals(url: str, message: str) -> None:
     refused = await refusal(url)
-    assert str(refused) == message
+    assert str(refused) == message + DEV_HINT
     assert refused.address == refused.host
 
 
@@ -219,12 +220,12 @@ async def test_check_url_does_not_resolve_literals() -> None:
         (
             "https://internal.example/hook",
             "webhook URL host internal.example resolves to 10.0.0.5, "
-            "which is in a private network range (10.0.0.0/8)",
+            "which is in a private network range (10.0.0.0/8)" + DEV_HINT,
         ),
         (
             "https://mixed.example/hook",
             "webhook URL host mixed.example resolves to 10.0.0.5, "
-            "which is in a private network range (10.0.0.0/8)",
+            "which is in a private network range (10.0.0.0/8)" + DEV_HINT,
         ),
         ("https://nowhere.example/", "webhook URL host nowhere.example does not resolve"),
         ("https://empty.example/", "webhook URL host empty.example does not resolve"),
@@ -334,7 +335,9 @@ async def refused_post(
 
 async def test_literal_loopback_is_refused_at_connect_time(partner: Partner) -> None:
     refused = await refused_post(f"http://127.0.0.1:{partner.port}/hook")
-    assert str(refused) == "webhook URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)"
+    assert str(refused) == (
+        "webhook URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)" + DEV_HINT
+    )
     assert partner.hosts == []
 
 
@@ -371,7 +374,7 @@ async def test_connection_goes_to_the_checked_address(partner: Partner) -> None:
     refused = await refused_post(url, dns=dns)
     assert str(refused) == (
         "webhook URL host partner.example resolves to 127.0.0.1, "
-        "which is in the loopback range (127.0.0.0/8)"
+        "which is in the loopback range (127.0.0.0/8)" + DEV_HINT
     )
     assert partner.hosts == []
     assert await post(url, allow_private=True, dns=dns) == 200

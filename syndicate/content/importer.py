@@ -23,17 +23,28 @@ class ImportFileError(InvalidInput):
     """A file could not be read as JSON or NDJSON at all."""
 
 
+class NothingToImport(ImportFileError):
+    """The paths hold no import file, or the files no article: a mistake worth an exit
+    status (an export that produced nothing, a wrong folder), not a quiet success."""
+
+
 @dataclass
 class ImportReport:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     rejected: list[tuple[str, list[dict[str, str]]]] = field(default_factory=list)
 
     def print(self, out: TextIO) -> None:
+        """The counts, then each rejected article's location once, its errors under it
+        (fields named within the article: ``topics``, not ``file:3.topics``)."""
         parts = ", ".join(f"{self.counts[s]} {s}" for s in STATUSES)
         out.write(f"imported: {parts}\n")
         for where, errors in self.rejected:
+            out.write(f"rejected {where}\n")
             for error in errors:
-                out.write(f"  rejected {where}: {error['field']}: {error['message']}\n")
+                name = error["field"].removeprefix(where).removeprefix(".")
+                out.write(
+                    f"    {name}: {error['message']}\n" if name else f"    {error['message']}\n"
+                )
 
 
 def find_files(path: Path) -> list[Path]:
@@ -73,6 +84,18 @@ def read_items(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path.name}[{index}]", item
 
 
+def count_items(path: Path) -> int:
+    """How many articles ``read_items`` will yield (an NDJSON file's lines are counted,
+    not parsed)."""
+    if path.suffix in (".ndjson", ".jsonl"):
+        try:
+            with path.open("rb") as lines:
+                return sum(1 for line in lines if line.strip())
+        except OSError as exc:
+            raise ImportFileError(f"{path}: cannot read: {exc}") from None
+    return sum(1 for _ in read_items(path))
+
+
 def _ndjson(path: Path, text: str) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -81,7 +104,7 @@ def _ndjson(path: Path, text: str) -> Iterator[tuple[str, Any]]:
         try:
             yield where, json.loads(line)
         except json.JSONDecodeError as exc:
-            yield where, _Malformed(str(exc))
+            yield where, _Malformed(f"not JSON: {exc}")
 
 
 class _Malformed:
@@ -100,9 +123,21 @@ async def import_paths(
     progress: bool = True,
     max_topics: int = MAX_TOPICS,
 ) -> ImportReport:
+    """Import every article in ``paths`` (files, or folders searched for
+    ``IMPORT_SUFFIXES``). The files are counted first, so that the progress bar has a
+    total, a rate and an ETA, and a malformed file stops the import before it starts.
+    ``NothingToImport`` when there is no article at all."""
     report = ImportReport()
     files = [f for p in paths for f in find_files(p)]
-    with tqdm(unit=" articles", disable=not progress, desc="importing") as bar:
+    if not files:
+        names = ", ".join(str(p) for p in paths)
+        kinds = ", ".join(IMPORT_SUFFIXES)
+        raise NothingToImport(f"nothing to import: no {kinds} files in {names}")
+    total = sum(count_items(f) for f in files)
+    if total == 0:
+        names = ", ".join(str(f) for f in files)
+        raise NothingToImport(f"nothing to import: no articles in {names}")
+    with tqdm(total=total, unit=" articles", disable=not progress, desc="importing") as bar:
         for file in files:
             pending: list[tuple[str, Any]] = []
             for entry in read_items(file):
@@ -127,7 +162,7 @@ async def _flush(
     for where, item in pending:
         if isinstance(item, _Malformed):
             report.counts["rejected"] += 1
-            report.rejected.append((where, [{"field": "line", "message": item.message}]))
+            report.rejected.append((where, [{"field": "", "message": item.message}]))
     results = await store_batch(
         storage,
         [item for _, item in good],

@@ -127,9 +127,13 @@ class EgressRefused(SyndicateError, OSError):
         return self.message
 
 
+#: Ends every address refusal: what lets a developer reach receivers on their own machine.
+DEV_HINT = " (for development only, the service allows it with SYNDICATE_ALLOW_PRIVATE_TARGETS=1)"
+
+
 def _refuse(host: str, address: str, reason: str, url: str | None = None) -> EgressRefused:
     resolved = "" if host == address else f" resolves to {address}, which"
-    message = f"webhook URL host {host}{resolved} is {reason}"
+    message = f"webhook URL host {host}{resolved} is {reason}{DEV_HINT}"
     return EgressRefused(message, reason=reason, host=host, address=address, url=url)
 
 

@@ -1,0 +1,31 @@
+"""``syndicate import FILE|DIR ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from syndicate.cli.common import CommandFailed, open_database
+from syndicate.content.importer import ImportFileError, import_paths
+from syndicate.core.settings import Settings
+
+
+async def import_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise CommandFailed("--batch-size must be at least 1", code=2)
+    store = await open_database(settings, create=args.create)
+    try:
+        report = await import_paths(
+            store,
+            args.paths,
+            host=settings.public_host,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            max_topics=settings.max_topics,
+        )
+    except ImportFileError as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        await store.close()
+    report.print(sys.stdout)
+    return 1 if report.counts["rejected"] else 0

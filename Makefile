@@ -1,24 +1,34 @@
 # The one entry point. `make serve` and `make test` work on a fresh machine:
-# each creates .venv and installs the project into it first.
+# each creates .venv and installs the project into it first. `make serve` installs
+# the runtime dependencies only; `make test` (and lint, bench...) adds the test and
+# dev extras. Each install is remembered by a stamp file named after pyproject.toml's
+# checksum, so editing pyproject.toml installs again.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYPROJECT_SUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUNTIME_STAMP := $(VENV)/.installed-runtime-$(PYPROJECT_SUM)
+STAMP := $(VENV)/.installed-dev-$(PYPROJECT_SUM)
 
 .PHONY: serve test lint format bench clean install openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(RUNTIME_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	rm -f $(VENV)/.installed-runtime-*
+	touch $@
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-dev-*
 	touch $@
 
 install: $(STAMP)
 
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(BIN)/syndicate serve
 
 test: $(STAMP)

@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 
 import uuid_utils
 
-EventType = Literal["article.published", "article.updated", "article.deleted"]
+# Shared names, re-exported: the backends import them from here.
+from syndicate.core.names import DeliveryStatus as DeliveryStatus
+from syndicate.core.names import EventType as EventType
+from syndicate.core.names import SubscriptionKind as SubscriptionKind
+from syndicate.core.names import SubscriptionStatus as SubscriptionStatus
+
 PutOutcome = Literal["created", "updated", "unchanged"]
 Role = Literal["operator", "partner"]
-SubscriptionKind = Literal["webhook", "websub"]
-SubscriptionStatus = Literal["active", "pending", "disabled"]
-DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
 
 ROLES: tuple[Role, ...] = ("operator", "partner")
 #: Subscription fields ``update_subscription`` may change.

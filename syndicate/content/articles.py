@@ -1,4 +1,6 @@
-"""From validated input to storage drafts, and from records to API JSON.
+"""From validated input to storage drafts; permalinks, deleted-article JSON, list cursors.
+
+The API's article JSON is ``content.responses.ArticleOut``.
 
 Shared by the HTTP API and ``syndicate import`` so both treat input the same.
 """
@@ -69,32 +71,9 @@ def permalink(base_url: str, article: Article) -> str:
     return f"{base_url}/articles/{quote(article.slug, safe='')}"
 
 
-def article_json(article: Article, base_url: str) -> dict[str, Any]:
-    """The article as ``GET /api/articles/{id}`` returns it (``ArticleOut``)."""
-    return {
-        "id": article.id,
-        "guid": article.guid,
-        "slug": article.slug,
-        "title": article.title,
-        "summary": article.summary,
-        "content": article.content,
-        "content_type": article.content_type,
-        "topics": list(article.topics),
-        "author": article.author,
-        "url": article.url or permalink(base_url, article),
-        "canonical_url": article.url,
-        "image": article.image,
-        "language": article.language,
-        "published_at": format_time(article.published_at),
-        "updated_at": format_time(article.updated_at),
-        "created_at": format_time(article.created_at),
-        "version": article.version,
-        "deleted_at": format_time(article.deleted_at) if article.deleted_at else None,
-    }
-
-
 def deleted_article_json(article: Article) -> dict[str, Any]:
-    """What ``article.deleted`` carries: enough to find and drop the article."""
+    """What ``article.deleted`` carries: enough to find and drop the article (a
+    webhook payload only: the API answers a deleted article with 410)."""
     return {
         "id": article.id,
         "guid": article.guid,

@@ -1,4 +1,6 @@
-"""Request and response models (pydantic). They validate input and describe the API."""
+"""Request models (pydantic): they validate input and describe it in /openapi.json.
+
+The response models are in ``content.responses``."""
 
 from __future__ import annotations
 
@@ -16,12 +18,19 @@ from pydantic import (
 )
 
 from syndicate.content.text import clean_text
+from syndicate.core.names import (
+    ALL_TOPICS_SLUG,
+    EVERY_TOPIC,
+    SUBSCRIPTION_TOPIC_PATTERN,
+    TOPIC_SLUG_PATTERN,
+    EventType,
+    valid_topic,
+)
 
 ARTICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
-TOPIC_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 SLUG_PATTERN = r"^[^\s/?#%\\]{1,128}$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
-RESERVED_TOPICS = frozenset({"all"})
+RESERVED_TOPICS = frozenset({ALL_TOPICS_SLUG})
 MAX_TOPICS = 20
 MAX_TITLE = 500
 MAX_SUMMARY = 5000
@@ -33,11 +42,10 @@ MAX_URL = 2048
 VISIBLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]"
 # Patterns documented in the schema but checked by validators with clearer messages.
 TopicSlug = Annotated[
-    str, Field(json_schema_extra={"pattern": TOPIC_SLUG_PATTERN, "not": {"enum": ["all"]}})
+    str,
+    Field(json_schema_extra={"pattern": TOPIC_SLUG_PATTERN, "not": {"enum": [ALL_TOPICS_SLUG]}}),
 ]
-SubscriptionTopic = Annotated[
-    str, Field(json_schema_extra={"pattern": r"^(\*|[a-z0-9][a-z0-9-]{0,63})$"})
-]
+SubscriptionTopic = Annotated[str, Field(json_schema_extra={"pattern": SUBSCRIPTION_TOPIC_PATTERN})]
 #: Absolute http(s) URL with an ASCII host name (IDNs in punycode) or IP literal,
 #: an optional port, and any non-blank path / query.
 HTTP_URL_PATTERN = (
@@ -48,7 +56,6 @@ _HTTP_URL = re.compile(HTTP_URL_PATTERN)
 
 _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
 _VISIBLE = re.compile(VISIBLE_PATTERN)
-_TOPIC = re.compile(TOPIC_SLUG_PATTERN)
 
 
 def _clean(value: Any) -> Any:
@@ -77,11 +84,8 @@ def _date_text(value: Any) -> Any:
 
 
 def valid_article_id(value: str) -> bool:
-    return bool(_ARTICLE_ID.match(value)) and value not in (".", "..")
-
-
-def valid_topic(value: str) -> bool:
-    return bool(_TOPIC.match(value))
+    """The whole text (``fullmatch``: the pattern's ``$`` alone lets a trailing newline by)."""
+    return _ARTICLE_ID.fullmatch(value) is not None and value not in (".", "..")
 
 
 def _absolute_url(value: str | None) -> str | None:
@@ -275,17 +279,15 @@ class BatchResult(BaseModel):
     results: list[BatchItemResult]
 
 
-EventType = Literal["article.published", "article.updated", "article.deleted"]
-
-
 def _subscription_topics(value: list[str]) -> list[str]:
     seen: list[str] = []
     for topic in value:
-        if topic != "*" and not valid_topic(topic):
-            raise ValueError(f'{topic!r} is not a topic slug (or "*" for every topic)')
+        if topic != EVERY_TOPIC and not valid_topic(topic):
+            raise ValueError(f'{topic!r} is not a topic slug (or "{EVERY_TOPIC}" for every topic)')
         if topic not in seen:
             seen.append(topic)
-    return ["*"] if "*" in seen else seen  # every topic: slugs beside it add nothing
+    # every topic: slugs beside it add nothing
+    return [EVERY_TOPIC] if EVERY_TOPIC in seen else seen
 
 
 class SubscriptionIn(_Input):
@@ -297,7 +299,9 @@ class SubscriptionIn(_Input):
         description="Absolute http(s) URL that receives POSTs.",
     )
     topics: list[SubscriptionTopic] = Field(
-        min_length=1, max_length=100, description='Topic slugs, or ["*"] for every topic.'
+        min_length=1,
+        max_length=100,
+        description=f'Topic slugs, or ["{EVERY_TOPIC}"] for every topic.',
     )
     events: list[EventType] | None = Field(
         default=None, description="Event types to receive; all when omitted."
@@ -337,96 +341,3 @@ class RecoverIn(_Input):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# -- response models (they document the API; handlers build plain dicts) --------
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
-
-
-class ProblemOut(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldError] | None = None
-    errors_omitted: int | None = Field(
-        default=None, description="How many more validation errors were found than listed."
-    )
-    request_id: str | None = None
-
-
-class TopicList(BaseModel):
-    topics: list[TopicOut]
-
-
-class SubscriptionOut(BaseModel):
-    id: str
-    kind: Literal["webhook", "websub"]
-    url: str
-    topics: list[str]
-    events: list[str]
-    description: str
-    status: Literal["active", "pending", "disabled"]
-    owner: str | None
-    created_at: datetime
-    updated_at: datetime
-    last_success_at: datetime | None
-    failing_since: datetime | None
-    previous_secret_expires_at: datetime | None
-
-
-class SubscriptionWithSecret(SubscriptionOut):
-    secret: str = Field(description="whsec_...: shown only in this response.")
-
-
-class SubscriptionList(BaseModel):
-    subscriptions: list[SubscriptionOut]
-    next_cursor: str | None
-
-
-class DeliveryOut(BaseModel):
-    id: int
-    message_id: str = Field(
-        description="The webhook-id header: the event's id (msg_ + a UUIDv7), the same for "
-        "every subscriber and on every retry."
-    )
-    event_seq: int
-    subscription_id: str
-    status: Literal["pending", "delivered", "failed", "dead"]
-    attempts: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    last_response_body: str | None
-    last_latency_ms: float | None
-    delivered_at: datetime | None
-    created_at: datetime
-
-
-class DeliveryList(BaseModel):
-    deliveries: list[DeliveryOut]
-    next_cursor: str | None
-
-
-class PingResult(BaseModel):
-    delivered: bool
-    message_id: str
-    status_code: int | None
-    latency_ms: float
-    error: str | None
-
-
-class RecoverResult(BaseModel):
-    recovered: int
-    since: datetime
-
-
-class HealthOut(BaseModel):
-    status: str
-    database: str | None = None

@@ -12,13 +12,13 @@ from typing import Any
 
 from storage.jsoncodec import dumps
 from storage.records import Article, Delivery, Event, Subscription, format_time
-from syndicate.content.articles import article_json, deleted_article_json
+from syndicate.content.articles import deleted_article_json
+from syndicate.content.responses import ArticleOut
+from syndicate.core.names import EVERY_TOPIC
 from syndicate.delivery.sender import OutboundRequest
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
-EVENT_TYPES = ("article.published", "article.updated", "article.deleted")
-ALL_TOPICS = "*"
 
 
 def new_subscription_id() -> str:
@@ -68,7 +68,7 @@ def event_body(event: Event, base_url: str) -> bytes:
     data = (
         deleted_article_json(article)
         if event.type == "article.deleted"
-        else article_json(article, base_url)
+        else ArticleOut.of(article, base_url).model_dump(mode="json")
     )
     return encode({"type": event.type, "timestamp": format_time(event.created_at), "data": data})
 
@@ -78,14 +78,14 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def matches(subscription: Subscription, event: Event) -> bool:
-    """Does this webhook subscription want this event? Topics ``["*"]`` means all;
+    """Does this webhook subscription want this event? Topics ``[EVERY_TOPIC]`` ("*"): all;
     no event filter means every type. A subscription never receives events from
     before it existed."""
     if event.created_at < subscription.created_at:
         return False
     if subscription.events and event.type not in subscription.events:
         return False
-    return ALL_TOPICS in subscription.topics or bool(set(subscription.topics) & set(event.topics))
+    return EVERY_TOPIC in subscription.topics or bool(set(subscription.topics) & set(event.topics))
 
 
 def webhook_request(

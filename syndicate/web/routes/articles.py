@@ -6,26 +6,31 @@ from typing import Any
 
 from aiohttp import web
 
-from storage.records import ArticleDraft, PutResult, Topic, default_topic_title, format_time
-from syndicate.content.articles import (
-    BadCursor,
-    article_json,
-    decode_cursor,
-    draft_off_loop,
-    encode_cursor,
-)
+from storage.records import ArticleDraft, PutResult, default_topic_title
+from syndicate.content.articles import BadCursor, decode_cursor, draft_off_loop, encode_cursor
 from syndicate.content.ingest import store_batch, tally
-from syndicate.content.models import ArticleIn, BatchIn, TopicIn, valid_article_id, valid_topic
+from syndicate.content.models import ArticleIn, BatchIn, TopicIn, valid_article_id
+from syndicate.content.responses import ArticleList, ArticleOut, BatchResult, TopicList, TopicOut
 from syndicate.content.text import ContentTooComplex
 from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
+from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG_PATTERN, valid_topic
 from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
-from syndicate.web.problems import json_response
+from syndicate.web.operations import (
+    ANY_TOKEN,
+    OPERATOR,
+    PAGE,
+    WRITE_ERRORS,
+    ApiRoutes,
+    model_response,
+)
 from syndicate.web.requests import query_param, read_json
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
+#: Every operation on an article, linked from the answers that name one.
+_ARTICLE_LINK = {"/api/articles/{id}": {"id": "$response.body#/id"}}
 
 
 def _limits(request: web.Request) -> dict[str, Any]:
@@ -50,7 +55,10 @@ def _put_status(result: PutResult) -> int:
     return 201 if result.outcome == "created" else 200
 
 
-@routes.post("/api/articles")
+@routes.operation(
+    "post", "/api/articles", "Create an article", OPERATOR, {201: ArticleOut},
+    body=ArticleIn, errors=(*WRITE_ERRORS, 409), links=_ARTICLE_LINK,
+)  # fmt: skip
 async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     item = validate(ArticleIn, await read_json(request), context=_limits(request))
@@ -58,62 +66,15 @@ async def create_article(request: web.Request) -> web.Response:
     draft = await _draft(item, settings.public_host)
     result = await request.app[STORAGE].put_article(draft, create_only=True)
     request.app[DELIVERY].notify()
-    body = article_json(result.article, settings.base_url)
-    return json_response(body, status=201, headers={"Location": f"/api/articles/{body['id']}"})
+    out = ArticleOut.of(result.article, settings.base_url)
+    return model_response(out, status=201, headers={"Location": f"/api/articles/{out.id}"})
 
 
-@routes.put("/api/articles/{id}")
-async def put_article(request: web.Request) -> web.Response:
-    await authenticate(request, "operator")
-    article_id = _path_id(request)
-    item = validate(ArticleIn, await read_json(request), context=_limits(request))
-    if item.id is not None and item.id != article_id:
-        raise invalid("id", f"does not match the id in the URL ({article_id!r})")
-    settings = request.app[SETTINGS]
-    draft = await _draft(item, settings.public_host, article_id)
-    result = await request.app[STORAGE].put_article(draft)
-    if result.outcome != "unchanged":
-        request.app[DELIVERY].notify()
-    headers = {"Location": f"/api/articles/{article_id}"} if result.outcome == "created" else {}
-    return json_response(
-        article_json(result.article, settings.base_url),
-        status=_put_status(result),
-        headers=headers,
-    )
-
-
-@routes.post("/api/articles/batch")
-async def batch_articles(request: web.Request) -> web.Response:
-    await authenticate(request, "operator")
-    settings = request.app[SETTINGS]
-    batch = validate(BatchIn, await read_json(request))
-    if len(batch.articles) > settings.max_batch_size:
-        raise Problem(413, f"a batch holds at most {settings.max_batch_size} articles; "
-                      f"this one has {len(batch.articles)}")  # fmt: skip
-    items = batch.articles
-    fields = [f"articles.{i}" for i in range(len(items))]
-    results = await store_batch(
-        request.app[STORAGE],
-        items,
-        host=settings.public_host,
-        fields=fields,
-        max_topics=settings.max_topics,
-    )
-    request.app[DELIVERY].notify()
-    return json_response({**tally(results), "results": results})
-
-
-@routes.get("/api/articles/{id}")
-async def get_article(request: web.Request) -> web.Response:
-    await authenticate(request, "operator", "partner")
-    article = await request.app[STORAGE].get_article(_path_id(request))
-    body = article_json(article, request.app[SETTINGS].base_url)
-    if article.deleted:
-        raise Problem(410, f"article {article.id!r} was deleted at {body['deleted_at']}")
-    return json_response(body)
-
-
-@routes.get("/api/articles")
+@routes.operation(
+    "get", "/api/articles", "List articles, newest first", ANY_TOKEN, {200: ArticleList},
+    query={"topic": {"type": "string", "pattern": TOPIC_SLUG_PATTERN}, **PAGE},
+    errors=(401, 404, 422),
+)  # fmt: skip
 async def list_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator", "partner")
     storage = request.app[STORAGE]
@@ -139,15 +100,75 @@ async def list_articles(request: web.Request) -> web.Response:
     page = await storage.list_articles(topic=topic, limit=limit + 1, before=before)
     base_url = request.app[SETTINGS].base_url
     next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
-    return json_response(
-        {
-            "articles": [article_json(a, base_url) for a in page[:limit]],
-            "next_cursor": next_cursor,
-        }
+    articles = [ArticleOut.of(a, base_url) for a in page[:limit]]
+    return model_response(ArticleList(articles=articles, next_cursor=next_cursor))
+
+
+@routes.operation(
+    "post", "/api/articles/batch", "Create or replace many articles", OPERATOR,
+    {200: BatchResult}, body=BatchIn, errors=WRITE_ERRORS,
+)  # fmt: skip
+async def batch_articles(request: web.Request) -> web.Response:
+    await authenticate(request, "operator")
+    settings = request.app[SETTINGS]
+    batch = validate(BatchIn, await read_json(request))
+    if len(batch.articles) > settings.max_batch_size:
+        raise Problem(413, f"a batch holds at most {settings.max_batch_size} articles; "
+                      f"this one has {len(batch.articles)}")  # fmt: skip
+    items = batch.articles
+    fields = [f"articles.{i}" for i in range(len(items))]
+    results = await store_batch(
+        request.app[STORAGE],
+        items,
+        host=settings.public_host,
+        fields=fields,
+        max_topics=settings.max_topics,
+    )
+    request.app[DELIVERY].notify()
+    return model_response(BatchResult.model_validate({**tally(results), "results": results}))
+
+
+@routes.operation(
+    "get", "/api/articles/{id}", "Read an article", ANY_TOKEN, {200: ArticleOut},
+    errors=(401, 404, 410, 422),
+)  # fmt: skip
+async def get_article(request: web.Request) -> web.Response:
+    await authenticate(request, "operator", "partner")
+    article = await request.app[STORAGE].get_article(_path_id(request))
+    out = ArticleOut.of(article, request.app[SETTINGS].base_url)
+    if article.deleted:
+        raise Problem(410, f"article {article.id!r} was deleted at {out.deleted_at}")
+    return model_response(out)
+
+
+@routes.operation(
+    "put", "/api/articles/{id}", "Create or replace an article", OPERATOR,
+    {200: ArticleOut, 201: ArticleOut}, body=ArticleIn, errors=WRITE_ERRORS,
+    links=_ARTICLE_LINK,
+)  # fmt: skip
+async def put_article(request: web.Request) -> web.Response:
+    await authenticate(request, "operator")
+    article_id = _path_id(request)
+    item = validate(ArticleIn, await read_json(request), context=_limits(request))
+    if item.id is not None and item.id != article_id:
+        raise invalid("id", f"does not match the id in the URL ({article_id!r})")
+    settings = request.app[SETTINGS]
+    draft = await _draft(item, settings.public_host, article_id)
+    result = await request.app[STORAGE].put_article(draft)
+    if result.outcome != "unchanged":
+        request.app[DELIVERY].notify()
+    headers = {"Location": f"/api/articles/{article_id}"} if result.outcome == "created" else {}
+    return model_response(
+        ArticleOut.of(result.article, settings.base_url),
+        status=_put_status(result),
+        headers=headers,
     )
 
 
-@routes.delete("/api/articles/{id}")
+@routes.operation(
+    "delete", "/api/articles/{id}", "Delete an article (tombstone)", OPERATOR, {204: None},
+    errors=(401, 403, 404, 422),
+)  # fmt: skip
 async def delete_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     await request.app[STORAGE].delete_article(_path_id(request))
@@ -155,34 +176,26 @@ async def delete_article(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _topic_json(topic: Topic) -> dict[str, Any]:
-    return {
-        "slug": topic.slug,
-        "title": topic.title,
-        "description": topic.description,
-        "article_count": topic.article_count,
-        "created_at": format_time(topic.created_at),
-        "updated_at": format_time(topic.updated_at),
-    }
-
-
-@routes.get("/api/topics")
+@routes.operation("get", "/api/topics", "List topics", ANY_TOKEN, {200: TopicList}, errors=(401,))
 async def list_topics(request: web.Request) -> web.Response:
     await authenticate(request, "operator", "partner")
     topics = await request.app[STORAGE].list_topics()
-    return json_response({"topics": [_topic_json(t) for t in topics]})
+    return model_response(TopicList(topics=[TopicOut.of(t) for t in topics]))
 
 
-@routes.put("/api/topics/{slug}")
+@routes.operation(
+    "put", "/api/topics/{slug}", "Create or update a topic", OPERATOR,
+    {200: TopicOut, 201: TopicOut}, body=TopicIn, errors=WRITE_ERRORS,
+)  # fmt: skip
 async def put_topic(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     slug = request.match_info["slug"]
     if not valid_topic(slug):
         raise invalid("slug", "not a topic slug (lower-case letters, digits and '-')")
-    if slug == "all":
-        raise invalid("slug", "'all' is reserved for the feed of every topic")
+    if slug == ALL_TOPICS_SLUG:
+        raise invalid("slug", f"{ALL_TOPICS_SLUG!r} is reserved for the feed of every topic")
     body = validate(TopicIn, await read_json(request))
     topic, created = await request.app[STORAGE].put_topic(
         slug, title=body.title or default_topic_title(slug), description=body.description
     )
-    return json_response(_topic_json(topic), status=201 if created else 200)
+    return model_response(TopicOut.of(topic), status=201 if created else 200)

@@ -21,8 +21,9 @@ from aiohttp import web
 from storage import ArticleNotFound, Storage, TopicNotFound
 from storage.records import Article, Topic, default_topic_title
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor, permalink
-from syndicate.content.models import SLUG_PATTERN, valid_article_id, valid_topic
+from syndicate.content.models import SLUG_PATTERN, valid_article_id
 from syndicate.content.text import excerpt
+from syndicate.core.names import ALL_TOPICS_SLUG, valid_topic
 from syndicate.web.appkeys import SETTINGS, STORAGE
 
 routes = web.RouteTableDef()
@@ -32,7 +33,6 @@ TOPIC_PAGE_SIZE = 20
 RECOMMENDED_COUNT = 5
 LIST_EXCERPT_LENGTH = 160
 RECOMMENDED_EXCERPT_LENGTH = 70
-ALL_TOPICS = "all"
 PAGE_CACHE_CONTROL = "public, max-age=60"
 OPML_CONTENT_TYPE = "text/x-opml"
 SECURITY_HEADERS = {
@@ -117,7 +117,7 @@ def _make_templates() -> jinja2.Environment:
     env.filters["html_time"] = _html_time
     env.filters["excerpt"] = excerpt
     env.globals["site_title"] = SITE_TITLE
-    env.globals["all_topics"] = ALL_TOPICS
+    env.globals["all_topics"] = ALL_TOPICS_SLUG
     return env
 
 
@@ -311,7 +311,7 @@ def opml_document(topics: list[Topic], urls: Urls) -> bytes:
         ET.SubElement(head, "dateCreated").text = format_datetime(created, usegmt=True)
         ET.SubElement(head, "dateModified").text = format_datetime(modified, usegmt=True)
     body = ET.SubElement(root, "body")
-    entries = [("All topics", f"Every article on {SITE_TITLE}", ALL_TOPICS, urls.home())]
+    entries = [("All topics", f"Every article on {SITE_TITLE}", ALL_TOPICS_SLUG, urls.home())]
     entries += [(t.title, t.description, t.slug, urls.topic(t.slug)) for t in topics]
     for title, description, slug, html_url in entries:
         attributes = {

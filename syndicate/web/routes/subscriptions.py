@@ -10,65 +10,56 @@ from typing import Any
 from aiohttp import web
 
 from storage import DeliveryNotFound, SubscriptionNotFound
-from storage.records import Delivery, Subscription, Token, format_time, utcnow
+from storage.records import Subscription, Token, format_time, utcnow
 from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
+from syndicate.content.responses import (
+    DeliveryList,
+    DeliveryOut,
+    PingResult,
+    RecoverResult,
+    SubscriptionList,
+    SubscriptionOut,
+    SubscriptionWithSecret,
+)
 from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
+
+# DELIVERY_STATUSES re-exported for syndicate.cli until it imports core.names itself.
+from syndicate.core.names import DELIVERY_STATUSES as DELIVERY_STATUSES
+from syndicate.core.names import DeliveryStatus
 from syndicate.core.settings import MAX_PAGE_SIZE
 from syndicate.delivery import webhooks
 from syndicate.delivery.egress import EgressRefused, check_url
-from syndicate.delivery.webhooks import signed_request
-from syndicate.delivery.webhooks import new_subscription_id
+from syndicate.delivery.webhooks import new_subscription_id, signed_request
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
-from syndicate.web.problems import json_response
+from syndicate.web.operations import (
+    ANY_TOKEN,
+    PAGE,
+    WRITE_ERRORS,
+    ApiRoutes,
+    model_response,
+)
 from syndicate.web.requests import query_param, read_json
 
-routes = web.RouteTableDef()
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")
-
-
-def _t(value: Any) -> str | None:
-    return format_time(value) if value is not None else None
-
-
-def subscription_json(sub: Subscription) -> dict[str, Any]:
-    return {
-        "id": sub.id,
-        "kind": sub.kind,
-        "url": sub.url,
-        "topics": list(sub.topics),
-        "events": list(sub.events),
-        "description": sub.description,
-        "status": sub.status,
-        "owner": sub.owner,
-        "created_at": _t(sub.created_at),
-        "updated_at": _t(sub.updated_at),
-        "last_success_at": _t(sub.last_success_at),
-        "failing_since": _t(sub.failing_since),
-        "previous_secret_expires_at": _t(sub.previous_secret_expires_at),
+routes = ApiRoutes()
+#: What an answer naming a subscription links to: every operation on it.
+_SUBSCRIPTION_LINKS = {
+    path: {"id": "$response.body#/id"}
+    for path in (
+        "/api/subscriptions/{id}",
+        "/api/subscriptions/{id}/rotate-secret",
+        "/api/subscriptions/{id}/test",
+        "/api/subscriptions/{id}/deliveries",
+        "/api/subscriptions/{id}/recover",
+    )
+}
+_RETRY_LINK = {
+    "/api/subscriptions/{id}/deliveries/{delivery_id}/retry": {
+        "id": "$request.path.id",
+        "delivery_id": "$response.body#/deliveries/0/id",
     }
-
-
-def delivery_json(delivery: Delivery, message_id: str) -> dict[str, Any]:
-    """``message_id``: the delivery's event's id (``Storage.get_event_ids``)."""
-    return {
-        "id": delivery.id,
-        "message_id": message_id,
-        "event_seq": delivery.event_seq,
-        "subscription_id": delivery.subscription_id,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "next_attempt_at": _t(delivery.next_attempt_at)
-        if delivery.status in ("pending", "failed")
-        else None,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "last_response_body": delivery.last_response_body,
-        "last_latency_ms": delivery.last_latency_ms,
-        "delivered_at": _t(delivery.delivered_at),
-        "created_at": _t(delivery.created_at),
-    }
+}
 
 
 async def _check_target(request: web.Request, url: str) -> None:
@@ -91,7 +82,11 @@ async def _owned(request: web.Request, token: Token) -> Subscription:
     return sub
 
 
-@routes.post("/api/subscriptions")
+@routes.operation(
+    "post", "/api/subscriptions", "Subscribe a webhook", ANY_TOKEN,
+    {201: SubscriptionWithSecret}, body=SubscriptionIn, errors=(*WRITE_ERRORS, 409),
+    links=_SUBSCRIPTION_LINKS,
+)  # fmt: skip
 async def create_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     body = validate(SubscriptionIn, await read_json(request))
@@ -114,14 +109,17 @@ async def create_subscription(request: web.Request) -> web.Response:
         owner=token.name,
         description=body.description,
     )
-    return json_response(
-        {**subscription_json(sub), "secret": secret},
+    return model_response(
+        SubscriptionWithSecret.with_secret(sub, secret),
         status=201,
         headers={"Location": f"/api/subscriptions/{sub.id}"},
     )
 
 
-@routes.get("/api/subscriptions")
+@routes.operation(
+    "get", "/api/subscriptions", "List subscriptions", ANY_TOKEN, {200: SubscriptionList},
+    query=PAGE, errors=(401, 422),
+)  # fmt: skip
 async def list_subscriptions(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     limit = _limit(request)
@@ -130,18 +128,23 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         owner=owner, kind="webhook", limit=limit + 1, after_id=query_param(request, "cursor")
     )
     next_cursor = subs[limit - 1].id if len(subs) > limit else None
-    return json_response(
-        {"subscriptions": [subscription_json(s) for s in subs[:limit]], "next_cursor": next_cursor}
-    )
+    listed = [SubscriptionOut.of(s) for s in subs[:limit]]
+    return model_response(SubscriptionList(subscriptions=listed, next_cursor=next_cursor))
 
 
-@routes.get("/api/subscriptions/{id}")
+@routes.operation(
+    "get", "/api/subscriptions/{id}", "Read a subscription", ANY_TOKEN, {200: SubscriptionOut},
+    errors=(401, 404),
+)  # fmt: skip
 async def get_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
-    return json_response(subscription_json(await _owned(request, token)))
+    return model_response(SubscriptionOut.of(await _owned(request, token)))
 
 
-@routes.patch("/api/subscriptions/{id}")
+@routes.operation(
+    "patch", "/api/subscriptions/{id}", "Change a subscription", ANY_TOKEN,
+    {200: SubscriptionOut}, body=SubscriptionPatch, errors=(*WRITE_ERRORS, 404),
+)  # fmt: skip
 async def patch_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -154,10 +157,13 @@ async def patch_subscription(request: web.Request) -> web.Response:
     if "events" in body.model_fields_set and body.events is None:
         changes["events"] = []
     updated = await request.app[STORAGE].update_subscription(sub.id, changes)
-    return json_response(subscription_json(updated))
+    return model_response(SubscriptionOut.of(updated))
 
 
-@routes.delete("/api/subscriptions/{id}")
+@routes.operation(
+    "delete", "/api/subscriptions/{id}", "Remove a subscription", ANY_TOKEN, {204: None},
+    errors=(401, 404, 429),
+)  # fmt: skip
 async def delete_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -165,7 +171,10 @@ async def delete_subscription(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/api/subscriptions/{id}/rotate-secret")
+@routes.operation(
+    "post", "/api/subscriptions/{id}/rotate-secret", "Rotate the signing secret", ANY_TOKEN,
+    {200: SubscriptionWithSecret}, errors=(401, 404, 429),
+)  # fmt: skip
 async def rotate_secret(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -179,10 +188,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
             "previous_secret_expires_at": utcnow() + grace,
         },
     )
-    return json_response({**subscription_json(updated), "secret": secret})
+    return model_response(SubscriptionWithSecret.with_secret(updated, secret))
 
 
-@routes.post("/api/subscriptions/{id}/test")
+@routes.operation(
+    "post", "/api/subscriptions/{id}/test", "Send a signed ping now", ANY_TOKEN,
+    {200: PingResult}, errors=(401, 404, 429),
+)  # fmt: skip
 async def test_subscription(request: web.Request) -> web.Response:
     """Send a signed ``ping`` now and report what the endpoint answered."""
     token = await authenticate(request, "operator", "partner")
@@ -193,15 +205,24 @@ async def test_subscription(request: web.Request) -> web.Response:
         {"type": "ping", "timestamp": format_time(now), "data": {"subscription_id": sub.id}}
     )
     attempt = await request.app[DELIVERY].sender.send(signed_request(sub, msg_id, body, now))
-    return json_response(
-        {
-            "delivered": attempt.ok,
-            "message_id": msg_id,
-            "status_code": attempt.status,
-            "latency_ms": attempt.latency_ms,
-            "error": attempt.error,
-        }
+    return model_response(
+        PingResult(
+            delivered=attempt.ok,
+            message_id=msg_id,
+            status_code=attempt.status,
+            latency_ms=attempt.latency_ms,
+            error=attempt.error,
+        )
     )
+
+
+def _status(value: str | None) -> DeliveryStatus | None:
+    for status in DELIVERY_STATUSES:
+        if value == status:
+            return status
+    if value is not None:
+        raise invalid("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
+    return None
 
 
 def _limit(request: web.Request) -> int:
@@ -215,13 +236,16 @@ def _limit(request: web.Request) -> int:
     return limit
 
 
-@routes.get("/api/subscriptions/{id}/deliveries")
+@routes.operation(
+    "get", "/api/subscriptions/{id}/deliveries", "The delivery log", ANY_TOKEN,
+    {200: DeliveryList},
+    query={"status": {"type": "string", "enum": list(DELIVERY_STATUSES)}, **PAGE},
+    errors=(401, 404, 422), links=_RETRY_LINK,
+)  # fmt: skip
 async def list_deliveries(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    status = query_param(request, "status")
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise invalid("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
+    status = _status(query_param(request, "status"))
     limit = _limit(request)
     before = None
     cursor = query_param(request, "cursor")
@@ -232,22 +256,21 @@ async def list_deliveries(request: web.Request) -> web.Response:
             raise invalid("cursor", "not a cursor this service issued") from None
     page = await request.app[STORAGE].list_deliveries(
         sub.id,
-        status=status,  # type: ignore[arg-type]  # checked against DELIVERY_STATUSES above
+        status=status,
         limit=limit + 1,
         before_id=before,
     )
     next_cursor = str(page[limit - 1].id) if len(page) > limit else None
     page = page[:limit]
     ids = await request.app[STORAGE].get_event_ids(sorted({d.event_seq for d in page}))
-    return json_response(
-        {
-            "deliveries": [delivery_json(d, ids[d.event_seq]) for d in page],
-            "next_cursor": next_cursor,
-        }
-    )
+    listed = [DeliveryOut.of(d, ids[d.event_seq]) for d in page]
+    return model_response(DeliveryList(deliveries=listed, next_cursor=next_cursor))
 
 
-@routes.post("/api/subscriptions/{id}/deliveries/{delivery_id}/retry")
+@routes.operation(
+    "post", "/api/subscriptions/{id}/deliveries/{delivery_id}/retry", "Retry one delivery now",
+    ANY_TOKEN, {202: DeliveryOut}, errors=(401, 404, 429),
+)  # fmt: skip
 async def retry_delivery(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -265,14 +288,17 @@ async def retry_delivery(request: web.Request) -> web.Response:
     delivery = await storage.retry_delivery(delivery.id)
     request.app[DELIVERY].dispatcher.wake()
     ids = await storage.get_event_ids([delivery.event_seq])
-    return json_response(delivery_json(delivery, ids[delivery.event_seq]), status=202)
+    return model_response(DeliveryOut.of(delivery, ids[delivery.event_seq]), status=202)
 
 
-@routes.post("/api/subscriptions/{id}/recover")
+@routes.operation(
+    "post", "/api/subscriptions/{id}/recover", "Retry failed deliveries since a time",
+    ANY_TOKEN, {202: RecoverResult}, body=RecoverIn, errors=(*WRITE_ERRORS, 404),
+)  # fmt: skip
 async def recover(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
     body = validate(RecoverIn, await read_json(request))
     count = await request.app[STORAGE].recover_deliveries(sub.id, since=body.since)
     request.app[DELIVERY].dispatcher.wake()
-    return json_response({"recovered": count, "since": format_time(body.since)}, status=202)
+    return model_response(RecoverResult(recovered=count, since=format_time(body.since)), status=202)

@@ -13,9 +13,10 @@ import feeds
 from storage import Storage
 from storage.records import Article, default_topic_title
 from syndicate.content.articles import permalink
+from syndicate.core.names import ALL_TOPICS_SLUG
 
 #: The slug of the feed (and page) of every article.
-ALL = "all"
+ALL = ALL_TOPICS_SLUG  # the feed of every article
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 

@@ -43,7 +43,7 @@ import feeds
 from storage import Storage, StorageError, TopicNotFound
 from storage.records import Article, Delivery, Event, Subscription, utcnow
 from syndicate.content import render
-from syndicate.content.models import valid_topic
+from syndicate.core.names import EVERY_TOPIC, valid_topic
 from syndicate.core.rate import RateLimiter
 from syndicate.core.settings import Settings
 from syndicate.delivery.sender import OutboundRequest, Sender
@@ -294,7 +294,7 @@ class Hub:
         if existing is None:
             await self.storage.create_subscription(
                 id=new_subscription_id(), kind="websub", url=callback,
-                topics=["*"] if topic.slug == render.ALL else [topic.slug], events=[],
+                topics=[EVERY_TOPIC] if topic.slug == render.ALL else [topic.slug], events=[],
                 secret=secret, lease_expires_at=expires, topic_url=topic.url,
             )  # fmt: skip
         else:

@@ -30,11 +30,10 @@ from syndicate.web.middleware import (
     new_request_id,
     served,
 )
+from syndicate.web.operations import QUERY_PARAMS, query_params
 from syndicate.web.problems import error_response, problem_response
-from syndicate.web.routes import articles as api_articles
 from syndicate.web.routes import feeds as feed_http
-from syndicate.web.routes import health, hub, metrics, pages
-from syndicate.web.routes import subscriptions as api_subscriptions
+from syndicate.web.routes import hub, metrics, pages
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
@@ -52,10 +51,12 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
         app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_delivery_ctx)
     app.cleanup_ctx.append(hub.hub_ctx)
-    tables = [health, metrics, api_articles, api_subscriptions, feed_http, pages, hub, openapi]
+    # The JSON API's tables are the ones /openapi.json documents: one declaration each.
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
-    for module in tables:
-        app.add_routes(_served(module.routes))
+    app[QUERY_PARAMS] = query_params(openapi.ROUTES)
+    others = [metrics.routes, feed_http.routes, pages.routes, hub.routes, openapi.routes]
+    for table in [*openapi.API_TABLES, *others]:
+        app.add_routes(_served(table))
     feed_http.add_feed_route(app, served(feed_http.feed, error_response))
     # Last, so only the unmatched; [\s\S]: a decoded path may hold a newline.
     app.add_routes(_served([web.route("*", r"/{path:[\s\S]*}", no_route)]))

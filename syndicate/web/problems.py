@@ -22,6 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 import storage
 from storage.jsoncodec import dumps
+from syndicate.content.responses import ProblemOut, to_json
 from syndicate.core.errors import Problem
 from syndicate.web.middleware import request_id
 
@@ -29,27 +30,31 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
+
 def problem_response(
     problem: Problem, request: web.Request | None = None, *, rid: str | None = None
 ) -> web.Response:
-    """The problem+json response; ``request_id`` is the request's, or ``rid``."""
-    body: dict[str, Any] = {
-        "type": problem.type,
-        "title": problem.title,
-        "status": problem.status,
-        "detail": problem.detail,
-    }
+    """The problem+json response (``ProblemOut``); ``request_id`` is the request's,
+    or ``rid``. Absent fields are left out, not sent as null."""
     if request is not None:
         rid = request_id(request)
-    if rid is not None:
-        body["request_id"] = rid
-    if problem.errors is not None:
-        body["errors"] = problem.errors
-        if problem.errors_omitted:
-            body["errors_omitted"] = problem.errors_omitted
+    # errors_omitted 0 (none left out) is left out too.
+    body = ProblemOut.model_validate(
+        {
+            "type": problem.type,
+            "title": problem.title,
+            "status": problem.status,
+            "detail": problem.detail,
+            "request_id": rid,
+            "errors": problem.errors,
+            "errors_omitted": (problem.errors_omitted or None)
+            if problem.errors is not None
+            else None,
+        }
+    )
     return web.Response(
         status=problem.status,
-        body=dumps(body),
+        body=to_json(body, exclude_none=True),
         content_type=PROBLEM_JSON,
         headers=problem.headers,
     )

@@ -13,7 +13,7 @@ from aiohttp import web
 from syndicate.content.validation import invalid, invalid_fields
 from syndicate.core.errors import Problem
 from syndicate.web.appkeys import SETTINGS
-from syndicate.web.openapi import QUERY_PARAMS
+from syndicate.web.operations import QUERY_PARAMS
 
 
 def check_query(request: web.Request) -> None:
@@ -22,7 +22,7 @@ def check_query(request: web.Request) -> None:
     resource = request.match_info.route.resource
     if resource is None:
         return
-    allowed = QUERY_PARAMS.get((request.method, resource.canonical))
+    allowed = request.app[QUERY_PARAMS].get((request.method, resource.canonical))
     if allowed is None:  # not an operation (405, 404): let routing answer
         return
     unknown = sorted(name for name in set(request.query) if name not in allowed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from storage.records import FeedState
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
 from syndicate.content.render import ALL, build_feed, feed_url, topic_meta
 from syndicate.content.validation import invalid
+from syndicate.core.names import TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.middleware import Handler, fast_path
@@ -35,7 +35,7 @@ from syndicate.web.middleware import Handler, fast_path
 DEFAULT_CACHE_ENTRIES = 256
 
 routes = web.RouteTableDef()  # the feed route itself is ``FeedResource``
-_TOPIC = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_TOPIC = TOPIC_SLUG_RE
 _PREFIX = "/feeds/"
 _KNOWN_PATHS = 4096  # feed paths remembered as matched (topic, format), then forgotten
 

@@ -12,6 +12,7 @@ from .errors import (
     StorageError,
     StorageUnavailable,
     SubscriptionNotFound,
+    TokenAlreadyRevoked,
     TokenExists,
     TopicNotFound,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "SubscriptionNotFound",
+    "TokenAlreadyRevoked",
     "TokenExists",
     "TopicNotFound",
     "open_storage",

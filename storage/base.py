@@ -142,7 +142,10 @@ class Storage(Protocol):
         """Every token, revoked ones included, oldest first."""
 
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
-        """Revoke the named token; ``None`` when there is no live one by that name."""
+        """Revoke the named live token and return it. ``None`` when no token ever had
+        that name; ``TokenAlreadyRevoked`` when its tokens are all revoked already.
+        (A name is unique among live tokens only: a revoked token's name may be
+        given to a new one.)"""
 
     # -- subscriptions and deliveries ------------------------------------------
 

@@ -9,13 +9,16 @@
      │    └── DeliveryNotFound(id)
      └── Conflict
           ├── ArticleExists(id)
-          └── TokenExists(name)
+          ├── TokenExists(name)              a live token has the name
+          └── TokenAlreadyRevoked(name)      the name's tokens are all revoked
 
 Backends raise these from inside ``wrap_exceptions()``; anything that is not a
 driver error (a bug) passes through unchanged.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from syndicate.core.errors import SyndicateError
 
@@ -75,3 +78,13 @@ class TokenExists(Conflict):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a token named {name!r} already exists")
+
+
+class TokenAlreadyRevoked(Conflict):
+    """Revoking a name whose tokens are all revoked already (``revoked_at``: the
+    latest one's revocation)."""
+
+    def __init__(self, name: str, revoked_at: datetime | None = None) -> None:
+        self.name = name
+        self.revoked_at = revoked_at
+        super().__init__(f"the token named {name!r} is already revoked")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from storage import (
     DeliveryNotFound,
     Storage,
     SubscriptionNotFound,
+    TokenAlreadyRevoked,
     TokenExists,
     TopicNotFound,
     open_storage,
@@ -25,6 +27,21 @@ from storage.records import Article, ArticleDraft, format_time
 from storage.sqlite import path_from_url
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fast", "plain"])
+def paths(request: pytest.FixtureRequest) -> str:
+    """Each backend with its speed-up that reaches into private internals ("fast":
+    SQLite's WAL index read from shared memory, PostgreSQL's records built without
+    their constructor) and without it ("plain")."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(database_url: str, paths: str) -> AsyncIterator[Storage]:
+    storage = await open_storage(database_url, fast_paths=paths == "fast")
+    yield storage
+    await storage.close()
 
 
 def draft(article_id: str = "a1", **changes: object) -> ArticleDraft:
@@ -228,9 +245,32 @@ async def test_tokens(store: Storage) -> None:
     assert await store.count_tokens() == 1
     revoked = await store.revoke_token("ops", now=T0 + timedelta(hours=1))
     assert revoked is not None and revoked.revoked_at == T0 + timedelta(hours=1)
-    assert await store.revoke_token("ops") is None
+    with pytest.raises(TokenAlreadyRevoked) as already:
+        await store.revoke_token("ops")
+    assert already.value.revoked_at == T0 + timedelta(hours=1)
+    assert await store.revoke_token("nobody") is None
     assert await store.get_token_by_hash("h1") is None
     assert await store.count_tokens() == 0
+
+
+async def test_a_revoked_tokens_name_can_be_given_again(store: Storage) -> None:
+    first = await store.create_token(name="ops", role="operator", token_hash="h1", now=T0)
+    await store.revoke_token("ops", now=T0 + timedelta(hours=1))
+    second = await store.create_token(name="ops", role="partner", token_hash="h2", now=T0)
+    assert second.id != first.id and second.role == "partner"
+    assert await store.get_token_by_hash("h2") == second
+    assert await store.get_token_by_hash("h1") is None
+    with pytest.raises(TokenExists):  # unique among live tokens still
+        await store.create_token(name="ops", role="operator", token_hash="h3")
+    listed = [(t.id, t.revoked_at is None) for t in await store.list_tokens()]
+    assert listed == [(first.id, False), (second.id, True)]  # (id, live)
+    assert await store.count_tokens() == 1
+    # Revoking the name revokes the live one; then it is already revoked.
+    revoked = await store.revoke_token("ops", now=T0 + timedelta(hours=2))
+    assert revoked is not None and revoked.id == second.id
+    with pytest.raises(TokenAlreadyRevoked) as already:
+        await store.revoke_token("ops")
+    assert already.value.revoked_at == T0 + timedelta(hours=2)
 
 
 async def make_deliveries(store: Storage, count: int) -> tuple[int, list[str]]:

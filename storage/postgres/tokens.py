@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from ..errors import (
+    TokenAlreadyRevoked,
     TokenExists,
 )
 from ..records import (
@@ -71,4 +72,9 @@ class TokensMixin(PostgresBase):
                 # Delivered at commit to every process caching tokens (_token_cache).
                 await conn.execute(Q["pg_notify_token_revoked"])
         self._tokens.invalidate()
-        return self._record(Token, row) if row else None
+        if row is not None:
+            return self._record(Token, row)
+        revoked = await self._fetch_one(Q["revoke_token.last_revoked"], name)
+        if revoked is not None:
+            raise TokenAlreadyRevoked(name, self._record(Token, revoked).revoked_at)
+        return None

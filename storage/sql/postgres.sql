@@ -190,6 +190,10 @@ SELECT * FROM tokens ORDER BY id;
 -- name: revoke_token
 UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING *;
 
+-- name: revoke_token.last_revoked
+SELECT * FROM tokens WHERE name = $1 AND revoked_at IS NOT NULL
+ ORDER BY revoked_at DESC, id DESC LIMIT 1;
+
 -- name: pg_notify_token_revoked
 SELECT pg_notify('syndicate_tokens', '');
 

@@ -139,6 +139,10 @@ SELECT * FROM tokens ORDER BY id;
 -- name: revoke_token
 UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *;
 
+-- name: revoke_token.last_revoked
+SELECT * FROM tokens WHERE name = ? AND revoked_at IS NOT NULL
+ ORDER BY revoked_at DESC, id DESC LIMIT 1;
+
 -- name: insert_subscription
 INSERT INTO subscriptions (id, kind, owner, url, topics, events, secret, status, description,
                            lease_expires_at, topic_url, created_at, updated_at, owner_key)

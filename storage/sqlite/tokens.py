@@ -7,6 +7,7 @@ from datetime import datetime
 
 from ..errors import (
     StorageError,
+    TokenAlreadyRevoked,
     TokenExists,
 )
 from ..records import (
@@ -58,4 +59,9 @@ class TokensMixin(SQLiteBase):
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
         async with self._transaction() as conn:
             row = await self._one(conn, Q["revoke_token"], (format_time(now or utcnow()), name))
-        return to_token(row) if row else None
+        if row is not None:
+            return to_token(row)
+        async with self._read(Q["revoke_token.last_revoked"], (name,)) as rows:
+            if rows:
+                raise TokenAlreadyRevoked(name, to_token(rows[0]).revoked_at)
+        return None

@@ -97,7 +97,10 @@ async def open_database(settings: Settings, *, create: bool, announce: bool = Tr
         _check_sqlite_path(url, create=create)
     try:
         store = await open_storage(
-            url, pool_min=settings.db_pool_min, pool_max=settings.db_pool_max
+            url,
+            pool_min=settings.db_pool_min,
+            pool_max=settings.db_pool_max,
+            fast_paths=settings.fast_paths,
         )
     except StorageError as exc:
         if is_postgres_url(url):

@@ -66,7 +66,10 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = await open_storage(
-        settings.database, pool_min=settings.db_pool_min, pool_max=settings.db_pool_max
+        settings.database,
+        pool_min=settings.db_pool_min,
+        pool_max=settings.db_pool_max,
+        fast_paths=settings.fast_paths,
     )
     app[STORAGE] = store
     try:

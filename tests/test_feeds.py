@@ -140,6 +140,23 @@ async def loaded(client: Client, seed_articles: list[dict[str, Any]]) -> Client:
     return client
 
 
+@pytest.fixture(params=[True, False], ids=["fast-paths", "plain-paths"])
+async def loaded_either(
+    request: pytest.FixtureRequest,
+    start_server: ServerFactory,
+    tokens: dict[str, str],
+    seed_articles: list[dict[str, Any]],
+) -> Client:
+    """``loaded``, served with the feed route's own matcher (``fast_paths``, on
+    aiohttp's private ``Resource._match``) and with aiohttp's plain one: the two
+    must answer alike."""
+    client = await start_server(fast_paths=request.param)
+    client.token = tokens["operator"]
+    async with client.request("POST", "/api/articles/batch", json={"articles": seed_articles}) as r:
+        assert r.status == 200
+    return client
+
+
 async def get(client: Client, path: str, **headers: str) -> tuple[Any, bytes]:
     """GET as a plain reader would: no Accept-Encoding unless given, body as sent."""
     headers.setdefault("Accept-Encoding", "identity")
@@ -225,7 +242,7 @@ async def test_unknown_topic_404_and_empty_topic_is_valid(loaded: Client) -> Non
 
 
 async def test_feed_paths_outside_the_route_are_404_and_other_methods_405(
-    loaded: Client,
+    loaded_either: Client,
 ) -> None:
     """The feed route matches exactly ``/feeds/<topic slug>.<rss|atom|json>``, every
     time (also once the same path has been served before), and answers other methods
@@ -244,31 +261,31 @@ async def test_feed_paths_outside_the_route_are_404_and_other_methods_405(
         "/feeds",
     ]
     for _ in range(2):
-        resp, _ = await get(loaded, good)
+        resp, _ = await get(loaded_either, good)
         assert resp.status == 200
         for path in bad:
-            url = URL(loaded.url(path), encoded=True)
-            async with loaded.session.get(url) as resp:
+            url = URL(loaded_either.url(path), encoded=True)
+            async with loaded_either.session.get(url) as resp:
                 problem = await expect_problem(resp, 404)
                 assert "no topic" not in problem["detail"], f"{path} is not a feed path"
-        async with loaded.request("GET", f"/feeds/{'a' * 64}.rss", token="") as resp:
+        async with loaded_either.request("GET", f"/feeds/{'a' * 64}.rss", token="") as resp:
             problem = await expect_problem(resp, 404)  # a feed path, but no such topic
             assert problem["detail"] == f"no topic {'a' * 64!r}"
-    async with loaded.request("POST", good, token="", data=b"x") as resp:
+    async with loaded_either.request("POST", good, token="", data=b"x") as resp:
         await expect_problem(resp, 405)
         assert {m.strip() for m in resp.headers["Allow"].split(",")} == {"GET", "HEAD"}
-    async with loaded.request("HEAD", good, token="") as resp:
+    async with loaded_either.request("HEAD", good, token="") as resp:
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/feed")
 
 
-async def test_conditional_get_head_and_gzip(loaded: Client) -> None:
+async def test_conditional_get_head_and_gzip(loaded_either: Client) -> None:
     path = "/feeds/liver-health.rss"
-    first, body = await get(loaded, path)
+    first, body = await get(loaded_either, path)
     etag, last_modified = first.headers["ETag"], first.headers["Last-Modified"]
     assert etag.startswith('"') and not etag.startswith("W/")
     assert first.headers["Cache-Control"] == "public, max-age=300"
     assert first.headers["Vary"] == "Accept-Encoding"
-    again, body2 = await get(loaded, path)
+    again, body2 = await get(loaded_either, path)
     assert (again.headers["ETag"], again.headers["Last-Modified"], body2) == (
         etag,
         last_modified,
@@ -276,7 +293,7 @@ async def test_conditional_get_head_and_gzip(loaded: Client) -> None:
     )
 
     for inm in (etag, f"W/{etag}", f'"nope", {etag}', "*"):
-        resp, empty = await get(loaded, path, **{"If-None-Match": inm})
+        resp, empty = await get(loaded_either, path, **{"If-None-Match": inm})
         assert resp.status == 304, inm
         assert empty == b""
         assert resp.headers["ETag"] == etag
@@ -286,31 +303,35 @@ async def test_conditional_get_head_and_gzip(loaded: Client) -> None:
     modified = parsedate_to_datetime(last_modified)
     later = format_datetime(modified + timedelta(hours=1), usegmt=True)
     earlier = format_datetime(modified - timedelta(seconds=1), usegmt=True)
-    resp, _ = await get(loaded, path, **{"If-Modified-Since": last_modified})
+    resp, _ = await get(loaded_either, path, **{"If-Modified-Since": last_modified})
     assert resp.status == 304
-    resp, _ = await get(loaded, path, **{"If-Modified-Since": later})
+    resp, _ = await get(loaded_either, path, **{"If-Modified-Since": later})
     assert resp.status == 304, "not modified since, not equality"
-    resp, _ = await get(loaded, path, **{"If-Modified-Since": earlier})
+    resp, _ = await get(loaded_either, path, **{"If-Modified-Since": earlier})
     assert resp.status == 200
-    resp, _ = await get(loaded, path, **{"If-None-Match": '"other"', "If-Modified-Since": later})
+    resp, _ = await get(
+        loaded_either, path, **{"If-None-Match": '"other"', "If-Modified-Since": later}
+    )
     assert resp.status == 200, "If-None-Match takes precedence"
-    resp, _ = await get(loaded, path, **{"If-Modified-Since": "garbage"})
+    resp, _ = await get(loaded_either, path, **{"If-Modified-Since": "garbage"})
     assert resp.status == 200
 
-    async with loaded.request(
+    async with loaded_either.request(
         "HEAD", path, token="", headers={"Accept-Encoding": "identity"}
     ) as resp:
         assert resp.status == 200 and resp.headers["ETag"] == etag
         assert await resp.read() == b""
 
-    resp, zipped = await get(loaded, path, **{"Accept-Encoding": "gzip, deflate"})
+    resp, zipped = await get(loaded_either, path, **{"Accept-Encoding": "gzip, deflate"})
     assert resp.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(zipped) == body
     gz_etag = resp.headers["ETag"]
     assert gz_etag != etag
-    resp, _ = await get(loaded, path, **{"Accept-Encoding": "gzip", "If-None-Match": gz_etag})
+    resp, _ = await get(
+        loaded_either, path, **{"Accept-Encoding": "gzip", "If-None-Match": gz_etag}
+    )
     assert resp.status == 304
-    resp, plain = await get(loaded, path, **{"Accept-Encoding": "gzip;q=0"})
+    resp, plain = await get(loaded_either, path, **{"Accept-Encoding": "gzip;q=0"})
     assert "Content-Encoding" not in resp.headers and plain == body
 
 

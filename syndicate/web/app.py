@@ -57,7 +57,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     others = [metrics.routes, feed_http.routes, pages.routes, hub.routes, openapi.routes]
     for table in [*openapi.API_TABLES, *others]:
         app.add_routes(_served(table))
-    feed_http.add_feed_route(app, served(feed_http.feed, error_response))
+    feed_http.add_feed_route(app, served(feed_http.feed, error_response), fast=settings.fast_paths)
     # Last, so only the unmatched; [\s\S]: a decoded path may hold a newline.
     app.add_routes(_served([web.route("*", r"/{path:[\s\S]*}", no_route)]))
     return app

@@ -27,7 +27,7 @@ from storage.records import FeedState
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
 from syndicate.content.render import ALL, build_feed, feed_url, topic_meta
 from syndicate.content.validation import invalid
-from syndicate.core.names import TOPIC_SLUG_RE
+from syndicate.core.names import TOPIC_SLUG, TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.middleware import Handler, fast_path
@@ -287,10 +287,19 @@ class FeedResource(web.Resource):
         return f"<FeedResource {self.canonical}>"
 
 
-def add_feed_route(app: web.Application, handler: Handler) -> None:
+def add_feed_route(app: web.Application, handler: Handler, *, fast: bool = True) -> None:
     """Register ``GET``/``HEAD /feeds/{topic}.{fmt}`` with ``handler`` (``feed``
-    as the app wraps every route)."""
-    resource = FeedResource()
-    app.router.register_resource(resource)
+    as the app wraps every route). ``fast`` (the ``fast_paths`` setting): matched by
+    ``FeedResource``, which implements aiohttp's private ``Resource._match``; off,
+    by aiohttp's own ``DynamicResource``, which answers the same URLs the same way."""
+    if fast:
+        resource: web.AbstractResource = FeedResource()
+        app.router.register_resource(resource)
+    else:
+        formats = "|".join(feeds.FORMATS)
+        resource = app.router.add_resource(
+            _PREFIX + "{topic:" + TOPIC_SLUG + "}.{fmt:" + formats + "}", name="feed"
+        )
+    assert isinstance(resource, web.Resource)
     resource.add_route("HEAD", handler)
     resource.add_route("GET", handler)

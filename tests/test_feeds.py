@@ -132,12 +132,16 @@ def test_rendering_matches_golden_file(
 # -- over HTTP ---------------------------------------------------------------------
 
 
-@pytest.fixture
-async def loaded(client: Client, seed_articles: list[dict[str, Any]]) -> Client:
+async def load(client: Client, seed_articles: list[dict[str, Any]]) -> Client:
     async with client.request("POST", "/api/articles/batch", json={"articles": seed_articles}) as r:
         assert r.status == 200
         assert (await r.json())["created"] == len(seed_articles)
     return client
+
+
+@pytest.fixture
+async def loaded(client: Client, seed_articles: list[dict[str, Any]]) -> Client:
+    return await load(client, seed_articles)
 
 
 @pytest.fixture(params=[True, False], ids=["fast-paths", "plain-paths"])
@@ -152,9 +156,7 @@ async def loaded_either(
     must answer alike."""
     client = await start_server(fast_paths=request.param)
     client.token = tokens["operator"]
-    async with client.request("POST", "/api/articles/batch", json={"articles": seed_articles}) as r:
-        assert r.status == 200
-    return client
+    return await load(client, seed_articles)
 
 
 async def get(client: Client, path: str, **headers: str) -> tuple[Any, bytes]:

@@ -229,56 +229,6 @@ class TopicIn(_Input):
         return None if value is None else _one_line(value)
 
 
-class ArticleOut(BaseModel):
-    id: str
-    guid: str
-    slug: str
-    title: str
-    summary: str
-    content: str
-    content_type: str
-    topics: list[str]
-    author: str | None
-    url: str = Field(description="Canonical URL, else the service's permalink.")
-    canonical_url: str | None
-    image: str | None
-    language: str | None
-    published_at: datetime
-    updated_at: datetime
-    created_at: datetime
-    version: int
-    deleted_at: datetime | None
-
-
-class ArticleList(BaseModel):
-    articles: list[ArticleOut]
-    next_cursor: str | None
-
-
-class TopicOut(BaseModel):
-    slug: str
-    title: str
-    description: str
-    article_count: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class BatchItemResult(BaseModel):
-    index: int
-    id: str | None
-    status: Literal["created", "updated", "unchanged", "rejected"]
-    errors: list[dict[str, str]] = []
-
-
-class BatchResult(BaseModel):
-    created: int
-    updated: int
-    unchanged: int
-    rejected: int
-    results: list[BatchItemResult]
-
-
 def _subscription_topics(value: list[str]) -> list[str]:
     seen: list[str] = []
     for topic in value:

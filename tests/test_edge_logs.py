@@ -16,8 +16,8 @@ from conftest import ServeFactory
 from yarl import URL
 
 from storage import Storage
-from syndicate.web.auth import create_token
 from syndicate.core.logfmt import configure
+from syndicate.web.auth import create_token
 
 FORGED = "2026-01-01 00:00:00,000 ERROR syndicate.web.auth FORGED"
 

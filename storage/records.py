@@ -26,11 +26,20 @@ ROLES: tuple[Role, ...] = ("operator", "partner")
 #: Subscription fields ``update_subscription`` may change.
 SUBSCRIPTION_MUTABLE = frozenset(
     {
-        "url", "topics", "events", "description", "status", "secret", "previous_secret",
-        "previous_secret_expires_at", "lease_expires_at", "last_success_at", "failing_since",
+        "url",
+        "topics",
+        "events",
+        "description",
+        "status",
+        "secret",
+        "previous_secret",
+        "previous_secret_expires_at",
+        "lease_expires_at",
+        "last_success_at",
+        "failing_since",
         "topic_url",
     }
-)  # fmt: skip
+)
 
 
 #: Kinds of subscription, in the order a claim of any kind takes them.
@@ -80,9 +89,14 @@ def _format_utc(value: datetime) -> str:
     """Cached: one write formats the same few instants (its ``now``) many times."""
     # Not strftime, whose %Y does not zero-pad years below 1000 everywhere.
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (twice as fast here)
-        value.year, value.month, value.day,
-        value.hour, value.minute, value.second, value.microsecond,
-    )  # fmt: skip
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 def parse_time(value: str) -> datetime:
@@ -150,9 +164,19 @@ class Article:
     def same_content(self, other: Article) -> bool:
         """True when nothing a reader could see differs (ignores bookkeeping)."""
         keys = (
-            "slug", "title", "summary", "content", "content_type", "topics",
-            "author", "url", "image", "language", "published_at", "deleted_at",
-        )  # fmt: skip
+            "slug",
+            "title",
+            "summary",
+            "content",
+            "content_type",
+            "topics",
+            "author",
+            "url",
+            "image",
+            "language",
+            "published_at",
+            "deleted_at",
+        )
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     def to_json(self) -> dict[str, Any]:

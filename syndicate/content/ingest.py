@@ -71,16 +71,24 @@ async def store_batch(
         if isinstance(checked, list):
             raw_id = raw.get("id") if isinstance(raw, dict) else None
             results.append(
-                {"index": index, "id": raw_id if isinstance(raw_id, str) else None,
-                 "status": "rejected", "errors": checked}
-            )  # fmt: skip
+                {
+                    "index": index,
+                    "id": raw_id if isinstance(raw_id, str) else None,
+                    "status": "rejected",
+                    "errors": checked,
+                }
+            )
             continue
         if checked.id is not None and checked.id in seen:
             message = f"duplicate of {fields[seen[checked.id]]} in this batch"
             results.append(
-                {"index": index, "id": checked.id, "status": "rejected",
-                 "errors": [{"field": f"{field}.id", "message": message}]}
-            )  # fmt: skip
+                {
+                    "index": index,
+                    "id": checked.id,
+                    "status": "rejected",
+                    "errors": [{"field": f"{field}.id", "message": message}],
+                }
+            )
             continue
         if checked.id is not None:
             seen[checked.id] = index

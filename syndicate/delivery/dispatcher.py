@@ -290,9 +290,10 @@ class Dispatcher:
             # Back when the owner or host will have worked through what it holds: at
             # once for a fast partner, much later for one that hangs.
             await self.storage.defer_deliveries(
-                [d.id for d in waiting], worker=self.worker_id,
+                [d.id for d in waiting],
+                worker=self.worker_id,
                 until=utcnow() + timedelta(seconds=wait),
-            )  # fmt: skip
+            )
             # Claim them again when they are due, not at the next poll.
             asyncio.get_running_loop().call_later(wait, self._wake.set)
 
@@ -336,9 +337,7 @@ class Dispatcher:
         """Hosts and owners holding nothing are dropped (an attacker can name any
         number of them), their latency remembered for a while: a slow one's share
         stays small when it comes back."""
-        for kind, backlog, table in (
-            ("host", host, self._hosts), ("owner", owner, self._owners)
-        ):  # fmt: skip
+        for kind, backlog, table in (("host", host, self._hosts), ("owner", owner, self._owners)):
             if backlog.held or table.get(backlog.key) is not backlog:
                 continue
             del table[backlog.key]
@@ -477,7 +476,9 @@ class Dispatcher:
         self._shed(host, owner)
         if subscription.kind == "websub" and attempt.status == 410:
             await self.storage.delete_subscription(subscription.id)
-            logger.info("websub subscriber answered 410: subscription ended",
-                        extra={"subscription": subscription.id})  # fmt: skip
+            logger.info(
+                "websub subscriber answered 410: subscription ended",
+                extra={"subscription": subscription.id},
+            )
             return
         self.outcomes.record(self.outcomes.of(delivery, attempt))

@@ -27,9 +27,14 @@ class DeliveryService:
     ``kind``: what ``syndicate workers`` shows the process as (serve or worker)."""
 
     def __init__(
-        self, storage: Storage, settings: Settings, *, metrics: Metrics | None = None,
-        resolver: Resolver | None = None, kind: str = "serve",
-    ) -> None:  # fmt: skip
+        self,
+        storage: Storage,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        resolver: Resolver | None = None,
+        kind: str = "serve",
+    ) -> None:
         self.sender = Sender(settings, resolver=resolver)
         self.dispatcher = Dispatcher(storage, settings, self.sender, metrics=metrics)
         self.fanouts = [
@@ -37,9 +42,12 @@ class DeliveryService:
             for kind in SUBSCRIPTION_KINDS
         ]
         self.liveness = Liveness(
-            storage, settings, self.dispatcher.worker_id, kind=kind,
+            storage,
+            settings,
+            self.dispatcher.worker_id,
+            kind=kind,
             on_released=self.dispatcher.wake,
-        )  # fmt: skip
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

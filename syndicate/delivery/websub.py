@@ -160,11 +160,19 @@ class Pending:
         s = self.settings
         for limit, count, most, whose in (
             ("hub_max_pending", self.total, s.hub_max_pending, "in all"),
-            ("hub_max_pending_per_client", self.by_client[client],
-             s.hub_max_pending_per_client, "from your address"),
-            ("hub_max_pending_per_domain", self.by_domain[domain],
-             s.hub_max_pending_per_domain, f"for callbacks on {domain}"),
-        ):  # fmt: skip
+            (
+                "hub_max_pending_per_client",
+                self.by_client[client],
+                s.hub_max_pending_per_client,
+                "from your address",
+            ),
+            (
+                "hub_max_pending_per_domain",
+                self.by_domain[domain],
+                s.hub_max_pending_per_domain,
+                f"for callbacks on {domain}",
+            ),
+        ):
             if count >= most:
                 reason = f"too many verifications under way {whose}"
                 return Refusal(limit, PENDING_RETRY_AFTER, reason)
@@ -223,9 +231,13 @@ class Hub:
         if refusal is not None:
             logger.warning(
                 "websub request refused",
-                extra={"limit": refusal.limit, "client": client, "domain": domain,
-                       "callback": callback},
-            )  # fmt: skip
+                extra={
+                    "limit": refusal.limit,
+                    "client": client,
+                    "domain": domain,
+                    "callback": callback,
+                },
+            )
             return refusal
         self.pending.add(client, domain)
         return None
@@ -293,16 +305,25 @@ class Hub:
         expires = utcnow() + timedelta(seconds=lease)
         if existing is None:
             await self.storage.create_subscription(
-                id=new_subscription_id(), kind="websub", url=callback,
-                topics=[EVERY_TOPIC] if topic.slug == render.ALL else [topic.slug], events=[],
-                secret=secret, lease_expires_at=expires, topic_url=topic.url,
-            )  # fmt: skip
+                id=new_subscription_id(),
+                kind="websub",
+                url=callback,
+                topics=[EVERY_TOPIC] if topic.slug == render.ALL else [topic.slug],
+                events=[],
+                secret=secret,
+                lease_expires_at=expires,
+                topic_url=topic.url,
+            )
         else:
             await self.storage.update_subscription(
                 existing.id,
-                {"secret": secret, "lease_expires_at": expires, "status": "active",
-                 "failing_since": None},
-            )  # fmt: skip
+                {
+                    "secret": secret,
+                    "lease_expires_at": expires,
+                    "status": "active",
+                    "failing_since": None,
+                },
+            )
 
     async def _subscriptions_full(self, callback: str, topic: Topic) -> Refusal | None:
         """The stored-subscription limit a new subscription would pass, if any (two
@@ -392,7 +413,12 @@ async def websub_request(
         meta = await render.topic_meta(storage, settings.base_url, topic.slug)
         article = Article.from_json(event.data)
         body = render.build_feed(
-            settings.base_url, topic.slug, topic.fmt, meta, [article],
-            self_url=topic.url, updated=event.created_at,
-        )  # fmt: skip
+            settings.base_url,
+            topic.slug,
+            topic.fmt,
+            meta,
+            [article],
+            self_url=topic.url,
+            updated=event.created_at,
+        )
     return notification(sub, topic, body, settings.base_url)

@@ -76,10 +76,17 @@ class ApiRoutes(web.RouteTableDef):
     ) -> Callable[[Handler], Handler]:
         self.operations.append(
             Operation(
-                method.lower(), path, summary, auth, responses,
-                body, query or {}, errors, links or {},
+                method.lower(),
+                path,
+                summary,
+                auth,
+                responses,
+                body,
+                query or {},
+                errors,
+                links or {},
             )
-        )  # fmt: skip
+        )
         return self.route(method.upper(), path)
 
 

@@ -29,9 +29,14 @@ def check_query(request: web.Request) -> None:
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
         raise invalid_fields(
-            [{"field": name, "message": f"unknown query parameter (this operation takes: {known})"}
-             for name in unknown]
-        )  # fmt: skip
+            [
+                {
+                    "field": name,
+                    "message": f"unknown query parameter (this operation takes: {known})",
+                }
+                for name in unknown
+            ]
+        )
 
 
 def query_param(request: web.Request, name: str) -> str | None:

@@ -56,9 +56,15 @@ def _put_status(result: PutResult) -> int:
 
 
 @routes.operation(
-    "post", "/api/articles", "Create an article", OPERATOR, {201: ArticleOut},
-    body=ArticleIn, errors=(*WRITE_ERRORS, 409), links=_ARTICLE_LINK,
-)  # fmt: skip
+    "post",
+    "/api/articles",
+    "Create an article",
+    OPERATOR,
+    {201: ArticleOut},
+    body=ArticleIn,
+    errors=(*WRITE_ERRORS, 409),
+    links=_ARTICLE_LINK,
+)
 async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     item = validate(ArticleIn, await read_json(request), context=_limits(request))
@@ -71,10 +77,14 @@ async def create_article(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "get", "/api/articles", "List articles, newest first", ANY_TOKEN, {200: ArticleList},
+    "get",
+    "/api/articles",
+    "List articles, newest first",
+    ANY_TOKEN,
+    {200: ArticleList},
     query={"topic": {"type": "string", "pattern": TOPIC_SLUG_PATTERN}, **PAGE},
     errors=(401, 404, 422),
-)  # fmt: skip
+)
 async def list_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator", "partner")
     storage = request.app[STORAGE]
@@ -105,16 +115,24 @@ async def list_articles(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "post", "/api/articles/batch", "Create or replace many articles", OPERATOR,
-    {200: BatchResult}, body=BatchIn, errors=WRITE_ERRORS,
-)  # fmt: skip
+    "post",
+    "/api/articles/batch",
+    "Create or replace many articles",
+    OPERATOR,
+    {200: BatchResult},
+    body=BatchIn,
+    errors=WRITE_ERRORS,
+)
 async def batch_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     settings = request.app[SETTINGS]
     batch = validate(BatchIn, await read_json(request))
     if len(batch.articles) > settings.max_batch_size:
-        raise Problem(413, f"a batch holds at most {settings.max_batch_size} articles; "
-                      f"this one has {len(batch.articles)}")  # fmt: skip
+        raise Problem(
+            413,
+            f"a batch holds at most {settings.max_batch_size} articles; "
+            f"this one has {len(batch.articles)}",
+        )
     items = batch.articles
     fields = [f"articles.{i}" for i in range(len(items))]
     results = await store_batch(
@@ -129,9 +147,13 @@ async def batch_articles(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "get", "/api/articles/{id}", "Read an article", ANY_TOKEN, {200: ArticleOut},
+    "get",
+    "/api/articles/{id}",
+    "Read an article",
+    ANY_TOKEN,
+    {200: ArticleOut},
     errors=(401, 404, 410, 422),
-)  # fmt: skip
+)
 async def get_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator", "partner")
     article = await request.app[STORAGE].get_article(_path_id(request))
@@ -142,10 +164,15 @@ async def get_article(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "put", "/api/articles/{id}", "Create or replace an article", OPERATOR,
-    {200: ArticleOut, 201: ArticleOut}, body=ArticleIn, errors=WRITE_ERRORS,
+    "put",
+    "/api/articles/{id}",
+    "Create or replace an article",
+    OPERATOR,
+    {200: ArticleOut, 201: ArticleOut},
+    body=ArticleIn,
+    errors=WRITE_ERRORS,
     links=_ARTICLE_LINK,
-)  # fmt: skip
+)
 async def put_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     article_id = _path_id(request)
@@ -166,9 +193,13 @@ async def put_article(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "delete", "/api/articles/{id}", "Delete an article (tombstone)", OPERATOR, {204: None},
+    "delete",
+    "/api/articles/{id}",
+    "Delete an article (tombstone)",
+    OPERATOR,
+    {204: None},
     errors=(401, 403, 404, 422),
-)  # fmt: skip
+)
 async def delete_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     await request.app[STORAGE].delete_article(_path_id(request))
@@ -184,9 +215,14 @@ async def list_topics(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "put", "/api/topics/{slug}", "Create or update a topic", OPERATOR,
-    {200: TopicOut, 201: TopicOut}, body=TopicIn, errors=WRITE_ERRORS,
-)  # fmt: skip
+    "put",
+    "/api/topics/{slug}",
+    "Create or update a topic",
+    OPERATOR,
+    {200: TopicOut, 201: TopicOut},
+    body=TopicIn,
+    errors=WRITE_ERRORS,
+)
 async def put_topic(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     slug = request.match_info["slug"]

@@ -83,8 +83,11 @@ class Rendered:
     def ok_headers(self) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
         """The 200's headers: (identity, gzip)."""
         identity, gzipped = self.not_modified_headers
-        full = {"Last-Modified": self.http_date, "Link": self.link,
-                "Content-Type": self.content_type}  # fmt: skip
+        full = {
+            "Last-Modified": self.http_date,
+            "Link": self.link,
+            "Content-Type": self.content_type,
+        }
         return (
             CIMultiDict(identity, **full),
             CIMultiDict(gzipped, **full, **{"Content-Encoding": "gzip"}),

@@ -51,9 +51,19 @@ FEED_FORMATS = (
     ("json", "JSON Feed", "application/feed+json"),
 )
 _MONTHS = (
-    "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
-)  # fmt: skip
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _SLUG = re.compile(SLUG_PATTERN)
 
 

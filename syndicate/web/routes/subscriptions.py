@@ -83,10 +83,15 @@ async def _owned(request: web.Request, token: Token) -> Subscription:
 
 
 @routes.operation(
-    "post", "/api/subscriptions", "Subscribe a webhook", ANY_TOKEN,
-    {201: SubscriptionWithSecret}, body=SubscriptionIn, errors=(*WRITE_ERRORS, 409),
+    "post",
+    "/api/subscriptions",
+    "Subscribe a webhook",
+    ANY_TOKEN,
+    {201: SubscriptionWithSecret},
+    body=SubscriptionIn,
+    errors=(*WRITE_ERRORS, 409),
     links=_SUBSCRIPTION_LINKS,
-)  # fmt: skip
+)
 async def create_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     body = validate(SubscriptionIn, await read_json(request))
@@ -117,9 +122,14 @@ async def create_subscription(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "get", "/api/subscriptions", "List subscriptions", ANY_TOKEN, {200: SubscriptionList},
-    query=PAGE, errors=(401, 422),
-)  # fmt: skip
+    "get",
+    "/api/subscriptions",
+    "List subscriptions",
+    ANY_TOKEN,
+    {200: SubscriptionList},
+    query=PAGE,
+    errors=(401, 422),
+)
 async def list_subscriptions(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     limit = _limit(request)
@@ -133,18 +143,27 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "get", "/api/subscriptions/{id}", "Read a subscription", ANY_TOKEN, {200: SubscriptionOut},
+    "get",
+    "/api/subscriptions/{id}",
+    "Read a subscription",
+    ANY_TOKEN,
+    {200: SubscriptionOut},
     errors=(401, 404),
-)  # fmt: skip
+)
 async def get_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     return model_response(SubscriptionOut.of(await _owned(request, token)))
 
 
 @routes.operation(
-    "patch", "/api/subscriptions/{id}", "Change a subscription", ANY_TOKEN,
-    {200: SubscriptionOut}, body=SubscriptionPatch, errors=(*WRITE_ERRORS, 404),
-)  # fmt: skip
+    "patch",
+    "/api/subscriptions/{id}",
+    "Change a subscription",
+    ANY_TOKEN,
+    {200: SubscriptionOut},
+    body=SubscriptionPatch,
+    errors=(*WRITE_ERRORS, 404),
+)
 async def patch_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -161,9 +180,13 @@ async def patch_subscription(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "delete", "/api/subscriptions/{id}", "Remove a subscription", ANY_TOKEN, {204: None},
+    "delete",
+    "/api/subscriptions/{id}",
+    "Remove a subscription",
+    ANY_TOKEN,
+    {204: None},
     errors=(401, 404, 429),
-)  # fmt: skip
+)
 async def delete_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -172,9 +195,13 @@ async def delete_subscription(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "post", "/api/subscriptions/{id}/rotate-secret", "Rotate the signing secret", ANY_TOKEN,
-    {200: SubscriptionWithSecret}, errors=(401, 404, 429),
-)  # fmt: skip
+    "post",
+    "/api/subscriptions/{id}/rotate-secret",
+    "Rotate the signing secret",
+    ANY_TOKEN,
+    {200: SubscriptionWithSecret},
+    errors=(401, 404, 429),
+)
 async def rotate_secret(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -192,9 +219,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "post", "/api/subscriptions/{id}/test", "Send a signed ping now", ANY_TOKEN,
-    {200: PingResult}, errors=(401, 404, 429),
-)  # fmt: skip
+    "post",
+    "/api/subscriptions/{id}/test",
+    "Send a signed ping now",
+    ANY_TOKEN,
+    {200: PingResult},
+    errors=(401, 404, 429),
+)
 async def test_subscription(request: web.Request) -> web.Response:
     """Send a signed ``ping`` now and report what the endpoint answered."""
     token = await authenticate(request, "operator", "partner")
@@ -237,11 +268,15 @@ def _limit(request: web.Request) -> int:
 
 
 @routes.operation(
-    "get", "/api/subscriptions/{id}/deliveries", "The delivery log", ANY_TOKEN,
+    "get",
+    "/api/subscriptions/{id}/deliveries",
+    "The delivery log",
+    ANY_TOKEN,
     {200: DeliveryList},
     query={"status": {"type": "string", "enum": list(DELIVERY_STATUSES)}, **PAGE},
-    errors=(401, 404, 422), links=_RETRY_LINK,
-)  # fmt: skip
+    errors=(401, 404, 422),
+    links=_RETRY_LINK,
+)
 async def list_deliveries(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -268,9 +303,13 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "post", "/api/subscriptions/{id}/deliveries/{delivery_id}/retry", "Retry one delivery now",
-    ANY_TOKEN, {202: DeliveryOut}, errors=(401, 404, 429),
-)  # fmt: skip
+    "post",
+    "/api/subscriptions/{id}/deliveries/{delivery_id}/retry",
+    "Retry one delivery now",
+    ANY_TOKEN,
+    {202: DeliveryOut},
+    errors=(401, 404, 429),
+)
 async def retry_delivery(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
@@ -292,9 +331,14 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 
 @routes.operation(
-    "post", "/api/subscriptions/{id}/recover", "Retry failed deliveries since a time",
-    ANY_TOKEN, {202: RecoverResult}, body=RecoverIn, errors=(*WRITE_ERRORS, 404),
-)  # fmt: skip
+    "post",
+    "/api/subscriptions/{id}/recover",
+    "Retry failed deliveries since a time",
+    ANY_TOKEN,
+    {202: RecoverResult},
+    body=RecoverIn,
+    errors=(*WRITE_ERRORS, 404),
+)
 async def recover(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)

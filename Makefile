@@ -31,8 +31,11 @@ install: $(STAMP)
 serve: $(RUNTIME_STAMP)
 	$(BIN)/syndicate serve
 
+# Two workers (pytest-xdist): the suite runs in about 3 minutes instead of 6 on two
+# cores; each worker has its own databases. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check syndicate feeds storage tests bench

@@ -43,8 +43,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syndicate feeds storage tests
-	$(BIN)/ruff format syndicate feeds storage tests
+	$(BIN)/ruff check --fix syndicate feeds storage tests bench
+	$(BIN)/ruff format syndicate feeds storage tests bench
 
 openapi: $(STAMP)
 	$(BIN)/syndicate openapi > docs/openapi.json

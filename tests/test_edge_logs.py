@@ -154,7 +154,7 @@ async def test_tokens_and_credentials_are_redacted_everywhere(
 
 
 async def test_text_format_prints_the_structured_fields_escaped(text_log: Captured) -> None:
-    logging.getLogger("syndicate.web.problems").error(
+    logging.getLogger("syndicate.problems").error(
         "storage error", extra={"error": "disk I/O error\n" + FORGED, "attempt": 3}
     )
     [line] = text_log.lines()

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 from ._records import RecordBuilder, fast_record, plain_record
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("storage.postgres")  # the name logs have always had
 
 Q = load_queries("postgres")
 DEFAULT_CONNECT_TIMEOUT = 10.0

@@ -44,7 +44,7 @@ from ._bulk import fetch_all
 from ._checkpoint import Checkpointer
 from ._wal_watch import WalWatch
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("storage.sqlite")  # the name logs have always had
 
 Q = load_queries("sqlite")
 T = TypeVar("T")
@@ -180,10 +180,16 @@ class SQLiteBase:
     @staticmethod
     async def _connect(path: str, busy_timeout_ms: int) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            # Not a database (or unreadable): close it, or its thread keeps the
+            # process alive after the error has been reported.
+            await conn.close()
+            raise
         return conn
 
     @staticmethod

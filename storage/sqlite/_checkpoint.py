@@ -39,7 +39,7 @@ import aiosqlite
 
 from ._wal_watch import WalWatch
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("storage._sqlite_checkpoint")  # the name logs have always had
 
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 RESTART = "PRAGMA wal_checkpoint(RESTART)"

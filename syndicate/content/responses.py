@@ -135,11 +135,11 @@ class ProblemOut(BaseModel):
     title: str
     status: int
     detail: str
+    request_id: str | None = None
     errors: list[FieldError] | None = None
     errors_omitted: int | None = Field(
         default=None, description="How many more validation errors were found than listed."
     )
-    request_id: str | None = None
 
 
 class SubscriptionOut(BaseModel):

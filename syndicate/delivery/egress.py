@@ -35,7 +35,7 @@ from yarl import URL
 
 from syndicate.core.errors import SyndicateError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("syndicate.egress")  # the name logs have always had
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[Sequence[str]]]

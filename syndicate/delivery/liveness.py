@@ -21,7 +21,7 @@ from datetime import timedelta
 from storage import Storage, StorageError
 from syndicate.core.settings import Settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("syndicate.liveness")  # the name logs have always had
 
 
 def pid_alive(pid: int) -> bool:

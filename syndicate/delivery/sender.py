@@ -17,7 +17,7 @@ from storage.records import utcnow
 from syndicate.core.settings import Settings
 from syndicate.delivery.egress import Resolver, make_connector
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("syndicate.outbound")  # the name logs have always had
 
 USER_AGENT = "Syndicate-Webhooks/0.1 (+https://www.standardwebhooks.com/)"
 MAX_RESPONSE_READ = 64 * 1024

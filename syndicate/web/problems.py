@@ -26,7 +26,7 @@ from syndicate.content.responses import ProblemOut, to_json
 from syndicate.core.errors import Problem
 from syndicate.web.middleware import request_id
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("syndicate.problems")  # the name logs have always had
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from storage.records import Article
 
 FeedFormat = Literal["rss", "atom", "json"]
-FORMATS: tuple[FeedFormat, ...] = ("rss", "atom", "json")
+FORMATS: tuple[FeedFormat, ...] = get_args(FeedFormat)
 
 CONTENT_TYPES: dict[FeedFormat, str] = {
     "rss": "application/rss+xml; charset=utf-8",

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from storage import Storage
 from syndicate.content.ingest import STATUSES, store_batch
-from syndicate.content.models import MAX_TOPICS
 from syndicate.core.errors import InvalidInput
+from syndicate.core.settings import MAX_TOPICS_PER_ARTICLE
 
 DEFAULT_IMPORT_BATCH = 500
 IMPORT_SUFFIXES = (".json", ".ndjson", ".jsonl")
@@ -121,7 +121,7 @@ async def import_paths(
     host: str,
     batch_size: int = DEFAULT_IMPORT_BATCH,
     progress: bool = True,
-    max_topics: int = MAX_TOPICS,
+    max_topics: int = MAX_TOPICS_PER_ARTICLE,
 ) -> ImportReport:
     """Import every article in ``paths`` (files, or folders searched for
     ``IMPORT_SUFFIXES``). The files are counted first, so that the progress bar has a

@@ -5,24 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from storage import Storage
 from storage.records import ArticleDraft
 from syndicate.content.articles import to_draft
-from syndicate.content.models import MAX_TOPICS, ArticleIn
+from syndicate.content.models import ArticleIn
+from syndicate.content.responses import BatchStatus
 from syndicate.content.text import ContentTooComplex, render_content
 from syndicate.content.validation import validation_errors
+from syndicate.core.settings import MAX_TOPICS_PER_ARTICLE
 
-STATUSES = ("created", "updated", "unchanged", "rejected")
+STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
 #: Articles validated (or drafted) between two turns of the event loop (~1 ms).
 YIELD_EVERY = 32
 
 
 def check_article(
-    data: Any, field: str, *, max_topics: int = MAX_TOPICS
+    data: Any, field: str, *, max_topics: int = MAX_TOPICS_PER_ARTICLE
 ) -> ArticleIn | list[dict[str, str]]:
     """The validated article, or its errors with fields under ``field``."""
     if not isinstance(data, dict):
@@ -50,7 +52,7 @@ async def store_batch(
     *,
     host: str,
     fields: Sequence[str],
-    max_topics: int = MAX_TOPICS,
+    max_topics: int = MAX_TOPICS_PER_ARTICLE,
 ) -> list[dict[str, Any]]:
     """Validate every item, store the valid ones in one transaction.
 

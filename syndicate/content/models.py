@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from syndicate.content.text import clean_text
+from syndicate.content.text import ContentType, clean_text
 from syndicate.core.names import (
     ALL_TOPICS_SLUG,
     EVERY_TOPIC,
@@ -26,12 +26,12 @@ from syndicate.core.names import (
     EventType,
     valid_topic,
 )
+from syndicate.core.settings import MAX_TOPICS_PER_ARTICLE
 
 ARTICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
 SLUG_PATTERN = r"^[^\s/?#%\\]{1,128}$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 RESERVED_TOPICS = frozenset({ALL_TOPICS_SLUG})
-MAX_TOPICS = 20
 MAX_TITLE = 500
 MAX_SUMMARY = 5000
 MAX_AUTHOR = 200
@@ -128,9 +128,9 @@ class ArticleIn(_Input):
         min_length=1, max_length=MAX_TITLE, json_schema_extra={"pattern": VISIBLE_PATTERN}
     )
     content: str = Field(description="The body, interpreted by content_type.")
-    content_type: Literal["html", "markdown", "text"] = "html"
+    content_type: ContentType = "html"
     summary: str | None = Field(default=None, max_length=MAX_SUMMARY)
-    topics: list[TopicSlug] = Field(min_length=1, max_length=MAX_TOPICS)
+    topics: list[TopicSlug] = Field(min_length=1, max_length=MAX_TOPICS_PER_ARTICLE)
     author: str | None = Field(default=None, max_length=MAX_AUTHOR)
     url: str | None = Field(
         default=None,
@@ -167,7 +167,7 @@ class ArticleIn(_Input):
     @field_validator("topics")
     @classmethod
     def _topics(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        limit = (info.context or {}).get("max_topics", MAX_TOPICS)
+        limit = (info.context or {}).get("max_topics", MAX_TOPICS_PER_ARTICLE)
         if len(value) > limit:
             raise ValueError(f"at most {limit} topics per article")
         seen: list[str] = []

@@ -16,7 +16,6 @@ from syndicate.content.articles import permalink
 from syndicate.core.names import ALL_TOPICS_SLUG
 
 #: The slug of the feed (and page) of every article.
-ALL = ALL_TOPICS_SLUG  # the feed of every article
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -25,7 +24,7 @@ def feed_url(base_url: str, topic: str, fmt: str) -> str:
 
 
 def topic_url(base_url: str, topic: str) -> str:
-    return f"{base_url}/" if topic == ALL else f"{base_url}/topics/{topic}"
+    return f"{base_url}/" if topic == ALL_TOPICS_SLUG else f"{base_url}/topics/{topic}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class TopicMeta:
 
 async def topic_meta(storage: Storage, base: str, topic: str) -> TopicMeta:
     """Title and description of a feed (``TopicNotFound`` for an unknown topic)."""
-    if topic == ALL:
+    if topic == ALL_TOPICS_SLUG:
         return TopicMeta("All topics", f"Every article from {base}", _EPOCH)
     record = await storage.get_topic(topic)
     description = record.description or f"Articles about {record.title.lower()}"
@@ -67,7 +66,7 @@ def build_feed(
         first_url=feed_url(base, topic, fmt),
         next_url=next_url,
     )
-    titles = {topic: meta.title} if topic != ALL else {}
+    titles = {topic: meta.title} if topic != ALL_TOPICS_SLUG else {}
     return feeds.render(fmt, info, [_item(base, a, titles) for a in articles])
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from storage.jsoncodec import dumps
-from storage.records import Article, Delivery, Subscription, Topic, format_time
+from storage.records import Article, Delivery, PutOutcome, Subscription, Topic, format_time
 from syndicate.content.articles import permalink
 from syndicate.core.names import DeliveryStatus, SubscriptionKind, SubscriptionStatus
 
@@ -108,10 +108,14 @@ class TopicList(BaseModel):
     topics: list[TopicOut]
 
 
+#: What became of one article of a batch: stored (``PutOutcome``) or rejected.
+BatchStatus = Literal[PutOutcome, "rejected"]
+
+
 class BatchItemResult(BaseModel):
     index: int
     id: str | None
-    status: Literal["created", "updated", "unchanged", "rejected"]
+    status: BatchStatus
     errors: list[dict[str, str]] = []
 
 

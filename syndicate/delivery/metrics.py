@@ -15,6 +15,7 @@ from prometheus_client import (
 )
 
 from storage.records import DeliveryOutcome
+from syndicate.core.names import DELIVERY_STATUSES
 
 if TYPE_CHECKING:
     from syndicate.delivery.sender import Attempt
@@ -50,7 +51,9 @@ class Metrics:
             "Age of the oldest undelivered delivery (0 when none).",
             registry=self.registry,
         )
-        for outcome in ("delivered", "failed", "dead"):
+        for outcome in DELIVERY_STATUSES:
+            if outcome == "pending":  # not an outcome of an attempt
+                continue
             self.deliveries.labels(outcome)
 
     def observe_attempt(self, attempt: Attempt) -> None:

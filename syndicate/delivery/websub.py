@@ -43,7 +43,7 @@ import feeds
 from storage import Storage, StorageError, TopicNotFound
 from storage.records import Article, Delivery, Event, Subscription, utcnow
 from syndicate.content import render
-from syndicate.core.names import EVERY_TOPIC, valid_topic
+from syndicate.core.names import ALL_TOPICS_SLUG, EVERY_TOPIC, valid_topic
 from syndicate.core.rate import RateLimiter
 from syndicate.core.settings import Settings
 from syndicate.delivery.sender import OutboundRequest, Sender
@@ -90,7 +90,7 @@ def parse_topic(base_url: str, url: str) -> Topic | None:
     name, _, ext = parts.path.removeprefix(prefix).rpartition(".")
     if ext not in feeds.FORMATS or not name or "/" in name:
         return None
-    if name != render.ALL and not valid_topic(name):
+    if name != ALL_TOPICS_SLUG and not valid_topic(name):
         return None
     return Topic(url, name, ext)
 
@@ -263,7 +263,7 @@ class Hub:
     async def _verify(
         self, mode: str, topic: Topic, callback: str, lease: int, secret: str | None
     ) -> None:
-        if topic.slug != render.ALL:
+        if topic.slug != ALL_TOPICS_SLUG:
             try:
                 await self.storage.get_topic(topic.slug)
             except TopicNotFound:
@@ -308,7 +308,7 @@ class Hub:
                 id=new_subscription_id(),
                 kind="websub",
                 url=callback,
-                topics=[EVERY_TOPIC] if topic.slug == render.ALL else [topic.slug],
+                topics=[EVERY_TOPIC] if topic.slug == ALL_TOPICS_SLUG else [topic.slug],
                 events=[],
                 secret=secret,
                 lease_expires_at=expires,
@@ -380,7 +380,7 @@ class Hub:
 async def current_feed(storage: Storage, settings: Settings, topic: Topic) -> bytes:
     base = settings.base_url
     meta = await render.topic_meta(storage, base, topic.slug)
-    scope = None if topic.slug == render.ALL else topic.slug
+    scope = None if topic.slug == ALL_TOPICS_SLUG else topic.slug
     articles = await storage.list_articles(topic=scope, limit=settings.feed_items)
     state = await storage.feed_state(scope)
     updated = state.changed_at or meta.created_at

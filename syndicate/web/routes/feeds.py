@@ -25,9 +25,9 @@ import feeds
 from storage import Storage
 from storage.records import FeedState
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
-from syndicate.content.render import ALL, build_feed, feed_url, topic_meta
+from syndicate.content.render import build_feed, feed_url, topic_meta
 from syndicate.content.validation import invalid
-from syndicate.core.names import TOPIC_SLUG, TOPIC_SLUG_RE
+from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG, TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.middleware import Handler, fast_path
@@ -139,7 +139,7 @@ async def _render(
     meta = await topic_meta(storage, base, topic)
     before = decode_cursor(before_raw) if before_raw else None
     limit = settings.feed_items
-    scope = None if topic == ALL else topic
+    scope = None if topic == ALL_TOPICS_SLUG else topic
     articles = await storage.list_articles(topic=scope, limit=limit + 1, before=before)
     page = articles[:limit]
     self_url = feed_url(base, topic, fmt)
@@ -208,7 +208,7 @@ def _cached(request: web.Request) -> web.StreamResponse | None:
     match_info = request.match_info
     topic = match_info["topic"]
     app = request.app
-    state = app[STORAGE].cached_feed_state(None if topic == ALL else topic)
+    state = app[STORAGE].cached_feed_state(None if topic == ALL_TOPICS_SLUG else topic)
     if state is None:
         return None
     rendered = app[FEED_CACHE].get((topic, match_info["fmt"], ""), (state.seq, state.updated_at))
@@ -237,7 +237,7 @@ async def feed(request: web.Request) -> web.StreamResponse:
     app = request.app
     storage = app[STORAGE]
     cache = app[FEED_CACHE]
-    state = await storage.feed_state(None if topic == ALL else topic)
+    state = await storage.feed_state(None if topic == ALL_TOPICS_SLUG else topic)
     token: StateToken = (state.seq, state.updated_at)
     key = (topic, fmt, before_raw)
     rendered = cache.get(key, token)

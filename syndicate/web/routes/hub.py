@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from storage import TopicNotFound
-from syndicate.content import render
 from syndicate.core.errors import Problem
+from syndicate.core.names import ALL_TOPICS_SLUG
 from syndicate.delivery.egress import EgressRefused, check_url
 from syndicate.delivery.websub import (
     CONTROL_CHARS,
@@ -98,7 +98,7 @@ async def hub_endpoint(request: web.Request) -> web.Response:
         # A feed's own URL (its rel=self) has none, and URLs that differ only there
         # would each count as a topic of their own against websub_max_per_topic.
         return _text(400, "hub.topic must be a feed's own URL, without a query or fragment")
-    if topic.slug != render.ALL:
+    if topic.slug != ALL_TOPICS_SLUG:
         try:
             await request.app[STORAGE].get_topic(topic.slug)
         except TopicNotFound:

@@ -48,6 +48,19 @@ logger = logging.getLogger("storage.sqlite")  # the name logs have always had
 
 Q = load_queries("sqlite")
 T = TypeVar("T")
+
+
+def on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+    """Run ``fn(sqlite3_connection, *args)`` on ``conn``'s own thread, in order with
+    the requests queued before it: a dozen statements for one hop instead of a dozen
+    hops. aiosqlite has no public way to do this, so this is the one place that
+    touches its private ``_execute`` and ``_conn`` (aiosqlite is pinned; every write
+    and every bulk read goes through here, so an upgrade that moves them fails the
+    whole suite at once). decisions.md: "Why one seam into aiosqlite?"."""
+    run: Callable[..., Awaitable[T]] = conn._execute
+    return run(fn, conn._conn, *args)
+
+
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 #: The synchronous point-read connection must never stall the event loop: when
 #: SQLite is busy for longer than this, the read goes through the reader thread.
@@ -256,11 +269,8 @@ class SQLiteBase:
     ) -> list[dict[str, Any]]:
         """``_read`` for reads of many rows: one step on the reader's thread, not one
         per row (each gives the GIL away and waits to take it back; see _bulk)."""
-        reader = self._reader
         with wrap_exceptions():
-            rows: list[dict[str, Any]] = await reader._execute(  # type: ignore[no-untyped-call]
-                fetch_all, reader._conn, sql, params
-            )
+            rows: list[dict[str, Any]] = await on_thread(self._reader, fetch_all, sql, params)
         return rows
 
     def _read_inline(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
@@ -292,7 +302,7 @@ class SQLiteBase:
                 if checkpointer is not None and not self._closed and checkpointer.inline_due():
                     # One job reading the PRAGMA's row to the end (Checkpointer.inline):
                     # a cursor left open stays a statement in progress on the writer.
-                    await self._writer._execute(checkpointer.inline, self._writer._conn)  # type: ignore[no-untyped-call]
+                    await on_thread(self._writer, checkpointer.inline)
         self._after_commit()
 
     def _after_commit(self) -> None:
@@ -328,8 +338,7 @@ class SQLiteBase:
 
         checkpointer = self._checkpointer
 
-        def transaction() -> T:
-            conn = self._writer._conn  # aiosqlite's own sqlite3 connection, on its thread
+        def transaction(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -345,7 +354,7 @@ class SQLiteBase:
         async with self._lock:
             with wrap_exceptions():
                 # aiosqlite runs queued functions in order on its thread (pinned version).
-                result: T = await asyncio.shield(self._writer._execute(transaction))  # type: ignore[no-untyped-call]
+                result: T = await asyncio.shield(on_thread(self._writer, transaction))
         self._after_commit()
         return result
 

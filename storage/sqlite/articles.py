@@ -28,7 +28,7 @@ from ..records import (
     new_event_id,
     utcnow,
 )
-from ._base import Q, SQLiteBase, wrap_exceptions
+from ._base import Q, SQLiteBase, on_thread, wrap_exceptions
 from ._bulk import fetch_all, insert_rows
 from ._rows import (
     article_params,
@@ -84,11 +84,8 @@ class ArticlesMixin(SQLiteBase):
         this thread, before the write lock: the decisions and the rows (~16 µs per
         article) then do not hold up the writer. Under the lock the reads are made
         again; the plan stands when they answer the same (``_write_puts``)."""
-        reader = self._reader
         with wrap_exceptions():
-            state: _changes.State = await reader._execute(  # type: ignore[no-untyped-call]
-                self._state, reader._conn, requests
-            )
+            state: _changes.State = await on_thread(self._reader, self._state, requests)
         return self._plan(requests, state)
 
     @classmethod

@@ -171,3 +171,49 @@ async def test_topic_cap_is_configurable(
     async with client.request("PUT", "/api/articles/t3", json=article) as resp:
         assert resp.status == 201
     assert [e.article_id for e in await store.list_events()] == ["t3"]
+
+
+async def test_dates_past_the_calendar_in_utc_are_named_not_a_crash(
+    client: Client, store: Storage, seed_article: dict[str, Any]
+) -> None:
+    """A time with an offset whose UTC form falls outside years 1-9999 was a 500 (an
+    OverflowError while converting); one item of a batch failed the whole batch."""
+    for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        article = {**seed_article, "published_at": edge}
+        async with client.request("POST", "/api/articles", json=article) as resp:
+            body = await expect_problem(resp, 422)
+            assert error_fields(body) == {"published_at"}
+            assert "out of range" in body["detail"]
+    later = {**seed_article, "id": "later", "published_at": "0001-01-01T00:00:00+14:00"}
+    batch = {"articles": [seed_article, later]}
+    async with client.request("POST", "/api/articles/batch", json=batch) as resp:
+        assert resp.status == 200, await resp.text()
+        results = (await resp.json())["results"]
+    assert [r["status"] for r in results] == ["created", "rejected"]
+    assert len(await store.list_events()) == 1
+
+
+async def test_delivery_ids_past_64_bits_are_not_a_server_error(
+    start_server: ServerFactory, tokens: dict[str, str]
+) -> None:
+    """A cursor or delivery id beyond what the database can hold was a 500 (SQLite:
+    OverflowError) or a 503 "database failed" (PostgreSQL); so was '²', which Python's
+    isdigit() accepts and int() refuses."""
+    client = await start_server(allow_private_targets=True)
+    client.token = tokens["operator"]
+    body = {"url": "http://127.0.0.1:9/hook", "topics": ["liver-health"]}
+    async with client.request("POST", "/api/subscriptions", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        sub = (await resp.json())["id"]
+    for bad in ("99999999999999999999999", str(2**63), "²"):
+        async with client.request(
+            "GET", f"/api/subscriptions/{sub}/deliveries", params={"cursor": bad}
+        ) as resp:
+            assert error_fields(await expect_problem(resp, 422)) == {"cursor"}
+        async with client.request(
+            "POST", f"/api/subscriptions/{sub}/deliveries/{bad}/retry"
+        ) as resp:
+            await expect_problem(resp, 404)
+    since = {"since": "0001-01-01T00:00:00+14:00"}
+    async with client.request("POST", f"/api/subscriptions/{sub}/recover", json=since) as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"since"}

@@ -96,6 +96,17 @@ def _absolute_url(value: str | None) -> str | None:
     return value
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (no offset: taken as UTC). A time whose UTC form falls outside
+    years 1-9999 (``0001-01-01T00:00:00+14:00``) is a validation error, not a crash."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC it falls outside years 1-9999") from None
+
+
 class _Input(BaseModel):
     """Rejects unknown fields; once the input is valid, strips the characters XML
     cannot carry from all its text. Validation sees the text as sent, so the
@@ -203,11 +214,7 @@ class ArticleIn(_Input):
     @field_validator("published_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
 
 class BatchIn(BaseModel):
@@ -290,4 +297,4 @@ class RecoverIn(_Input):
     @field_validator("since")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)

@@ -43,6 +43,18 @@ from syndicate.web.operations import (
 from syndicate.web.requests import query_param, read_json
 
 routes = ApiRoutes()
+#: Delivery ids are 64-bit database integers: past this, no row (and no cursor) can be.
+MAX_ROW_ID = 2**63 - 1
+
+
+def _row_id(text: str) -> int | None:
+    """A delivery id (or cursor) as we issue them: ASCII digits within 64 bits."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_ROW_ID else None
+
+
 #: What an answer naming a subscription links to: every operation on it.
 _SUBSCRIPTION_LINKS = {
     path: {"id": "$response.body#/id"}
@@ -285,10 +297,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     before = None
     cursor = query_param(request, "cursor")
     if cursor is not None:
-        try:
-            before = int(cursor)
-        except ValueError:
-            raise invalid("cursor", "not a cursor this service issued") from None
+        before = _row_id(cursor)
+        if before is None:
+            raise invalid("cursor", "not a cursor this service issued")
     page = await request.app[STORAGE].list_deliveries(
         sub.id,
         status=status,
@@ -316,10 +327,11 @@ async def retry_delivery(request: web.Request) -> web.Response:
     raw = request.match_info["delivery_id"]
     storage = request.app[STORAGE]
     not_found = Problem(404, f"no delivery {raw!r} for subscription {sub.id!r}")
-    if not raw.isdigit():
+    delivery_id = _row_id(raw)
+    if delivery_id is None:
         raise not_found
     try:
-        delivery = await storage.get_delivery(int(raw))
+        delivery = await storage.get_delivery(delivery_id)
     except DeliveryNotFound:
         raise not_found from None
     if delivery.subscription_id != sub.id:

@@ -14,6 +14,7 @@ from .errors import (
     SubscriptionNotFound,
     TokenAlreadyRevoked,
     TokenExists,
+    TokenNameKeepsRole,
     TopicNotFound,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "SubscriptionNotFound",
     "TokenAlreadyRevoked",
     "TokenExists",
+    "TokenNameKeepsRole",
     "TopicNotFound",
     "open_storage",
 ]

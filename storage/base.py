@@ -127,7 +127,8 @@ class Storage(Protocol):
     async def create_token(
         self, *, name: str, role: Role, token_hash: str, now: datetime | None = None
     ) -> Token:
-        """Store a token by its hash; ``TokenExists`` when the name is taken."""
+        """Store a token by its hash; ``TokenExists`` when the name is taken,
+        ``TokenNameKeepsRole`` when the name's last (revoked) token had another role."""
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
         """The unrevoked token with that hash, if any."""

@@ -10,6 +10,7 @@
      └── Conflict
           ├── ArticleExists(id)
           ├── TokenExists(name)              a live token has the name
+          ├── TokenNameKeepsRole(name, role) the name's last token had another role
           └── TokenAlreadyRevoked(name)      the name's tokens are all revoked
 
 Backends raise these from inside ``wrap_exceptions()``; anything that is not a
@@ -78,6 +79,21 @@ class TokenExists(Conflict):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a token named {name!r} already exists")
+
+
+class TokenNameKeepsRole(Conflict):
+    """A token under a revoked token's name with another role: the name owns its
+    subscriptions (``subscriptions.owner``), so a partner given an operator's old name
+    (or the reverse) would take them over. ``role``: the name's last token's role."""
+
+    def __init__(self, name: str, role: str) -> None:
+        self.name = name
+        self.role = role
+        article = "an" if role[:1] in "aeiou" else "a"
+        super().__init__(
+            f"the name {name!r} belonged to {article} {role} token; a reused name keeps "
+            "its role (the name owns that token's subscriptions): choose another name"
+        )
 
 
 class TokenAlreadyRevoked(Conflict):

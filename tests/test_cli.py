@@ -318,7 +318,9 @@ def _closed_port() -> int:
     return free_port()  # bound and released: nothing listens there
 
 
-@pytest.mark.parametrize("command", [["serve"], ["token", "list"], ["import", "x.json"]])
+@pytest.mark.parametrize(
+    "command", [["serve"], ["token", "list"], ["import", str(FIXTURES / "articles.json")]]
+)
 async def test_a_database_that_cannot_be_opened_is_one_line(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -441,3 +443,115 @@ async def test_a_revoked_tokens_name_can_be_reused_and_revoking_twice_says_so(
     assert sum(line.startswith("acme") for line in out.splitlines()) == 2
     code, out, _ = await run("token", "revoke", "acme", "--database", database_url)
     assert code == 0 and "revoked acme" in out
+
+
+async def test_a_partner_cannot_take_a_revoked_operators_name(
+    database_url: str, http: aiohttp.ClientSession
+) -> None:
+    """Subscriptions belong to the token name: a partner token under the revoked
+    bootstrap operator's name would own every subscription the operator made."""
+    served = await serve(database_url, "--allow-private-targets")
+    try:
+        (secret,) = TOKEN_RE.findall(served.output)
+        operator = {"Authorization": f"Bearer {secret}"}
+        hook = {"url": f"http://127.0.0.1:{free_port()}/hook", "topics": ["*"]}
+        async with http.post(
+            f"{served.base}/api/subscriptions", json=hook, headers=operator
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            subscription = (await resp.json())["id"]
+        code, out, _ = await run("token", "revoke", "operator", "--database", database_url)
+        assert code == 0 and "revoked operator" in out
+        code, out, err = await run(
+            "token", "create", "--role", "partner", "--name", "operator",
+            "--database", database_url,
+        )  # fmt: skip
+        assert (code, out) == (1, ""), err
+        assert err.splitlines()[1:] == [
+            "syndicate: cannot create the partner token 'operator': the name 'operator' "
+            "belonged to an operator token; a reused name keeps its role (the name owns that "
+            "token's subscriptions): choose another name"
+        ], err
+        code, out, _ = await run("token", "list", "--database", database_url)
+        assert not any("partner" in line for line in out.splitlines()[1:]), out
+        # The same role is a rotation: allowed, and it keeps the subscriptions.
+        code, rotated, err = await run(
+            "token", "create", "--role", "operator", "--name", "operator",
+            "--database", database_url,
+        )  # fmt: skip
+        assert code == 0, err
+        auth = {"Authorization": f"Bearer {rotated.strip()}"}
+        async with http.get(f"{served.base}/api/subscriptions/{subscription}", headers=auth) as r:
+            assert r.status == 200, await r.text()
+    finally:
+        assert await served.stop() == 0
+
+
+async def test_worker_refuses_to_make_a_database_unless_asked(tmp_path: Path) -> None:
+    """``syndicate worker`` started in another folder made and served a new, empty
+    data/syndicate.db; now it says where it looked, and only ``--create`` makes one."""
+    where = tmp_path / "data" / "syndicate.db"
+    code, out, err = await run_in(tmp_path, "worker", env=clean_env())
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"syndicate: no database at {where}: run this command in the folder `syndicate "
+        "serve` runs in, name the database with --database or SYNDICATE_DATABASE, "
+        "or add --create to make a new one"
+    ]
+    assert not (tmp_path / "data").exists()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syndicate", "worker", "--create", cwd=tmp_path, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        lines = [await asyncio.wait_for(proc.stdout.readline(), timeout=30)]
+        while lines[-1] and b"worker ready" not in lines[-1]:
+            lines.append(await asyncio.wait_for(proc.stdout.readline(), timeout=30))
+        assert b"worker ready" in lines[-1], lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0 and where.exists()
+
+
+async def test_import_of_nothing_makes_no_database(tmp_path: Path) -> None:
+    """The input is checked before the database is opened: ``--create`` with an empty
+    folder (or a missing file) makes nothing."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    database = tmp_path / "db" / "syndicate.db"
+    for inputs, line in (
+        ([empty], f"syndicate: nothing to import: no .json, .ndjson, .jsonl files in {empty}"),
+        ([empty / "missing.json"], f"syndicate: {empty}/missing.json: no such file or directory"),
+    ):
+        code, out, err = await run(
+            "import", *map(str, inputs), "--database", f"sqlite:///{database}", "--create"
+        )
+        assert (code, out) == (1, "")
+        assert err.splitlines() == [line], "no database announced: none was opened"
+        assert not database.parent.exists()
+
+
+EMPTY_NAME = "argument --name: must not be empty"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "create", "--role", "partner", "--name", ""], EMPTY_NAME),
+        (["token", "create", "--role", "partner", "--name", "  "], EMPTY_NAME),
+        (["token", "revoke", ""], "argument name: must not be empty"),
+        (["deliveries", "--limit", "-1"], "argument --limit: '-1' must be at least 1"),
+        (["deliveries", "--limit", "0"], "argument --limit: '0' must be at least 1"),
+        (["deliveries", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+    ],
+)  # fmt: skip
+async def test_empty_token_names_and_bad_limits_are_usage_errors(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, out, err = await run_in(tmp_path, *args, "--create", env=clean_env())
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].endswith(f"error: {message}"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "data").exists(), "refused before any database"

@@ -382,7 +382,11 @@ async def test_a_live_worker_takes_over_a_killed_servers_deliveries_within_secon
     workers`` shows the live processes."""
     liveness = {"SYNDICATE_HEARTBEAT_INTERVAL": "1", "SYNDICATE_WORKER_STALE_AFTER": "3"}
     worker = await start(
-        "worker", database_url=database_url, SYNDICATE_DELIVERY_TIMEOUT="15", **liveness
+        "worker",
+        "--create",
+        database_url=database_url,
+        SYNDICATE_DELIVERY_TIMEOUT="15",
+        **liveness,
     )
     try:
         listing = await _workers(database_url)

@@ -78,6 +78,7 @@ async def test_worker_command_migrates_and_idles(database_url: str) -> None:
         "-m",
         "syndicate",
         "worker",
+        "--create",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=clean_env(SYNDICATE_DATABASE=database_url),

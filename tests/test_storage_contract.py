@@ -15,11 +15,13 @@ import pytest
 from storage import (
     ArticleExists,
     ArticleNotFound,
+    Conflict,
     DeliveryNotFound,
     Storage,
     SubscriptionNotFound,
     TokenAlreadyRevoked,
     TokenExists,
+    TokenNameKeepsRole,
     TopicNotFound,
     open_storage,
 )
@@ -256,12 +258,12 @@ async def test_tokens(store: Storage) -> None:
 async def test_a_revoked_tokens_name_can_be_given_again(store: Storage) -> None:
     first = await store.create_token(name="ops", role="operator", token_hash="h1", now=T0)
     await store.revoke_token("ops", now=T0 + timedelta(hours=1))
-    second = await store.create_token(name="ops", role="partner", token_hash="h2", now=T0)
-    assert second.id != first.id and second.role == "partner"
+    second = await store.create_token(name="ops", role="operator", token_hash="h2", now=T0)
+    assert second.id != first.id and second.role == "operator"
     assert await store.get_token_by_hash("h2") == second
     assert await store.get_token_by_hash("h1") is None
     with pytest.raises(TokenExists):  # unique among live tokens still
-        await store.create_token(name="ops", role="operator", token_hash="h3")
+        await store.create_token(name="ops", role="partner", token_hash="h3")
     listed = [(t.id, t.revoked_at is None) for t in await store.list_tokens()]
     assert listed == [(first.id, False), (second.id, True)]  # (id, live)
     assert await store.count_tokens() == 1
@@ -664,3 +666,33 @@ def test_times_are_fixed_width_utc_text() -> None:
     assert format_time(datetime(2026, 1, 1, 23, 0, tzinfo=UTC)) == format_time(
         datetime(2026, 1, 2, 1, 0, tzinfo=plus_two)
     )
+
+
+async def test_a_reused_name_keeps_its_role(store: Storage) -> None:
+    """Subscriptions belong to the token name: a partner given a revoked operator's
+    name would take over every subscription the operator made, so a name's new token
+    keeps the role of its last one (rotation); another role is refused."""
+    await store.create_token(name="operator", role="operator", token_hash="h1", now=T0)
+    await store.revoke_token("operator", now=T0 + timedelta(hours=1))
+    with pytest.raises(TokenNameKeepsRole) as refused:
+        await store.create_token(name="operator", role="partner", token_hash="h2")
+    assert isinstance(refused.value, Conflict)
+    assert (refused.value.name, refused.value.role) == ("operator", "operator")
+    assert "'operator' belonged to an operator token" in str(refused.value)
+    assert "keeps its role" in str(refused.value)
+    assert await store.get_token_by_hash("h2") is None and await store.count_tokens() == 0
+    rotated = await store.create_token(name="operator", role="operator", token_hash="h3")
+    assert rotated.role == "operator", "the same role: a rotation, allowed"
+    # A partner's name, likewise, is not an operator's to take; a fresh name is free.
+    await store.create_token(name="acme", role="partner", token_hash="h4", now=T0)
+    await store.revoke_token("acme", now=T0 + timedelta(hours=1))
+    with pytest.raises(TokenNameKeepsRole, match="belonged to a partner token"):
+        await store.create_token(name="acme", role="operator", token_hash="h5")
+    with pytest.raises(TokenExists):  # a live token of another role: the name is taken
+        await store.create_token(name="operator", role="partner", token_hash="h6")
+    assert (await store.create_token(name="new", role="partner", token_hash="h7")).role == (
+        "partner"
+    )
+    listed = [(t.name, t.role) for t in await store.list_tokens()]
+    assert listed == [("operator", "operator"), ("operator", "operator"),
+                      ("acme", "partner"), ("new", "partner")]  # fmt: skip

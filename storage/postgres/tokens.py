@@ -10,6 +10,7 @@ import asyncpg
 from ..errors import (
     TokenAlreadyRevoked,
     TokenExists,
+    TokenNameKeepsRole,
 )
 from ..records import (
     Role,
@@ -33,6 +34,13 @@ class TokensMixin(PostgresBase):
         self, *, name: str, role: Role, token_hash: str, now: datetime | None = None
     ) -> Token:
         async with self._transaction() as conn:
+            # A name owns its subscriptions: it keeps the role of its last token. The
+            # last token read live, even if revoked as we read, refuses another role.
+            last = await conn.fetchrow(Q["insert_token.last_of_name"], name)
+            if last is not None and last["role"] != role:
+                if last["revoked_at"] is None:
+                    raise TokenExists(name)
+                raise TokenNameKeepsRole(name, last["role"])
             try:
                 row = await conn.fetchrow(
                     Q["insert_token"], name, role, token_hash, now or utcnow()

@@ -175,6 +175,9 @@ FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 INSERT INTO tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4)
 RETURNING *;
 
+-- name: insert_token.last_of_name
+SELECT role, revoked_at FROM tokens WHERE name = $1 ORDER BY id DESC LIMIT 1;
+
 -- name: get_token_by_hash
 SELECT * FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL;
 

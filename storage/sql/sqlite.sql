@@ -124,6 +124,9 @@ FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)
 RETURNING *;
 
+-- name: insert_token.last_of_name
+SELECT role, revoked_at FROM tokens WHERE name = ? ORDER BY id DESC LIMIT 1;
+
 -- name: get_token_by_hash
 SELECT * FROM tokens WHERE token_hash = ? AND revoked_at IS NULL;
 

@@ -9,6 +9,7 @@ from ..errors import (
     StorageError,
     TokenAlreadyRevoked,
     TokenExists,
+    TokenNameKeepsRole,
 )
 from ..records import (
     Role,
@@ -28,6 +29,11 @@ class TokensMixin(SQLiteBase):
     ) -> Token:
         try:
             async with self._transaction() as conn:
+                last = await self._one(conn, Q["insert_token.last_of_name"], (name,))
+                if last is not None and last["role"] != role:
+                    if last["revoked_at"] is None:
+                        raise TokenExists(name)
+                    raise TokenNameKeepsRole(name, last["role"])
                 params = (name, role, token_hash, format_time(now or utcnow()))
                 row = await self._one(conn, Q["insert_token"], params)
         except StorageError as exc:

@@ -1,8 +1,8 @@
 """The ``syndicate`` command: serve, worker, token, import, deliveries, workers, openapi.
 
 Every command fails in one line on stderr (``syndicate: ...``) naming what to fix,
-never a traceback. Commands other than ``serve`` and ``worker`` open only an existing
-SQLite database unless given ``--create``, and say on stderr which one they opened.
+never a traceback. Commands other than ``serve`` open only an existing SQLite database
+unless given ``--create``; the one-shot ones say on stderr which one they opened.
 """
 
 from __future__ import annotations
@@ -98,15 +98,36 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
             parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{env}]")
 
 
-def _add_one_shot_flags(parser: argparse.ArgumentParser, more: Sequence[str] = ()) -> None:
-    """A command that opens the database and exits: ``--database`` and ``--create``."""
+def _add_create_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--create",
         action="store_true",
         help="make the SQLite database if it does not exist (else refused: a command "
         "run in another folder would silently use a new, empty one)",
     )
+
+
+def _add_one_shot_flags(parser: argparse.ArgumentParser, more: Sequence[str] = ()) -> None:
+    """A command that opens the database and exits: ``--database`` and ``--create``."""
+    _add_create_flag(parser)
     _add_settings_flags(parser, ["database", *more, "log_level", "log_format"])
+
+
+def _name(value: str) -> str:
+    """A token name: not empty (nor only spaces)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,12 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serving, list(FIELDS))
 
     working = commands.add_parser("worker", help="run the delivery dispatcher only")
+    _add_create_flag(working)
     _add_settings_flags(working, [f for f in FIELDS if f not in SERVE_ONLY])
 
     log = commands.add_parser("deliveries", help="show recent webhook deliveries")
     log.add_argument("--subscription", help="only this subscription id")
     log.add_argument("--status", choices=DELIVERY_STATUSES)
-    log.add_argument("--limit", type=int, default=50)
+    log.add_argument("--limit", type=_positive, default=50, help="most rows (default 50)")
     _add_one_shot_flags(log)
 
     live = commands.add_parser(
@@ -137,12 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it")
     create.add_argument("--role", choices=ROLES, required=True)
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", type=_name, required=True)
     _add_one_shot_flags(create)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     _add_one_shot_flags(listing)
     revoke = token_commands.add_parser("revoke", help="revoke a token by name, at once")
-    revoke.add_argument("name")
+    revoke.add_argument("name", type=_name)
     _add_one_shot_flags(revoke)
 
     commands.add_parser("openapi", help="print the OpenAPI document of the JSON API")
@@ -193,7 +215,7 @@ def _dispatch(
         sys.stdout.buffer.write(document_bytes(settings))
         return 0
     if args.command == "worker":
-        return run(settings, serve.worker(settings))
+        return run(settings, serve.worker(settings, create=create))
     if args.command == "workers":
         return run(settings, status.workers(settings, create=create))
     if args.command == "deliveries":

@@ -6,13 +6,19 @@ import argparse
 import sys
 
 from syndicate.cli.common import CommandFailed, open_database
-from syndicate.content.importer import ImportFileError, import_paths
+from syndicate.content.importer import ImportFileError, count_paths, import_paths
 from syndicate.core.settings import Settings
 
 
 async def import_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandFailed("--batch-size must be at least 1", code=2)
+    # The input first: a missing, malformed or empty one stops here, before a
+    # database is opened (or, with --create, made and migrated for nothing).
+    try:
+        counted = count_paths(args.paths)
+    except ImportFileError as exc:
+        raise CommandFailed(str(exc)) from None
     store = await open_database(settings, create=args.create)
     try:
         report = await import_paths(
@@ -22,6 +28,7 @@ async def import_command(settings: Settings, args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
             max_topics=settings.max_topics,
+            counted=counted,
         )
     except ImportFileError as exc:
         raise CommandFailed(str(exc)) from None

@@ -152,8 +152,11 @@ async def _spawn_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
     )
 
 
-async def worker(settings: Settings) -> int:
-    store = await open_database(settings, create=True, announce=False)
+async def worker(settings: Settings, *, create: bool = False) -> int:
+    """Fan-out and delivery only. Unlike ``serve`` it makes a missing SQLite database
+    only when asked (``create``): started in the wrong folder, it would otherwise
+    deliver from a new, empty one while ``serve`` writes to another."""
+    store = await open_database(settings, create=create, announce=False)
     service = DeliveryService(store, settings, kind="worker")
     try:
         await service.start()

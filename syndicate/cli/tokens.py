@@ -52,8 +52,8 @@ async def token_create(settings: Settings, role: Any, name: str, *, create: bool
     store = await open_database(settings, create=create)
     try:
         secret, _ = await create_token(store, name=name, role=role)
-    except storage_pkg.TokenExists as exc:
-        print(f"syndicate: {exc}", file=sys.stderr)
+    except (storage_pkg.TokenExists, storage_pkg.TokenNameKeepsRole) as exc:
+        print(f"syndicate: cannot create the {role} token {name!r}: {exc}", file=sys.stderr)
         return 1
     finally:
         await store.close()

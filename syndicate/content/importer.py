@@ -114,20 +114,10 @@ class _Malformed:
         self.message = message
 
 
-async def import_paths(
-    storage: Storage,
-    paths: list[Path],
-    *,
-    host: str,
-    batch_size: int = DEFAULT_IMPORT_BATCH,
-    progress: bool = True,
-    max_topics: int = MAX_TOPICS_PER_ARTICLE,
-) -> ImportReport:
-    """Import every article in ``paths`` (files, or folders searched for
-    ``IMPORT_SUFFIXES``). The files are counted first, so that the progress bar has a
-    total, a rate and an ETA, and a malformed file stops the import before it starts.
-    ``NothingToImport`` when there is no article at all."""
-    report = ImportReport()
+def count_paths(paths: list[Path]) -> tuple[list[Path], int]:
+    """The import files in ``paths`` and how many articles they hold, read without a
+    database: ``ImportFileError`` for a malformed file, ``NothingToImport`` when there
+    is no article at all."""
     files = [f for p in paths for f in find_files(p)]
     if not files:
         names = ", ".join(str(p) for p in paths)
@@ -137,6 +127,26 @@ async def import_paths(
     if total == 0:
         names = ", ".join(str(f) for f in files)
         raise NothingToImport(f"nothing to import: no articles in {names}")
+    return files, total
+
+
+async def import_paths(
+    storage: Storage,
+    paths: list[Path],
+    *,
+    host: str,
+    batch_size: int = DEFAULT_IMPORT_BATCH,
+    progress: bool = True,
+    max_topics: int = MAX_TOPICS_PER_ARTICLE,
+    counted: tuple[list[Path], int] | None = None,
+) -> ImportReport:
+    """Import every article in ``paths`` (files, or folders searched for
+    ``IMPORT_SUFFIXES``). The files are counted first (``count_paths``, or ``counted``:
+    its result), so that the progress bar has a total, a rate and an ETA, and a
+    malformed file stops the import before it starts. ``NothingToImport`` when there
+    is no article at all."""
+    report = ImportReport()
+    files, total = counted or count_paths(paths)
     with tqdm(total=total, unit=" articles", disable=not progress, desc="importing") as bar:
         for file in files:
             pending: list[tuple[str, Any]] = []

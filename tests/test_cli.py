@@ -534,6 +534,10 @@ async def test_import_of_nothing_makes_no_database(tmp_path: Path) -> None:
 
 
 EMPTY_NAME = "argument --name: must not be empty"
+BAD_NAME = (
+    "argument --name: use 1-64 letters, digits, '.', '_', '@' or '-', "
+    "starting with a letter or digit"
+)
 
 
 @pytest.mark.parametrize(
@@ -542,6 +546,9 @@ EMPTY_NAME = "argument --name: must not be empty"
         (["token", "create", "--role", "partner", "--name", ""], EMPTY_NAME),
         (["token", "create", "--role", "partner", "--name", "  "], EMPTY_NAME),
         (["token", "revoke", ""], "argument name: must not be empty"),
+        (["token", "create", "--role", "partner", "--name", "a\nb"], BAD_NAME),
+        (["token", "create", "--role", "partner", "--name", "x" * 65], BAD_NAME),
+        (["token", "create", "--role", "partner", "--name", ".hidden"], BAD_NAME),
         (["deliveries", "--limit", "-1"], "argument --limit: '-1' must be at least 1"),
         (["deliveries", "--limit", "0"], "argument --limit: '0' must be at least 1"),
         (["deliveries", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),

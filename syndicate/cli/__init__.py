@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,9 +20,9 @@ from syndicate.cli import imports, serve, status, tokens
 from syndicate.cli.common import CommandFailed, fail, run
 from syndicate.content.importer import DEFAULT_IMPORT_BATCH
 from syndicate.core.logfmt import configure as configure_logging
+from syndicate.core.names import DELIVERY_STATUSES
 from syndicate.core.settings import FIELDS, Settings, SettingsError, load_settings
 from syndicate.web.openapi import document_bytes
-from syndicate.web.routes.subscriptions import DELIVERY_STATUSES
 
 __all__ = ["build_parser", "main"]
 
@@ -114,9 +115,23 @@ def _add_one_shot_flags(parser: argparse.ArgumentParser, more: Sequence[str] = (
 
 
 def _name(value: str) -> str:
-    """A token name: not empty (nor only spaces)."""
+    """A token name to look up: not empty (nor only spaces)."""
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+#: A new token's name: it names the partner in subscriptions, logs and ``token list``,
+#: so no spaces, line breaks or control characters, and a length a table can show.
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def _new_name(value: str) -> str:
+    _name(value)
+    if TOKEN_NAME.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            "use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+        )
     return value
 
 
@@ -159,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it")
     create.add_argument("--role", choices=ROLES, required=True)
-    create.add_argument("--name", type=_name, required=True)
+    create.add_argument("--name", type=_new_name, required=True)
     _add_one_shot_flags(create)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     _add_one_shot_flags(listing)

@@ -6,8 +6,8 @@ import argparse
 
 from storage.records import utcnow
 from syndicate.cli.common import open_database
+from syndicate.core.names import DELIVERY_STATUSES
 from syndicate.core.settings import Settings
-from syndicate.web.routes.subscriptions import DELIVERY_STATUSES
 
 
 async def deliveries(settings: Settings, args: argparse.Namespace) -> int:

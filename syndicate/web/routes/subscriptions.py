@@ -23,10 +23,7 @@ from syndicate.content.responses import (
 )
 from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
-
-# DELIVERY_STATUSES re-exported for syndicate.cli until it imports core.names itself.
-from syndicate.core.names import DELIVERY_STATUSES as DELIVERY_STATUSES
-from syndicate.core.names import DeliveryStatus
+from syndicate.core.names import DELIVERY_STATUSES, DeliveryStatus
 from syndicate.core.settings import MAX_PAGE_SIZE
 from syndicate.delivery import webhooks
 from syndicate.delivery.egress import EgressRefused, check_url

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_env
+from test_cli import run
 
 from storage import StorageError, open_storage
 
@@ -23,27 +21,11 @@ async def test_opening_a_file_that_is_no_database_fails_cleanly(tmp_path: Path) 
 async def test_the_cli_exits_on_a_file_that_is_no_database(
     tmp_path: Path, command: list[str]
 ) -> None:
-    """It printed its error and then never exited: the connection whose setup failed
-    was left open, and its thread kept the process alive."""
+    """It printed its error and then never exited (``run`` waits 60 s): the connection
+    whose setup failed was left open, and its thread kept the process alive."""
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database, " * 200)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syndicate",
-        *command,
-        "--database",
-        f"sqlite:///{junk}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_env(),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail("the command printed its error but did not exit")
-    lines = err.decode().strip().splitlines()
-    assert proc.returncode == 1 and out == b""
+    code, out, err = await run(*command, "--database", f"sqlite:///{junk}")
+    lines = err.strip().splitlines()
+    assert (code, out) == (1, "")
     assert len(lines) == 1 and str(junk) in lines[0] and "not a database" in lines[0], lines

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -107,6 +109,10 @@ def as_utc(value: datetime) -> datetime:
         raise ValueError("out of range: in UTC it falls outside years 1-9999") from None
 
 
+#: A time given as RFC 3339 text (never a number), held in UTC.
+UtcTime = Annotated[datetime, BeforeValidator(_date_text), AfterValidator(as_utc)]
+
+
 class _Input(BaseModel):
     """Rejects unknown fields; once the input is valid, strips the characters XML
     cannot carry from all its text. Validation sees the text as sent, so the
@@ -153,7 +159,7 @@ class ArticleIn(_Input):
         default=None, max_length=MAX_URL, json_schema_extra={"pattern": HTTP_URL_PATTERN}
     )
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
-    published_at: datetime | None = Field(
+    published_at: UtcTime | None = Field(
         default=None, description="RFC 3339; a time without offset is taken as UTC."
     )
     slug: str | None = Field(
@@ -205,16 +211,6 @@ class ArticleIn(_Input):
         if value is not None and not value.strip():
             return None
         return value
-
-    @field_validator("published_at", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: Any) -> Any:
-        return _date_text(value)
-
-    @field_validator("published_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else as_utc(value)
 
 
 class BatchIn(BaseModel):
@@ -287,14 +283,4 @@ class SubscriptionPatch(_Input):
 
 
 class RecoverIn(_Input):
-    since: datetime = Field(description="RFC 3339; failed and dead deliveries since then.")
-
-    @field_validator("since", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: Any) -> Any:
-        return _date_text(value)
-
-    @field_validator("since")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
+    since: UtcTime = Field(description="RFC 3339; failed and dead deliveries since then.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import (
     Awaitable,
@@ -48,25 +49,8 @@ _Statement = tuple[str, str, Sequence[Any]]
 #: ``records.format_time`` as a ``to_char`` pattern (of a UTC ``timestamp``).
 _TO_CHAR_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
-_ARTICLE_COLUMNS = (
-    "id",
-    "guid",
-    "slug",
-    "title",
-    "summary",
-    "content",
-    "content_type",
-    "topics",
-    "author",
-    "url",
-    "image",
-    "language",
-    "published_at",
-    "updated_at",
-    "created_at",
-    "version",
-    "deleted_at",
-)
+#: The columns of ``save_article``, in order: an ``Article``'s fields, in theirs.
+_ARTICLE_COLUMNS = tuple(field.name for field in dataclasses.fields(Article))
 
 
 def _article_row(article: Article) -> tuple[Any, ...]:

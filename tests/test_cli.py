@@ -115,9 +115,16 @@ async def test_token_create_prints_only_the_token(
     database_url: str, http: aiohttp.ClientSession
 ) -> None:
     code, out, err = await run(
-        "token", "create", "--role", "partner", "--name", "acme", "--database", database_url,
+        "token",
+        "create",
+        "--role",
+        "partner",
+        "--name",
+        "acme",
+        "--database",
+        database_url,
         "--create",
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert TOKEN_RE.fullmatch(out.strip()), out
     store = await open_storage(database_url)
@@ -136,9 +143,13 @@ async def test_token_create_prints_only_the_token(
 
 async def test_import_fixtures_then_again_unchanged(database_url: str, tmp_path: Path) -> None:
     code, out, err = await run(
-        "import", str(FIXTURES / "articles.json"), "--database", database_url, "--no-progress",
+        "import",
+        str(FIXTURES / "articles.json"),
+        "--database",
+        database_url,
+        "--no-progress",
         "--create",
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert "imported: 18 created, 0 updated, 0 unchanged, 0 rejected" in out
     code, out, err = await run(
@@ -352,9 +363,12 @@ async def test_a_database_that_cannot_be_opened_is_one_line(
         ),
     ]
     for database, line in cases:
-        code, out, err = await run(*command, "--port" if command == ["serve"] else "--create",
-                                   *([str(free_port())] if command == ["serve"] else []),
-                                   env=clean_env(SYNDICATE_DATABASE=database))  # fmt: skip
+        code, out, err = await run(
+            *command,
+            "--port" if command == ["serve"] else "--create",
+            *([str(free_port())] if command == ["serve"] else []),
+            env=clean_env(SYNDICATE_DATABASE=database),
+        )
         assert (code, out) == (1, ""), err
         assert err.splitlines() == [line]
 
@@ -364,8 +378,11 @@ async def test_commands_refuse_to_make_a_database_unless_asked(tmp_path: Path) -
     data/syndicate.db; now it says where it looked, and only ``--create`` makes one."""
     env = clean_env()
     where = tmp_path / "data" / "syndicate.db"
-    for command in (["token", "create", "--role", "operator", "--name", "x"], ["deliveries"],
-                    ["import", str(FIXTURES / "articles.json")]):  # fmt: skip
+    for command in (
+        ["token", "create", "--role", "operator", "--name", "x"],
+        ["deliveries"],
+        ["import", str(FIXTURES / "articles.json")],
+    ):
         code, out, err = await run_in(tmp_path, *command, env=env)
         assert (code, out) == (1, ""), command
         assert err.splitlines() == [
@@ -383,9 +400,15 @@ async def test_commands_refuse_to_make_a_database_unless_asked(tmp_path: Path) -
 
 async def run_in(folder: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", *args, cwd=folder, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        *args,
+        cwd=folder,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -410,9 +433,12 @@ async def test_first_run_banner_names_a_command_that_works(
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         proc = await asyncio.create_subprocess_shell(
-            pasted, cwd=elsewhere, env=clean_env(),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            pasted,
+            cwd=elsewhere,
+            env=clean_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out_b, err_b = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err_b.decode()
         auth = {"Authorization": f"Bearer {out_b.decode().strip()}"}
@@ -463,9 +489,15 @@ async def test_a_partner_cannot_take_a_revoked_operators_name(
         code, out, _ = await run("token", "revoke", "operator", "--database", database_url)
         assert code == 0 and "revoked operator" in out
         code, out, err = await run(
-            "token", "create", "--role", "partner", "--name", "operator",
-            "--database", database_url,
-        )  # fmt: skip
+            "token",
+            "create",
+            "--role",
+            "partner",
+            "--name",
+            "operator",
+            "--database",
+            database_url,
+        )
         assert (code, out) == (1, ""), err
         assert err.splitlines()[1:] == [
             "syndicate: cannot create the partner token 'operator': the name 'operator' "
@@ -476,9 +508,15 @@ async def test_a_partner_cannot_take_a_revoked_operators_name(
         assert not any("partner" in line for line in out.splitlines()[1:]), out
         # The same role is a rotation: allowed, and it keeps the subscriptions.
         code, rotated, err = await run(
-            "token", "create", "--role", "operator", "--name", "operator",
-            "--database", database_url,
-        )  # fmt: skip
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "operator",
+            "--database",
+            database_url,
+        )
         assert code == 0, err
         auth = {"Authorization": f"Bearer {rotated.strip()}"}
         async with http.get(f"{served.base}/api/subscriptions/{subscription}", headers=auth) as r:
@@ -500,9 +538,16 @@ async def test_worker_refuses_to_make_a_database_unless_asked(tmp_path: Path) ->
     ]
     assert not (tmp_path / "data").exists()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "worker", "--create", cwd=tmp_path, env=clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "syndicate",
+        "worker",
+        "--create",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     try:
         lines = [await asyncio.wait_for(proc.stdout.readline(), timeout=30)]
@@ -553,7 +598,7 @@ BAD_NAME = (
         (["deliveries", "--limit", "0"], "argument --limit: '0' must be at least 1"),
         (["deliveries", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
     ],
-)  # fmt: skip
+)
 async def test_empty_token_names_and_bad_limits_are_usage_errors(
     tmp_path: Path, args: list[str], message: str
 ) -> None:

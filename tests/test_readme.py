@@ -75,9 +75,15 @@ def script(path: Path, replacements: dict[str, str], having: str = "") -> str:
 async def run_bash(source: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     """Run ``source`` in its own process group (its background jobs are killed after)."""
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", source, cwd=cwd, env=env, start_new_session=True,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        "bash",
+        "-c",
+        source,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     finally:
@@ -103,10 +109,17 @@ async def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     port, receiver_port = free_port(), free_port()
     database = f"sqlite:///{tmp_path / 'syndicate.db'}"
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syndicate", "serve", "--port", str(port),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "syndicate",
+        "serve",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env=clean_env(SYNDICATE_DATABASE=database, SYNDICATE_ALLOW_PRIVATE_TARGETS="1"),
-    )  # fmt: skip
+    )
     assert server.stdout is not None
     banner = ""
     try:

@@ -694,5 +694,9 @@ async def test_a_reused_name_keeps_its_role(store: Storage) -> None:
         "partner"
     )
     listed = [(t.name, t.role) for t in await store.list_tokens()]
-    assert listed == [("operator", "operator"), ("operator", "operator"),
-                      ("acme", "partner"), ("new", "partner")]  # fmt: skip
+    assert listed == [
+        ("operator", "operator"),
+        ("operator", "operator"),
+        ("acme", "partner"),
+        ("new", "partner"),
+    ]

@@ -28,12 +28,30 @@ __all__ = ["build_parser", "main"]
 
 BOOLEAN_FIELDS = frozenset({"allow_private_targets"})
 SERVE_ONLY = frozenset(
-    {"host", "port", "max_body_size", "max_batch_size", "feed_items", "feed_max_age",
-     "feed_page_max_age", "workers", "write_rate", "write_burst", "max_subscriptions",
-     "max_header_size", "max_topics", "websub_max_per_topic", "hub_max_pending",
-     "hub_max_pending_per_client", "hub_max_pending_per_domain", "hub_subscribe_rate",
-     "header_timeout", "keepalive_timeout", "body_timeout"}
-)  # fmt: skip
+    {
+        "host",
+        "port",
+        "max_body_size",
+        "max_batch_size",
+        "feed_items",
+        "feed_max_age",
+        "feed_page_max_age",
+        "workers",
+        "write_rate",
+        "write_burst",
+        "max_subscriptions",
+        "max_header_size",
+        "max_topics",
+        "websub_max_per_topic",
+        "hub_max_pending",
+        "hub_max_pending_per_client",
+        "hub_max_pending_per_domain",
+        "hub_subscribe_rate",
+        "header_timeout",
+        "keepalive_timeout",
+        "body_timeout",
+    }
+)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
@@ -92,9 +110,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         help_text = helps.get(name, name.replace("_", " "))
         if name in BOOLEAN_FIELDS:
             parser.add_argument(
-                flag, dest=name, action="store_const", const="true", default=None,
+                flag,
+                dest=name,
+                action="store_const",
+                const="true",
+                default=None,
                 help=f"{help_text} [{env}=1]",
-            )  # fmt: skip
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{env}]")
 

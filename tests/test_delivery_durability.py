@@ -80,18 +80,20 @@ async def _drain(stream: asyncio.StreamReader, into: list[bytes]) -> None:
         into.append(line)
 
 
-async def test_a_killed_server_loses_no_delivery(
-    database_url: str, receiver: Receiver, tmp_path: Path
-) -> None:
+async def _kill_mid_fan_out(
+    database_url: str, receiver: Receiver, count: int, *, arrived: int, **env: str
+) -> asyncio.subprocess.Process:
+    """``count`` subscriptions on one slow partner; ``serve`` fans an article out to
+    them and is SIGKILLed once ``arrived`` deliveries have arrived. Returns it, dead."""
     receiver.behaviours["/hook"] = hang(0.05)
     store = await open_storage(database_url)
     try:
         token, _ = await create_token(store, name="ops", role="operator")
-        await add_subscriptions(store, receiver.url("/hook"), 200)
+        await add_subscriptions(store, receiver.url("/hook"), count)
     finally:
         await store.close()
     port = free_port()
-    server = await start("serve", "--port", str(port), database_url=database_url)
+    server = await start("serve", "--port", str(port), database_url=database_url, **env)
     try:
         async with aiohttp.ClientSession() as http:
             article = {"id": "a1", "title": "T", "content": "c", "topics": ["liver-health"]}
@@ -101,10 +103,17 @@ async def test_a_killed_server_loses_no_delivery(
                 headers={"Authorization": f"Bearer {token}"},
             ) as resp:
                 assert resp.status == 201
-        await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 20, timeout=20)
+        await receiver.wait_for(lambda: len(receiver.at("/hook")) >= arrived, timeout=20)
     finally:
         server.send_signal(signal.SIGKILL)
         await server.wait()
+    return server
+
+
+async def test_a_killed_server_loses_no_delivery(
+    database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    await _kill_mid_fan_out(database_url, receiver, 200, arrived=20)
     before_restart = {sent(r) for r in receiver.at("/hook")}
     assert len(before_restart) < 200, "the kill came mid-fan-out"
 
@@ -306,29 +315,8 @@ async def _fan_out_and_kill(
     """``count`` subscriptions on one slow partner; ``serve`` (with the default delivery
     timeout, so a 92.5 s lease) fans an article out to them and is SIGKILLed midway.
     Returns the killed process and what it had in flight (sent, not recorded)."""
-    receiver.behaviours["/hook"] = hang(0.05)
-    store = await open_storage(database_url)
-    try:
-        token, _ = await create_token(store, name="ops", role="operator")
-        await add_subscriptions(store, receiver.url("/hook"), count)
-    finally:
-        await store.close()
-    port = free_port()
     env = {"SYNDICATE_DELIVERY_TIMEOUT": "15", **env}
-    server = await start("serve", "--port", str(port), database_url=database_url, **env)
-    try:
-        async with aiohttp.ClientSession() as http:
-            article = {"id": "a1", "title": "T", "content": "c", "topics": ["liver-health"]}
-            async with http.post(
-                f"http://127.0.0.1:{port}/api/articles",
-                json=article,
-                headers={"Authorization": f"Bearer {token}"},
-            ) as resp:
-                assert resp.status == 201
-        await receiver.wait_for(lambda: len(receiver.at("/hook")) >= 50, timeout=20)
-    finally:
-        server.send_signal(signal.SIGKILL)
-        await server.wait()
+    server = await _kill_mid_fan_out(database_url, receiver, count, arrived=50, **env)
     before = {sent(r) for r in receiver.at("/hook")}
     assert len(before) < count, "the kill came mid-fan-out"
     # In flight at the kill: sent (it arrived) but its outcome not yet recorded.

@@ -176,20 +176,20 @@ async def test_check_url_refuses_empty_host() -> None:
     [
         (
             "http://10.0.0.5/hook",
-            "webhook URL host 10.0.0.5 is in a private network range (10.0.0.0/8)",
+            "URL host 10.0.0.5 is in a private network range (10.0.0.0/8)",
         ),
         (
             "http://127.0.0.1:8080/",
-            "webhook URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)",
+            "URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)",
         ),
-        ("http://[::1]/", "webhook URL host ::1 is in the loopback range (::1/128)"),
+        ("http://[::1]/", "URL host ::1 is in the loopback range (::1/128)"),
         (
             "http://169.254.169.254/latest/meta-data/",
-            "webhook URL host 169.254.169.254 is in the link-local range (169.254.0.0/16)",
+            "URL host 169.254.169.254 is in the link-local range (169.254.0.0/16)",
         ),
         (
             "https://[::ffff:10.0.0.5]/",
-            "webhook URL host ::ffff:a00:5 is an IPv4-mapped address (::ffff:0:0/96) carrying "
+            "URL host ::ffff:a00:5 is an IPv4-mapped address (::ffff:0:0/96) carrying "
             "10.0.0.5, which is in a private network range (10.0.0.0/8)",
         ),
     ],
@@ -219,16 +219,16 @@ async def test_check_url_does_not_resolve_literals() -> None:
     [
         (
             "https://internal.example/hook",
-            "webhook URL host internal.example resolves to 10.0.0.5, "
+            "URL host internal.example resolves to 10.0.0.5, "
             "which is in a private network range (10.0.0.0/8)" + DEV_HINT,
         ),
         (
             "https://mixed.example/hook",
-            "webhook URL host mixed.example resolves to 10.0.0.5, "
+            "URL host mixed.example resolves to 10.0.0.5, "
             "which is in a private network range (10.0.0.0/8)" + DEV_HINT,
         ),
-        ("https://nowhere.example/", "webhook URL host nowhere.example does not resolve"),
-        ("https://empty.example/", "webhook URL host empty.example does not resolve"),
+        ("https://nowhere.example/", "URL host nowhere.example does not resolve"),
+        ("https://empty.example/", "URL host empty.example does not resolve"),
     ],
 )
 async def test_check_url_refuses_hosts_by_what_they_resolve_to(url: str, message: str) -> None:
@@ -335,9 +335,7 @@ async def refused_post(
 
 async def test_literal_loopback_is_refused_at_connect_time(partner: Partner) -> None:
     refused = await refused_post(f"http://127.0.0.1:{partner.port}/hook")
-    assert str(refused) == (
-        "webhook URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)" + DEV_HINT
-    )
+    assert str(refused) == ("URL host 127.0.0.1 is in the loopback range (127.0.0.0/8)" + DEV_HINT)
     assert partner.hosts == []
 
 
@@ -373,7 +371,7 @@ async def test_connection_goes_to_the_checked_address(partner: Partner) -> None:
     url = f"http://partner.example:{partner.port}/hook"
     refused = await refused_post(url, dns=dns)
     assert str(refused) == (
-        "webhook URL host partner.example resolves to 127.0.0.1, "
+        "URL host partner.example resolves to 127.0.0.1, "
         "which is in the loopback range (127.0.0.0/8)" + DEV_HINT
     )
     assert partner.hosts == []

@@ -133,7 +133,7 @@ DEV_HINT = " (for development only, the service allows it with SYNDICATE_ALLOW_P
 
 def _refuse(host: str, address: str, reason: str, url: str | None = None) -> EgressRefused:
     resolved = "" if host == address else f" resolves to {address}, which"
-    message = f"webhook URL host {host}{resolved} is {reason}{DEV_HINT}"
+    message = f"URL host {host}{resolved} is {reason}{DEV_HINT}"
     return EgressRefused(message, reason=reason, host=host, address=address, url=url)
 
 
@@ -142,15 +142,15 @@ def _parse(url: str) -> URL:
     try:
         parsed = URL(url)
     except (TypeError, ValueError) as exc:
-        raise EgressRefused("webhook URL is not a valid URL", reason="invalid") from exc
+        raise EgressRefused("URL is not a valid URL", reason="invalid") from exc
     if parsed.scheme not in ("http", "https"):
         scheme = repr(parsed.scheme) if parsed.scheme else "missing"
-        message = f"webhook URL scheme must be http or https, not {scheme}"
+        message = f"URL scheme must be http or https, not {scheme}"
         raise EgressRefused(message, reason="scheme")
     if not parsed.raw_host:
-        raise EgressRefused("webhook URL has no host", reason="no host")
+        raise EgressRefused("URL has no host", reason="no host")
     if parsed.raw_user is not None or parsed.raw_password is not None:
-        message = "webhook URL must not contain credentials (user:password@host)"
+        message = "URL must not contain credentials (user:password@host)"
         raise EgressRefused(message, reason="credentials", url=str(parsed.with_user(None)))
     return parsed
 
@@ -180,7 +180,7 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
             logger.info("webhook host does not resolve", extra={"host": host, "error": str(exc)})
             addresses = []
     if not addresses:
-        message = f"webhook URL host {host} does not resolve"
+        message = f"URL host {host} does not resolve"
         raise EgressRefused(message, reason="does not resolve", host=host, url=safe_url)
     for address in addresses:
         if (reason := _refusal_of(address)) is not None:
@@ -215,7 +215,7 @@ class GuardedResolver(AbstractResolver):
             return results
         if refusals:
             raise _refuse(host, *next(iter(refusals.items())))
-        message = f"webhook URL host {host} does not resolve"
+        message = f"URL host {host} does not resolve"
         raise EgressRefused(message, reason="does not resolve", host=host)
 
     async def close(self) -> None:

@@ -6,10 +6,13 @@
 - feedgen writes only rel="self" as ``atom:link`` in RSS: hub / first / next are
   added by a small extension.
 - Atom content is ``type="html"`` (its CDATA mode is invalid Atom).
+- RSS ``<description>`` is the summary escaped for HTML (readers parse it as HTML);
+  the full HTML is in ``content:encoded``.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,7 +81,10 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
         entry.title(article.title)
         entry.link(href=item.link, rel="alternate")
         entry.summary(article.summary)
-        entry.description(article.summary)
+        if rss:
+            # Every reader takes RSS <description> as HTML: the summary is plain text, so
+            # it is escaped for HTML here and for XML by feedgen (Atom says type="text").
+            entry.description(html.escape(article.summary, quote=False))
         entry.content(article.content, type="html")
         entry.published(article.published_at)
         entry.updated(article.updated_at)

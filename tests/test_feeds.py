@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import html
 import json
 import os
 import sys
@@ -448,6 +449,34 @@ async def test_a_feed_survives_characters_xml_cannot_carry(client: Client) -> No
         assert parsed.entries[0].title == "Bad chars here"
         if fmt != "json":
             etree.fromstring(body)
+
+
+async def test_an_rss_summary_is_text_in_every_reader(client: Client) -> None:
+    """Issue 20, finding 1: RSS ``<description>`` is HTML to every reader, so a summary
+    (plain text) must be escaped for HTML as well as for XML. It came out escaped once:
+    feedparser showed a live ``<b onmouseover=...>``, and ``A & B < C`` was not HTML.
+    Atom and JSON Feed carry it as text already; all three must show the same text."""
+    summary = "<b onmouseover=alert(1)>summary</b> S: A & B < C"
+    article = {
+        "id": "s1",
+        "title": "T",
+        "content": "<p>body</p>",
+        "summary": summary,
+        "topics": ["t"],
+    }
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        assert resp.status == 201
+    resp, body = await get(client, "/feeds/t.rss")
+    item = etree.fromstring(body).find("channel/item")
+    description = item.findtext("description")
+    assert description == html.escape(summary, quote=False), "HTML text of the summary"
+    assert "<b" not in parse(resp, body).entries[0].summary, "feedparser shows no live tag"
+    encoded = item.findtext("{http://purl.org/rss/1.0/modules/content/}encoded")
+    assert encoded == "<p>body</p>", "the full HTML in content:encoded"
+    resp, body = await get(client, "/feeds/t.atom")
+    assert parse(resp, body).entries[0].summary == summary, "Atom: type=text, as given"
+    resp, body = await get(client, "/feeds/t.json")
+    assert json.loads(body)["items"][0]["summary"] == summary, "JSON Feed: plain text"
 
 
 @pytest.fixture

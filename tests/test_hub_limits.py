@@ -84,10 +84,15 @@ def form(client: Client, callback: str, fmt: str = "rss") -> dict[str, str]:
 
 async def post_from(client: Client, source: str, data: dict[str, str]) -> tuple[int, str, str]:
     """POST /hub from the source address ``source`` (127.0.0.x): status, body, Retry-After."""
-    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    # force_close: no connection kept for later, and a turn of the loop after closing,
+    # so the socket is closed by the time this returns (a transport closed later was a
+    # ResourceWarning in whatever test ran next).
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.post(client.url("/hub"), data=data) as resp:
-            return resp.status, await resp.text(), resp.headers.get("Retry-After", "")
+            answer = resp.status, await resp.text(), resp.headers.get("Retry-After", "")
+    await asyncio.sleep(0)
+    return answer
 
 
 def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -217,3 +217,25 @@ async def test_delivery_ids_past_64_bits_are_not_a_server_error(
     since = {"since": "0001-01-01T00:00:00+14:00"}
     async with client.request("POST", f"/api/subscriptions/{sub}/recover", json=since) as resp:
         assert error_fields(await expect_problem(resp, 422)) == {"since"}
+
+
+@pytest.mark.parametrize(
+    "published_at",
+    [
+        "2026-11-20",
+        "2026-11-20T08:00:00",
+        "2026-11-20T08:00Z",
+        "1900-01-01T00:00:00Z",
+        "2200-01-01T00:00:00Z",
+    ],
+    ids=["date-only", "no-offset", "no-seconds", "1900", "2200"],
+)
+async def test_published_at_is_a_full_rfc3339_time_in_sane_bounds(
+    client: Client, store: Storage, seed_article: dict[str, Any], published_at: str
+) -> None:
+    """Issue 20, finding 6: a date alone, a time without an offset and a 1900-01-01
+    placeholder were stored (as midnight, as UTC, as 1900)."""
+    article = {**seed_article, "published_at": published_at}
+    async with client.request("POST", "/api/articles", json=article) as resp:
+        assert error_fields(await expect_problem(resp, 422)) == {"published_at"}
+    assert await store.list_events() == []

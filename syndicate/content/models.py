@@ -78,10 +78,31 @@ def _one_line(value: str) -> str:
     return " ".join(clean_text(value).split())
 
 
+#: RFC 3339's date-time: a full date and time with seconds and an offset (``Z`` or
+#: ``+hh:mm``); a date alone, or a time without an offset, says too little.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+#: Publication times accepted: from the Unix epoch to before 2200 (a 1900-01-01 is a
+#: placeholder, not a date; issue 20).
+EARLIEST_PUBLISHED = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_PUBLISHED = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _date_text(value: Any) -> Any:
-    """Dates come as RFC 3339 text, never as numbers (no epoch guessing)."""
-    if value is not None and not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 date-time string")
+    """Dates come as RFC 3339 date-time text, never as numbers (no epoch guessing)."""
+    if value is None:
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError(
+            "must be an RFC 3339 date-time with seconds and an offset, e.g. 2026-11-20T08:00:00Z"
+        )
+    return value
+
+
+def _sane_publication(value: datetime | None) -> datetime | None:
+    if value is not None and not EARLIEST_PUBLISHED <= value < LATEST_PUBLISHED:
+        raise ValueError("out of range: a publication time from 1970 to 2199")
     return value
 
 
@@ -159,7 +180,7 @@ class ArticleIn(_Input):
         default=None, max_length=MAX_URL, json_schema_extra={"pattern": HTTP_URL_PATTERN}
     )
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
-    published_at: UtcTime | None = Field(
+    published_at: Annotated[UtcTime | None, AfterValidator(_sane_publication)] = Field(
         default=None, description="RFC 3339; a time without offset is taken as UTC."
     )
     slug: str | None = Field(

@@ -30,12 +30,15 @@ CHILD_ENV = "_SYNDICATE_SERVE_CHILD"
 BACKLOG = 128  # aiohttp's default
 
 
-async def wait_for_signal() -> None:
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM. Made before "listening" / "ready" is printed:
+    a supervisor (or a test) that signals as soon as it reads the line must find the
+    handler in place, not Python's default (the process died with -15, no shutdown)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def _address(host: str, port: int) -> str:
@@ -116,6 +119,7 @@ async def serve(settings: Settings, argv: Sequence[str], *, child: bool = False)
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         if not child:
             children = [await _spawn_child(argv) for _ in range(settings.workers - 1)]
+        stop = stop_on_signal()
         print(
             f"Syndicate listening on http://{_address(settings.host, settings.port)} "
             f"(public base URL {settings.base_url}, "
@@ -124,7 +128,7 @@ async def serve(settings: Settings, argv: Sequence[str], *, child: bool = False)
             + ")",
             flush=True,
         )
-        await wait_for_signal()
+        await stop.wait()
         print("Shutting down.", flush=True)
         for process in children:
             if process.returncode is None:
@@ -162,8 +166,9 @@ async def worker(settings: Settings, *, create: bool = False) -> int:
         await service.start()
         service.notify()
         where = describe_database(settings.database)
+        stop = stop_on_signal()
         print(f"Syndicate worker ready (database {where}).", flush=True)
-        await wait_for_signal()
+        await stop.wait()
         print("Shutting down.", flush=True)
     finally:
         await service.stop()

@@ -78,31 +78,29 @@ def _one_line(value: str) -> str:
     return " ".join(clean_text(value).split())
 
 
-#: RFC 3339's date-time: a full date and time with seconds and an offset (``Z`` or
-#: ``+hh:mm``); a date alone, or a time without an offset, says too little.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+#: RFC 3339's date-time, as JSON Schema's ``date-time`` format has it (seconds and an
+#: offset, ``Z`` or ``+hh:mm``; a date alone or a time without an offset says too
+#: little), with a year from 1970 to 2199 as written: a 1900-01-01 is a placeholder, not
+#: a date (issue 20), and in these years no offset can carry a time out of the calendar.
+TIME_PATTERN = (
+    r"^(19[7-9][0-9]|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-#: Publication times accepted: from the Unix epoch to before 2200 (a 1900-01-01 is a
-#: placeholder, not a date; issue 20).
-EARLIEST_PUBLISHED = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_PUBLISHED = datetime(2200, 1, 1, tzinfo=UTC)
+_TIME = re.compile(TIME_PATTERN)
+_RFC3339 = re.compile(TIME_PATTERN.replace("(19[7-9][0-9]|2[01][0-9]{2})", "[0-9]{4}"))
 
 
 def _date_text(value: Any) -> Any:
-    """Dates come as RFC 3339 date-time text, never as numbers (no epoch guessing)."""
+    """Times come as RFC 3339 date-time text (never numbers: no epoch guessing), in the
+    years ``TIME_PATTERN`` allows."""
     if value is None:
         return value
     if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
         raise ValueError(
             "must be an RFC 3339 date-time with seconds and an offset, e.g. 2026-11-20T08:00:00Z"
         )
-    return value
-
-
-def _sane_publication(value: datetime | None) -> datetime | None:
-    if value is not None and not EARLIEST_PUBLISHED <= value < LATEST_PUBLISHED:
-        raise ValueError("out of range: a publication time from 1970 to 2199")
+    if _TIME.fullmatch(value) is None:
+        raise ValueError("out of range: a time from the year 1970 to 2199")
     return value
 
 
@@ -131,7 +129,12 @@ def as_utc(value: datetime) -> datetime:
 
 
 #: A time given as RFC 3339 text (never a number), held in UTC.
-UtcTime = Annotated[datetime, BeforeValidator(_date_text), AfterValidator(as_utc)]
+UtcTime = Annotated[
+    datetime,
+    BeforeValidator(_date_text),
+    AfterValidator(as_utc),
+    Field(json_schema_extra={"pattern": TIME_PATTERN}),
+]
 
 
 class _Input(BaseModel):
@@ -180,7 +183,7 @@ class ArticleIn(_Input):
         default=None, max_length=MAX_URL, json_schema_extra={"pattern": HTTP_URL_PATTERN}
     )
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
-    published_at: Annotated[UtcTime | None, AfterValidator(_sane_publication)] = Field(
+    published_at: UtcTime | None = Field(
         default=None, description="RFC 3339; a time without offset is taken as UTC."
     )
     slug: str | None = Field(

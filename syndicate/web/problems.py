@@ -6,7 +6,6 @@ error_response                           turns Problem, aiohttp's HTTP errors an
                                          unexpected exception is logged and
                                          answered 500 without details (called by
                                          the per-route wrapper, web.middleware).
-json_response                            a JSON answer.
 
 Field validation errors are content.validation; reading requests, web.requests.
 """
@@ -14,14 +13,12 @@ Field validation errors are content.validation; reading requests, web.requests.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestPayloadError
 
 import storage
-from storage.jsoncodec import dumps
 from syndicate.content.responses import ProblemOut, to_json
 from syndicate.core.errors import Problem
 from syndicate.web.middleware import request_id
@@ -100,15 +97,3 @@ def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
         "unhandled error", extra={"path": request.path, "request_id": request_id(request)}
     )
     return Problem(500, "an internal error occurred")
-
-
-def json_response(
-    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=dumps(data),
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
-    )

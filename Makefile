@@ -10,7 +10,7 @@ PYPROJECT_SUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(PYPROJECT_SUM)
 STAMP := $(VENV)/.installed-dev-$(PYPROJECT_SUM)
 
-.PHONY: serve test lint format bench clean install openapi
+.PHONY: serve test lint format bench clean install openapi vnu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,27 @@ install: $(STAMP)
 serve: $(RUNTIME_STAMP)
 	$(BIN)/syndicate serve
 
+# The Nu HTML Checker (npm vnu-jar, run with the system's java) for
+# tests/test_html_validity.py; `make test` installs it, `make serve` never needs it.
+# Without npm the test is skipped (it fails under CI=true). --ignore-scripts: the
+# package's postinstall would download a Java runtime.
+VNU_VERSION := 26.9.27
+VNU_STAMP := $(VENV)/vnu/.installed-$(VNU_VERSION)
+
+$(VNU_STAMP): $(BIN)/python
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --prefix $(VENV)/vnu --no-audit --no-fund --ignore-scripts \
+	    vnu-jar@$(VNU_VERSION) && rm -f $(VENV)/vnu/.installed-* && touch $@; \
+	else \
+	  echo "npm is not installed: tests/test_html_validity.py will be skipped"; \
+	fi
+
+vnu: $(VNU_STAMP)
+
 # Two workers (pytest-xdist): the suite runs in about 3 minutes instead of 6 on two
 # cores; each worker has its own databases. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) $(VNU_STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
 from storage import ArticleNotFound, Storage, TopicNotFound
 from storage.records import Article, Topic, default_topic_title
@@ -25,6 +26,7 @@ from syndicate.content.models import SLUG_PATTERN, valid_article_id
 from syndicate.content.text import excerpt
 from syndicate.core.names import ALL_TOPICS_SLUG, valid_topic
 from syndicate.web.appkeys import SETTINGS, STORAGE
+from syndicate.web.pagemeta import SITE_LANGUAGE, lang_attributes, language_of
 
 routes = web.RouteTableDef()
 
@@ -115,6 +117,13 @@ def _html_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _lang_attrs(language: str, within: str | None = None) -> Markup:
+    """`` lang="…" dir="…"`` for an element in ``language`` inside one in ``within``
+    (nothing when it is the same language)."""
+    pairs = lang_attributes(language, within=within).items()
+    return Markup("".join(f' {name}="{escape(value)}"' for name, value in pairs))
+
+
 def _make_templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("syndicate", "templates"),
@@ -128,6 +137,9 @@ def _make_templates() -> jinja2.Environment:
     env.filters["excerpt"] = excerpt
     env.globals["site_title"] = SITE_TITLE
     env.globals["all_topics"] = ALL_TOPICS_SLUG
+    env.globals["site_lang"] = SITE_LANGUAGE
+    env.globals["lang_attrs"] = _lang_attrs
+    env.globals["lang_of"] = language_of
     return env
 
 
@@ -138,6 +150,7 @@ def _page(
     request: web.Request, template: str, *, status: int = 200, **context: Any
 ) -> web.Response:
     urls = Urls(request.app[SETTINGS].base_url)
+    context.setdefault("page_lang", SITE_LANGUAGE)
     body = _templates.get_template(template).render(urls=urls, **context)
     return web.Response(
         status=status,
@@ -243,6 +256,7 @@ async def article_page(request: web.Request) -> web.Response:
         request,
         "article.html",
         article=article,
+        page_lang=language_of(article),
         topics=topics,
         previous=older[0] if older else None,
         next=newer[0] if newer else None,

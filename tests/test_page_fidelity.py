@@ -4,6 +4,7 @@ and direction, the article's image, OpenGraph and Twitter cards, JSON-LD, the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import lxml.html  # type: ignore[import-untyped]
@@ -90,3 +91,104 @@ async def test_pages_carry_the_language_and_direction_of_their_text(client: Clie
     assert items[ARABIC["title"]] == ("ar", "rtl")
     assert items[ENGLISH["title"]] == ("en-GB", None)
     assert items[sindhi["title"]] == ("sd-Deva", None)
+
+
+def meta(doc: Any, key: str) -> list[str]:
+    """The contents of ``<meta property=key>`` (OpenGraph) or ``<meta name=key>``."""
+    found: list[str] = doc.xpath(f"//head/meta[@property='{key}' or @name='{key}']/@content")
+    return found
+
+
+def json_ld(doc: Any) -> dict[str, Any]:
+    (script,) = doc.xpath("//script[@type='application/ld+json']")
+    data: dict[str, Any] = json.loads(script.text)
+    return data
+
+
+async def test_the_article_image_reaches_the_page_and_link_previews(client: Client) -> None:
+    image = "https://img.example.org/liver.jpg?size=large&fmt=jpg"
+    canonical = "https://news.example.org/liver?id=1&lang=ar"
+    await load(client, {**ARABIC, "image": image, "url": canonical}, ENGLISH)
+
+    doc = await page(client, "/articles/arabic")
+    (figure,) = doc.xpath("//article/figure")
+    assert figure.xpath("img/@src") == [image] and figure.xpath("img/@alt") == [""]
+    assert doc.xpath("//head/link[@rel='canonical']/@href") == [canonical]
+    assert meta(doc, "og:type") == ["article"]
+    assert meta(doc, "og:title") == meta(doc, "twitter:title") == [ARABIC["title"]]
+    assert meta(doc, "og:description") == [ARABIC["summary"]]
+    assert meta(doc, "og:url") == [canonical]
+    assert meta(doc, "og:image") == meta(doc, "twitter:image") == [image]
+    assert meta(doc, "og:site_name") == ["Syndicate"]
+    assert meta(doc, "og:locale") == ["ar"]
+    assert meta(doc, "twitter:card") == ["summary_large_image"]
+    assert meta(doc, "article:published_time") == ["2026-11-20T08:00:00Z"]
+    assert meta(doc, "article:modified_time") == ["2026-11-20T08:00:00Z"]
+    assert meta(doc, "article:section") == meta(doc, "article:tag") == ["Liver health"]
+
+    plain = await page(client, "/articles/english")
+    assert not plain.xpath("//figure") and not meta(plain, "og:image")
+    assert meta(plain, "twitter:card") == ["summary"]
+    assert meta(plain, "og:locale") == ["en_GB"]
+    assert meta(plain, "og:url") == [client.url("/articles/english")]
+
+
+async def test_json_ld_describes_the_article_and_no_field_can_end_its_script(
+    client: Client,
+) -> None:
+    hostile = "</script><script>alert(1)</script><!-- & -->"
+    article = {
+        **ENGLISH,
+        "title": f"Title {hostile}",
+        "summary": f"Summary {hostile}",
+        "author": f"Author {hostile}",
+        "image": "https://img.example.org/a.png?x=%3C/script%3E",
+    }
+    await load(client, article, ARABIC)
+    async with client.session.get(client.url("/articles/english")) as resp:
+        html = await resp.text()
+    assert html.count("</script>") == 1 and html.count("<script") == 1
+    doc = lxml.html.document_fromstring(html)
+    assert not doc.xpath("//script[not(@type='application/ld+json')]")
+    data = json_ld(doc)
+    assert data == {
+        "@context": "https://schema.org",
+        "@type": "Article",
+        "headline": article["title"],
+        "description": article["summary"],
+        "url": client.url("/articles/english"),
+        "mainEntityOfPage": {"@type": "WebPage", "@id": client.url("/articles/english")},
+        "datePublished": "2026-11-21T08:00:00Z",
+        "dateModified": "2026-11-21T08:00:00Z",
+        "author": {"@type": "Person", "name": article["author"]},
+        "publisher": {"@type": "Organization", "name": "Syndicate", "url": client.url("/")},
+        "image": [article["image"]],
+        "inLanguage": "en-GB",
+        "articleSection": ["Liver health"],
+    }
+    arabic = json_ld(await page(client, "/articles/arabic"))
+    assert arabic["author"] == {"@type": "Person", "name": ARABIC["author"]}
+    assert arabic["inLanguage"] == "ar" and "image" not in arabic
+
+
+async def test_an_article_changed_after_publication_says_when(client: Client) -> None:
+    await load(client, ENGLISH)
+    fresh = await page(client, "/articles/english")
+    assert not fresh.xpath("//p[@class='updated']"), "an imported article is not 'updated'"
+    assert json_ld(fresh)["dateModified"] == "2026-11-21T08:00:00Z"
+    assert json_ld(fresh)["author"] == json_ld(fresh)["publisher"], "no author: the site"
+
+    edited = {**ENGLISH, "content": "<p>Corrected: not as scary as it sounds.</p>"}
+    async with client.request("PUT", "/api/articles/english", json=edited) as resp:
+        assert resp.status == 200
+        stored = await resp.json()
+    assert stored["version"] == 2
+    changed = stored["updated_at"][:19] + "Z"
+    doc = await page(client, "/articles/english")
+    (line,) = doc.xpath("//p[@class='updated']")
+    assert line.xpath("time/@datetime") == [changed]
+    assert text_of(line).startswith("Updated ")
+    assert doc.xpath("//p[@class='meta']/time/@datetime") == ["2026-11-21T08:00:00Z"]
+    assert json_ld(doc)["dateModified"] == changed
+    assert meta(doc, "article:modified_time") == [changed]
+    assert json_ld(doc)["datePublished"] == "2026-11-21T08:00:00Z"

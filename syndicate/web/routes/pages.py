@@ -26,7 +26,16 @@ from syndicate.content.models import SLUG_PATTERN, valid_article_id
 from syndicate.content.text import excerpt
 from syndicate.core.names import ALL_TOPICS_SLUG, valid_topic
 from syndicate.web.appkeys import SETTINGS, STORAGE
-from syndicate.web.pagemeta import SITE_LANGUAGE, lang_attributes, language_of
+from syndicate.web.pagemeta import (
+    SITE_LANGUAGE,
+    article_json_ld,
+    iso_time,
+    lang_attributes,
+    language_of,
+    last_change,
+    og_locale,
+    script_json,
+)
 
 routes = web.RouteTableDef()
 
@@ -34,6 +43,7 @@ SITE_TITLE = "Syndicate"
 TOPIC_PAGE_SIZE = 20
 RECOMMENDED_COUNT = 5
 LIST_EXCERPT_LENGTH = 160
+DESCRIPTION_LENGTH = 200
 RECOMMENDED_EXCERPT_LENGTH = 70
 PAGE_CACHE_CONTROL = "public, max-age=60"
 OPML_CONTENT_TYPE = "text/x-opml"
@@ -140,6 +150,8 @@ def _make_templates() -> jinja2.Environment:
     env.globals["site_lang"] = SITE_LANGUAGE
     env.globals["lang_attrs"] = _lang_attrs
     env.globals["lang_of"] = language_of
+    env.filters["iso_time"] = iso_time
+    env.filters["og_locale"] = og_locale
     return env
 
 
@@ -248,6 +260,16 @@ async def article_page(request: web.Request) -> web.Response:
     if article.deleted:
         return _error(request, 410, "This article was deleted", "It is no longer published here.")
     topics = [await _topic_or_default(store, t) for t in article.topics]
+    urls = Urls(request.app[SETTINGS].base_url)
+    description = excerpt(article.summary, DESCRIPTION_LENGTH) if article.summary else ""
+    json_ld = article_json_ld(
+        article,
+        canonical=urls.canonical(article),
+        home=urls.home(),
+        site_name=SITE_TITLE,
+        description=description,
+        sections=[t.title for t in topics],
+    )
     position = (article.published_at, article.id)
     first = article.topics[0]
     older = await store.list_articles(topic=first, before=position, limit=1)
@@ -257,6 +279,9 @@ async def article_page(request: web.Request) -> web.Response:
         "article.html",
         article=article,
         page_lang=language_of(article),
+        description=description,
+        modified=last_change(article),
+        json_ld=Markup(script_json(json_ld)),
         topics=topics,
         previous=older[0] if older else None,
         next=newer[0] if newer else None,

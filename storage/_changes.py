@@ -7,7 +7,7 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from .errors import ArticleExists, StorageError
+from .errors import ArticleAlreadyPublished, ArticleExists, StorageError
 from .records import (
     SUBSCRIPTION_MUTABLE,
     Article,
@@ -20,6 +20,8 @@ from .records import (
 S = TypeVar("S")
 
 MAX_SLUG_SUFFIX = 10_000
+#: Scheduled articles published by one transaction of ``publish_due`` at the most.
+PUBLISH_BATCH = 500
 
 
 def wanted_slug(existing: Article | None, draft: ArticleDraft) -> str | None:
@@ -53,9 +55,17 @@ def free_slug(base: str, taken: Container[str]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Change:
+    """One article write: the article after it, its outcome and its event. A write
+    with outcome ``unchanged`` stores nothing; one with no event (a scheduled
+    article's) stores the row alone: nobody has been told of the article yet."""
+
     article: Article
     outcome: PutOutcome
     event: EventType | None
+
+    @property
+    def writes(self) -> bool:
+        return self.outcome != "unchanged"
 
 
 def plan_put(
@@ -66,8 +76,16 @@ def plan_put(
     now: datetime,
     create_only: bool,
 ) -> Change:
-    """The article after the write, and which event (if any) it produces."""
+    """The article after the write, and which event (if any) it produces.
+
+    A ``published_at`` after ``now`` schedules an article that nobody has seen (new,
+    scheduled, or a tombstone): it is stored without an event, and ``publish_due``
+    announces it. A scheduled article given a time that has come is published by the
+    write itself. A published article cannot be given a future time
+    (``ArticleAlreadyPublished``)."""
     if existing is None:
+        published_at = draft.published_at or now
+        scheduled = published_at > now
         article = Article(
             id=draft.id,
             guid=draft.guid,
@@ -81,12 +99,13 @@ def plan_put(
             url=draft.url,
             image=draft.image,
             language=draft.language,
-            published_at=draft.published_at or now,
+            published_at=published_at,
             updated_at=now,
             created_at=now,
             version=1,
+            scheduled=scheduled,
         )
-        return Change(article, "created", "article.published")
+        return Change(article, "created", None if scheduled else "article.published")
     if create_only:
         raise ArticleExists(draft.id)
     candidate = dataclasses.replace(
@@ -104,22 +123,40 @@ def plan_put(
         published_at=draft.published_at or existing.published_at,
         deleted_at=None,
     )
+    unseen = existing.scheduled or existing.deleted
+    if candidate.published_at > now and not unseen:
+        raise ArticleAlreadyPublished(draft.id)
     if candidate.same_content(existing):
+        # A scheduled article whose time has come stays for publish_due to announce.
         return Change(existing, "unchanged", None)
-    revived = existing.deleted
-    article = dataclasses.replace(candidate, version=existing.version + 1, updated_at=now)
-    if revived:
+    scheduled = unseen and candidate.published_at > now
+    article = dataclasses.replace(
+        candidate, version=existing.version + 1, updated_at=now, scheduled=scheduled
+    )
+    if scheduled:
+        return Change(article, "created" if existing.deleted else "updated", None)
+    if existing.deleted:
         return Change(article, "created", "article.published")
+    if existing.scheduled:
+        return Change(article, "updated", "article.published")
     return Change(article, "updated", "article.updated")
 
 
 def plan_delete(existing: Article, *, now: datetime) -> Article | None:
-    """The tombstone, or ``None`` when the article is already deleted."""
+    """The tombstone, or ``None`` when the article is already deleted. A scheduled
+    article's tombstone stays ``scheduled``: it was never announced, so its deletion
+    is not either (no event, not in ``list_deleted``)."""
     if existing.deleted:
         return None
     return dataclasses.replace(
         existing, deleted_at=now, updated_at=now, version=existing.version + 1
     )
+
+
+def plan_publish(due: Article, *, now: datetime) -> Article:
+    """A scheduled article whose time has come, as ``publish_due`` announces it:
+    no longer scheduled, ``updated_at`` the moment of publication (its event's time)."""
+    return dataclasses.replace(due, scheduled=False, updated_at=max(now, due.updated_at))
 
 
 class _TakenFrom(Container[str]):
@@ -198,7 +235,7 @@ def plan_puts(
         except StorageError as exc:
             plans.append(exc)
             continue
-        if change.event is not None:
+        if change.writes:
             current[draft.id] = change.article
             if previous is not None and owners.get(previous.slug) == draft.id:
                 del owners[previous.slug]

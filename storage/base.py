@@ -7,6 +7,12 @@ Contract for every backend:
 - An article change and its ``events`` row are written in one transaction
   (the transactional outbox); a replace that changes nothing writes neither.
   Each event gets an id unique across databases (``records.new_event_id``).
+- A ``published_at`` after the write's ``now`` schedules an article nobody has seen:
+  it is stored with ``scheduled=True`` and NO event, in no topic's listing or count,
+  and touches no feed state, until ``publish_due`` announces it (one
+  ``article.published`` event, in the transaction that clears the flag: exactly once
+  however many processes call it). Its edits and its deletion write no event either.
+  A published article given a future ``published_at``: ``ArticleAlreadyPublished``.
 - Errors: the ``storage.errors`` tree. ``ArticleNotFound`` and friends for
   missing rows, ``ArticleExists`` / ``TokenExists`` for conflicts,
   ``StorageUnavailable`` when the database cannot be reached, ``StorageError``
@@ -86,7 +92,27 @@ class Storage(Protocol):
         after: ListCursor | None = None,
     ) -> list[Article]:
         """Live articles newest first by (published_at, id), strictly before ``before``.
-        With ``after`` instead: the ones strictly newer, OLDEST first."""
+        With ``after`` instead: the ones strictly newer, OLDEST first. Scheduled
+        articles are not live (``Article.live``)."""
+
+    async def list_deleted(
+        self, *, topic: str | None = None, since: datetime, limit: int = 50
+    ) -> list[Article]:
+        """Tombstones deleted at or after ``since``, newest deletion first (then by id,
+        descending), of ``topic`` (one of the topics the article had when deleted) or
+        of every topic for None. A scheduled article's tombstone is left out: its
+        deletion, like the article, was never announced."""
+
+    async def next_scheduled(self) -> datetime | None:
+        """The earliest ``published_at`` of a scheduled (not deleted) article, if any."""
+
+    async def publish_due(self, *, now: datetime | None = None, limit: int = 500) -> list[Article]:
+        """Announce up to ``limit`` scheduled articles whose ``published_at`` is at or
+        before ``now``, in one transaction, earliest first: each is no longer
+        scheduled, gets ``updated_at = now`` (the time of its event), its topic rows
+        and counts, and an ``article.published`` event; its topics are marked changed,
+        as a create would. Exactly once: an article published by another process
+        (or call) meanwhile is not published again. Returns the published articles."""
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:
         """Tombstone the article and write ``article.deleted``; deleting a
@@ -113,6 +139,18 @@ class Storage(Protocol):
     def cached_feed_state(self, topic: str | None) -> FeedState | None:
         """What ``feed_state`` would answer, when this process knows it to be
         current without any I/O; otherwise None (ask ``feed_state``)."""
+
+    # -- the site's own settings ------------------------------------------------
+
+    async def site_setting(self, key: str) -> str | None:
+        """The stored value of a site setting (``SITE_BASE_URL``...), if any."""
+
+    async def claim_site_setting(self, key: str, value: str, *, now: datetime | None = None) -> str:
+        """Store ``value`` unless the key has one already; returns the stored value
+        (this one, or the one that was there: one value wins between processes)."""
+
+    async def set_site_setting(self, key: str, value: str, *, now: datetime | None = None) -> None:
+        """Store ``value``, replacing any."""
 
     # -- the event log ----------------------------------------------------------
 

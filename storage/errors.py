@@ -9,6 +9,7 @@
      │    └── DeliveryNotFound(id)
      └── Conflict
           ├── ArticleExists(id)
+          ├── ArticleAlreadyPublished(id)    a published article given a future date
           ├── TokenExists(name)              a live token has the name
           ├── TokenNameKeepsRole(name, role) the name's last token had another role
           └── TokenAlreadyRevoked(name)      the name's tokens are all revoked
@@ -73,6 +74,18 @@ class ArticleExists(Conflict):
     def __init__(self, article_id: str) -> None:
         self.article_id = article_id
         super().__init__(f"an article with id {article_id!r} already exists")
+
+
+class ArticleAlreadyPublished(Conflict):
+    """A write that would move a published article's ``published_at`` into the future:
+    readers and partners have seen it, so it cannot be scheduled again."""
+
+    def __init__(self, article_id: str) -> None:
+        self.article_id = article_id
+        super().__init__(
+            f"article {article_id!r} is already published; its published_at cannot be "
+            "moved into the future (it cannot be rescheduled)"
+        )
 
 
 class TokenExists(Conflict):

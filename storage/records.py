@@ -156,10 +156,19 @@ class Article:
     created_at: datetime
     version: int
     deleted_at: datetime | None = None
+    #: True while the article's publication has not been announced: it was written
+    #: with a future ``published_at`` and ``Storage.publish_due`` has not reached it.
+    #: Readers and partners see nothing of it (no listing, no event, no topic count).
+    scheduled: bool = False
 
     @property
     def deleted(self) -> bool:
         return self.deleted_at is not None
+
+    @property
+    def live(self) -> bool:
+        """Shown to readers: neither deleted nor still scheduled."""
+        return self.deleted_at is None and not self.scheduled
 
     def same_content(self, other: Article) -> bool:
         """True when nothing a reader could see differs (ignores bookkeeping)."""

@@ -89,7 +89,8 @@ async def test_put_get_and_events(store: Storage) -> None:
     # The snapshot is the whole article as it was: every field, read back exactly.
     assert Article.from_json(events[1].data) == updated.article
     assert Article.from_json(events[0].data) == article
-    assert set(events[1].data) == {f.name for f in dataclasses.fields(Article)}
+    # All but ``scheduled``: an event is of an announced article, never a scheduled one.
+    assert set(events[1].data) == {f.name for f in dataclasses.fields(Article)} - {"scheduled"}
     assert events[1].created_at == later
     assert await store.list_events(after=events[0].seq) == events[1:]
     assert await store.list_events(limit=1) == events[:1]
@@ -700,3 +701,32 @@ async def test_a_reused_name_keeps_its_role(store: Storage) -> None:
         ("acme", "partner"),
         ("new", "partner"),
     ]
+
+
+async def test_list_deleted_gives_tombstones_newest_deletion_first(store: Storage) -> None:
+    await store.put_article(draft("keep"), now=T0)
+    for n, topics in enumerate([("liver-health",), ("kidney-health", "liver-health"), ("eyes",)]):
+        await store.put_article(draft(f"d{n}", topics=topics), now=T0)
+    await store.put_article(draft("tie"), now=T0)
+    gone = T0 + timedelta(hours=1)
+    await store.delete_article("d0", now=gone)
+    await store.delete_article("d1", now=gone + timedelta(minutes=1))
+    await store.delete_article("tie", now=gone + timedelta(minutes=1))
+    await store.delete_article("d2", now=gone + timedelta(minutes=2))
+
+    every = await store.list_deleted(since=gone)
+    assert [a.id for a in every] == ["d2", "tie", "d1", "d0"]
+    assert all(a.deleted for a in every)
+    assert every[0] == await store.get_article("d2")
+    # Of one topic: the topics the article had when deleted.
+    liver = await store.list_deleted(topic="liver-health", since=gone)
+    assert [a.id for a in liver] == ["tie", "d1", "d0"]
+    assert [a.id for a in await store.list_deleted(topic="kidney-health", since=gone)] == ["d1"]
+    assert await store.list_deleted(topic="nothing", since=gone) == []
+    # since is inclusive; limit cuts the oldest.
+    later = await store.list_deleted(since=gone + timedelta(minutes=1))
+    assert [a.id for a in later] == ["d2", "tie", "d1"]
+    assert [a.id for a in await store.list_deleted(since=gone, limit=2)] == ["d2", "tie"]
+    # A revived article is no tombstone any more.
+    await store.put_article(draft("d0"), now=gone + timedelta(hours=1))
+    assert [a.id for a in await store.list_deleted(since=gone)] == ["d2", "tie", "d1"]

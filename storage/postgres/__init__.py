@@ -12,6 +12,7 @@ from ..base import Storage
 from ._base import _WRITE_LOCK, PostgresBase, Q, wrap_exceptions
 from .articles import ArticlesMixin
 from .deliveries import DeliveriesMixin
+from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
 from .tokens import TokensMixin
 from .topics import TopicsMixin
@@ -27,6 +28,7 @@ class PostgresStorage(
     SubscriptionsMixin,
     DeliveriesMixin,
     WorkersMixin,
+    SiteMixin,
     Storage,
 ):
     """``Storage`` on PostgreSQL. Create with ``await PostgresStorage.open(dsn)``."""

@@ -11,7 +11,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -122,7 +122,9 @@ class ArticlesMixin(PostgresBase):
         plans = _changes.plan_puts(
             [(r.draft, r.create_only, r.now) for r in requests], existing, owners
         )
-        writes = [(p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.event]
+        writes = [
+            (p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.writes
+        ]
         statements = (
             self._statements(writes, existing, max(r.now for r in requests)) if writes else []
         )
@@ -149,14 +151,15 @@ class ArticlesMixin(PostgresBase):
 
     @staticmethod
     def _statements(
-        writes: Sequence[tuple[EventType, Article]],
+        writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
     ) -> list[_Statement]:
         """What stores the articles (in order; an id may come twice, the last wins),
-        one event each, their topic rows and counts, and every touched topic's
-        marker: one statement (``write_articles``), after one more for articles that
-        had topic rows before."""
+        one event each (none for a write of an article nobody has seen: a scheduled
+        one), their topic rows and counts, and every touched topic's marker: one
+        statement (``write_articles``), after one more for articles that had topic
+        rows before."""
         statements: list[_Statement] = []
         final = {a.id: a for _, a in writes}
         indexed = [article_id for article_id in final if article_id in before]
@@ -169,11 +172,12 @@ class ArticlesMixin(PostgresBase):
             rows = [_article_row(a) for _, a in writes]
             statements.append(("executemany", Q["save_article"], rows))
             in_one_go = ()
-        live = [a for a in final.values() if not a.deleted]
+        live = [a for a in final.values() if a.live]
         links = [(topic, a.id, a.published_at) for a in live for topic in a.topics]
         added = Counter(topic for topic, _, _ in links)
-        touched = {t for _, a in writes for t in a.topics}
-        touched.update(t for article_id in indexed for t in before[article_id].topics)
+        # A scheduled article's writes touch no topic: it is in none of their feeds.
+        touched = {t for event, a in writes if event is not None for t in a.topics}
+        touched.update(t for i in indexed if not before[i].scheduled for t in before[i].topics)
         gaining = sorted(added)
         # Written in one go, the n-th write is the n-th article: the statement builds
         # its snapshot from the row (see write_articles).
@@ -266,6 +270,37 @@ class ArticlesMixin(PostgresBase):
             tombstone = _changes.plan_delete(existing, now=stamp)
             if tombstone is None:
                 return existing
-            writes: list[tuple[EventType, Article]] = [("article.deleted", tombstone)]
+            event: EventType | None = None if existing.scheduled else "article.deleted"
+            writes: list[tuple[EventType | None, Article]] = [(event, tombstone)]
             await self._run(conn, self._statements(writes, {article_id: existing}, stamp))
             return tombstone
+
+    async def list_deleted(
+        self, *, topic: str | None = None, since: datetime, limit: int = 50
+    ) -> list[Article]:
+        if topic is None:
+            rows = await self._fetch(Q["list_deleted"], since, limit)
+        else:
+            rows = await self._fetch(Q["list_deleted_in_topic"], topic, since, limit)
+        return [self._article(r) for r in rows]
+
+    async def next_scheduled(self) -> datetime | None:
+        row = await self._fetch_one(Q["next_scheduled"])
+        when: datetime | None = None if row is None else row[0]
+        return None if when is None else when.astimezone(UTC)
+
+    async def publish_due(
+        self, *, now: datetime | None = None, limit: int = _changes.PUBLISH_BATCH
+    ) -> list[Article]:
+        stamp = now or utcnow()
+        # Under the write lock: a second process waits for this commit, then finds
+        # these articles no longer scheduled. Only this transaction writes their events.
+        async with self._write_transaction() as conn:
+            rows = await conn.fetch(Q["due_articles"], stamp, limit)
+            published = [_changes.plan_publish(self._article(r), now=stamp) for r in rows]
+            if published:
+                writes: list[tuple[EventType | None, Article]] = [
+                    ("article.published", a) for a in published
+                ]
+                await self._run(conn, self._statements(writes, {}, stamp))
+        return published

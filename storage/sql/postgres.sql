@@ -44,15 +44,16 @@ CROSS JOIN LATERAL (SELECT slug, id FROM articles WHERE slug >= r.low AND slug <
 -- One article state, when the same id is written twice in one group.
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,
-                      deleted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                      deleted_at, scheduled)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 ON CONFLICT (id) DO UPDATE
    SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
        content = excluded.content, content_type = excluded.content_type,
        topics = excluded.topics, author = excluded.author, url = excluded.url,
        image = excluded.image, language = excluded.language,
        published_at = excluded.published_at, updated_at = excluded.updated_at,
-       version = excluded.version, deleted_at = excluded.deleted_at;
+       version = excluded.version, deleted_at = excluded.deleted_at,
+       scheduled = excluded.scheduled;
 
 -- name: write_articles.unindex_articles
 -- Before rewriting articles that have topic rows: drop the rows, uncount them.
@@ -63,19 +64,20 @@ UPDATE topics t SET article_count = t.article_count - d.n
 
 -- name: write_articles
 -- A whole group of article writes in one statement (under the write lock):
--- $1-$17   the final state of each article, one array per column;
--- $18-$22  one event per write, in order (identity values are taken in row
+-- $1-$18   the final state of each article, one array per column;
+-- $19-$23  one event per write, in order (identity values are taken in row
 --          order, which ORDER BY n fixes, so seq order is the order given);
---          an event whose snapshot ($21) is NULL is of the n-th article of
---          $1-$17, and its snapshot is built here from that row: the article's
+--          a write whose type ($19) is NULL has no event (a scheduled article's);
+--          an event whose snapshot ($22) is NULL is of the n-th article of
+--          $1-$18, and its snapshot is built here from that row: the article's
 --          body then crosses the wire once, and is not parsed as JSON again;
--- $23-$25  the live articles' topic rows;
--- $26-$28  the topics that gain topic rows, their default titles (for a new
+-- $24-$26  the live articles' topic rows;
+-- $27-$29  the topics that gain topic rows, their default titles (for a new
 --          topic) and how many rows each gains;
--- $30      the other touched topics (left, or only in an earlier write of the
+-- $31      the other touched topics (left, or only in an earlier write of the
 --          same id): they exist already and are only marked. All are marked
 --          changed at the last event.
--- $32      the events' ids (records.new_event_id), one per write like $18-$22.
+-- $33      the events' ids (records.new_event_id), one per write like $19-$23.
 -- Foreign keys are checked at the end of the statement, so the topic rows may
 -- name articles and topics inserted by the same statement.
 -- A built snapshot is Article.to_json(): every column, times as format_time text.
@@ -84,16 +86,18 @@ WITH given AS (
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                   $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                   $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::int[],
-                  $17::timestamptz[])
+                  $17::timestamptz[], $18::boolean[])
            WITH ORDINALITY
            AS a (id, guid, slug, title, summary, content, content_type, topics, author, url,
-                 image, language, published_at, updated_at, created_at, version, deleted_at, n)
+                 image, language, published_at, updated_at, created_at, version, deleted_at,
+                 scheduled, n)
 ), saved AS (
     INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics,
                           author, url, image, language, published_at, updated_at,
-                          created_at, version, deleted_at)
+                          created_at, version, deleted_at, scheduled)
     SELECT id, guid, slug, title, summary, content, content_type, topics::jsonb, author,
-           url, image, language, published_at, updated_at, created_at, version, deleted_at
+           url, image, language, published_at, updated_at, created_at, version, deleted_at,
+           scheduled
       FROM given
     ON CONFLICT (id) DO UPDATE
        SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
@@ -101,7 +105,8 @@ WITH given AS (
            topics = excluded.topics, author = excluded.author, url = excluded.url,
            image = excluded.image, language = excluded.language,
            published_at = excluded.published_at, updated_at = excluded.updated_at,
-           version = excluded.version, deleted_at = excluded.deleted_at
+           version = excluded.version, deleted_at = excluded.deleted_at,
+           scheduled = excluded.scheduled
 ), logged AS (
     INSERT INTO events (id, type, article_id, topics, data, created_at)
     SELECT e.id, e.type, e.article_id, e.topics::jsonb,
@@ -110,36 +115,37 @@ WITH given AS (
                'summary', a.summary, 'content', a.content, 'content_type', a.content_type,
                'topics', a.topics::jsonb, 'author', a.author, 'url', a.url,
                'image', a.image, 'language', a.language,
-               'published_at', to_char(a.published_at AT TIME ZONE 'UTC', $31),
-               'updated_at', to_char(a.updated_at AT TIME ZONE 'UTC', $31),
-               'created_at', to_char(a.created_at AT TIME ZONE 'UTC', $31),
+               'published_at', to_char(a.published_at AT TIME ZONE 'UTC', $32),
+               'updated_at', to_char(a.updated_at AT TIME ZONE 'UTC', $32),
+               'created_at', to_char(a.created_at AT TIME ZONE 'UTC', $32),
                'version', a.version,
-               'deleted_at', to_char(a.deleted_at AT TIME ZONE 'UTC', $31))),
+               'deleted_at', to_char(a.deleted_at AT TIME ZONE 'UTC', $32))),
            e.created_at
-      FROM unnest($32::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-                  $22::timestamptz[])
+      FROM unnest($33::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+                  $23::timestamptz[])
            WITH ORDINALITY AS e (id, type, article_id, topics, data, created_at, n)
       LEFT JOIN given AS a ON e.data IS NULL AND a.n = e.n
+     WHERE e.type IS NOT NULL
      ORDER BY e.n
     RETURNING seq
 ), linked AS (
     INSERT INTO article_topics (topic, article_id, published_at)
-    SELECT * FROM unnest($23::text[], $24::text[], $25::timestamptz[])
+    SELECT * FROM unnest($24::text[], $25::text[], $26::timestamptz[])
 ), counted AS (
     INSERT INTO topics (slug, title, description, created_at, updated_at, article_count,
                         changed_seq, changed_at)
-    SELECT slug, title, '', $29, $29, n, (SELECT max(seq) FROM logged), $29
-      FROM unnest($26::text[], $27::text[], $28::bigint[]) AS t (slug, title, n)
+    SELECT slug, title, '', $30, $30, n, (SELECT max(seq) FROM logged), $30
+      FROM unnest($27::text[], $28::text[], $29::bigint[]) AS t (slug, title, n)
     ON CONFLICT (slug) DO UPDATE
        SET article_count = topics.article_count + excluded.article_count,
            changed_seq = excluded.changed_seq, changed_at = excluded.changed_at
 )
-UPDATE topics SET changed_seq = (SELECT max(seq) FROM logged), changed_at = $29
- WHERE slug = ANY($30::text[]);
+UPDATE topics SET changed_seq = (SELECT max(seq) FROM logged), changed_at = $30
+ WHERE slug = ANY($31::text[]);
 
 -- name: list_articles
 SELECT * FROM articles
- WHERE deleted_at IS NULL AND (published_at, id) < ($1, $2)
+ WHERE deleted_at IS NULL AND NOT scheduled AND (published_at, id) < ($1, $2)
  ORDER BY published_at DESC, id DESC
  LIMIT $3;
 
@@ -317,7 +323,7 @@ SELECT seq, created_at AS changed_at, NULL::timestamptz AS updated_at
 
 -- name: list_articles_after
 SELECT * FROM articles
- WHERE deleted_at IS NULL AND (published_at, id) > ($1, $2)
+ WHERE deleted_at IS NULL AND NOT scheduled AND (published_at, id) > ($1, $2)
  ORDER BY published_at, id
  LIMIT $3;
 
@@ -524,3 +530,36 @@ SELECT w.*, (SELECT count(*) FROM deliveries AS d
               WHERE d.claimed_by = w.id AND d.claimed_until > $1) AS held
   FROM workers AS w
  ORDER BY w.started_at, w.id;
+
+-- name: list_deleted
+-- Announced tombstones (a scheduled article's deletion was never announced).
+SELECT * FROM articles
+ WHERE deleted_at IS NOT NULL AND deleted_at >= $1 AND NOT scheduled
+ ORDER BY deleted_at DESC, id DESC
+ LIMIT $2;
+
+-- name: list_deleted_in_topic
+SELECT * FROM articles
+ WHERE deleted_at IS NOT NULL AND deleted_at >= $2 AND NOT scheduled
+   AND topics @> jsonb_build_array($1::text)
+ ORDER BY deleted_at DESC, id DESC
+ LIMIT $3;
+
+-- name: due_articles
+SELECT * FROM articles
+ WHERE scheduled AND deleted_at IS NULL AND published_at <= $1
+ ORDER BY published_at, id
+ LIMIT $2;
+
+-- name: next_scheduled
+SELECT min(published_at) FROM articles WHERE scheduled AND deleted_at IS NULL;
+
+-- name: get_site_setting
+SELECT value FROM site WHERE key = $1;
+
+-- name: claim_site_setting
+INSERT INTO site (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING;
+
+-- name: set_site_setting
+INSERT INTO site (key, value, updated_at) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;

@@ -36,15 +36,16 @@ SELECT a.slug, a.id
 -- name: save_article
 INSERT INTO articles (id, guid, slug, title, summary, content, content_type, topics, author,
                       url, image, language, published_at, updated_at, created_at, version,
-                      deleted_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      deleted_at, scheduled)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE
    SET slug = excluded.slug, title = excluded.title, summary = excluded.summary,
        content = excluded.content, content_type = excluded.content_type,
        topics = excluded.topics, author = excluded.author, url = excluded.url,
        image = excluded.image, language = excluded.language,
        published_at = excluded.published_at, updated_at = excluded.updated_at,
-       version = excluded.version, deleted_at = excluded.deleted_at;
+       version = excluded.version, deleted_at = excluded.deleted_at,
+       scheduled = excluded.scheduled;
 -- name: write_articles.last_event_seq
 SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 -- name: write_articles.insert_events
@@ -88,7 +89,7 @@ INSERT INTO article_topics (topic, article_id, published_at) VALUES (?, ?, ?);
 
 -- name: list_articles
 SELECT * FROM articles
- WHERE deleted_at IS NULL AND (published_at, id) < (?, ?)
+ WHERE deleted_at IS NULL AND scheduled = 0 AND (published_at, id) < (?, ?)
  ORDER BY published_at DESC, id DESC
  LIMIT ?;
 
@@ -246,7 +247,7 @@ SELECT seq, created_at AS changed_at, NULL AS updated_at FROM events ORDER BY se
 
 -- name: list_articles_after
 SELECT * FROM articles
- WHERE deleted_at IS NULL AND (published_at, id) > (?, ?)
+ WHERE deleted_at IS NULL AND scheduled = 0 AND (published_at, id) > (?, ?)
  ORDER BY published_at, id
  LIMIT ?;
 
@@ -426,3 +427,36 @@ SELECT w.*, (SELECT count(*) FROM deliveries AS d
               WHERE d.claimed_by = w.id AND d.claimed_until > :now) AS held
   FROM workers AS w
  ORDER BY w.started_at, w.id;
+
+-- name: list_deleted
+-- Announced tombstones (a scheduled article's deletion was never announced).
+SELECT * FROM articles
+ WHERE deleted_at IS NOT NULL AND deleted_at >= ? AND scheduled = 0
+ ORDER BY deleted_at DESC, id DESC
+ LIMIT ?;
+
+-- name: list_deleted_in_topic
+SELECT * FROM articles
+ WHERE deleted_at IS NOT NULL AND deleted_at >= ?2 AND scheduled = 0
+   AND EXISTS (SELECT 1 FROM json_each(articles.topics) WHERE value = ?1)
+ ORDER BY deleted_at DESC, id DESC
+ LIMIT ?3;
+
+-- name: due_articles
+SELECT * FROM articles
+ WHERE scheduled = 1 AND deleted_at IS NULL AND published_at <= ?
+ ORDER BY published_at, id
+ LIMIT ?;
+
+-- name: next_scheduled
+SELECT min(published_at) FROM articles WHERE scheduled = 1 AND deleted_at IS NULL;
+
+-- name: get_site_setting
+SELECT value FROM site WHERE key = ?;
+
+-- name: claim_site_setting
+INSERT INTO site (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING;
+
+-- name: set_site_setting
+INSERT INTO site (key, value, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;

@@ -11,6 +11,7 @@ from ..base import Storage
 from ._base import Q, SQLiteBase, _statements, path_from_url, wrap_exceptions
 from .articles import ArticlesMixin
 from .deliveries import DeliveriesMixin
+from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
 from .tokens import TokensMixin
 from .topics import TopicsMixin
@@ -26,6 +27,7 @@ class SQLiteStorage(
     SubscriptionsMixin,
     DeliveriesMixin,
     WorkersMixin,
+    SiteMixin,
     Storage,
 ):
     """``Storage`` on a SQLite file. Create with ``await SQLiteStorage.open(path)``."""

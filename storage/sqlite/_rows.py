@@ -62,6 +62,7 @@ def to_article(row: Row) -> Article:
         created_at=parse_time(row["created_at"]),
         version=row["version"],
         deleted_at=text_time(row["deleted_at"]),
+        scheduled=bool(row["scheduled"]),
     )
 
 
@@ -85,6 +86,7 @@ def article_params(article: Article) -> tuple[Any, ...]:
         format_time(article.created_at),
         article.version,
         time_text(article.deleted_at),
+        int(article.scheduled),
     )
 
 

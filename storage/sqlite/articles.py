@@ -32,6 +32,7 @@ from ._base import Q, SQLiteBase, on_thread, wrap_exceptions
 from ._bulk import fetch_all, insert_rows
 from ._rows import (
     article_params,
+    text_time,
     to_article,
 )
 
@@ -106,7 +107,9 @@ class ArticlesMixin(SQLiteBase):
         plans = _changes.plan_puts(
             [(r.draft, r.create_only, r.now) for r in requests], existing, owners
         )
-        writes = [(p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.event]
+        writes = [
+            (p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.writes
+        ]
         rows = [cls._rows(writes, existing, max(r.now for r in requests))] if writes else []
         return _changes.Prepared(state, plans, rows)
 
@@ -127,18 +130,20 @@ class ArticlesMixin(SQLiteBase):
 
     @staticmethod
     def _rows(
-        writes: Sequence[tuple[EventType, Article]],
+        writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
     ) -> _Rows:
         """The rows that store the articles (in order; an id may come twice, the last
-        wins), one event each, their topic rows and counts, and every touched
-        topic's marker: all but what needs the event seqs, known under the lock."""
+        wins), one event each (none for a write of an article nobody has seen: a
+        scheduled one), their topic rows and counts, and every touched topic's
+        marker: all but what needs the event seqs, known under the lock."""
         final = {a.id: a for _, a in writes}
         indexed = [article_id for article_id in final if article_id in before]
-        live = [a for a in final.values() if not a.deleted]
+        live = [a for a in final.values() if a.live]
         counts = Counter(topic for a in live for topic in a.topics)
-        touched = sorted({topic for _, a in writes for topic in a.topics} - counts.keys())
+        announced = [(event, a) for event, a in writes if event is not None]
+        touched = sorted({topic for _, a in announced for topic in a.topics} - counts.keys())
         # An id written twice (group commit) has an event for the version that the
         # row no longer holds: those snapshots are made here.
         # SQLite before 3.42 cuts json_extract's text at a NUL: such an id (the API
@@ -157,12 +162,12 @@ class ArticlesMixin(SQLiteBase):
                     dumps_text(a.to_json()),
                     format_time(a.updated_at),
                 )
-                for event, a in writes
+                for event, a in announced
             ],
-            from_articles=dumps_text([(new_event_id(), event, a.id) for event, a in writes])
+            from_articles=dumps_text([(new_event_id(), event, a.id) for event, a in announced])
             if in_sql
             else None,
-            event_count=len(writes),
+            event_count=len(announced),
             indexed=json.dumps(indexed) if indexed else None,
             counts=sorted(counts.items()),
             links=[(topic, a.id, format_time(a.published_at)) for a in live for topic in a.topics],
@@ -209,7 +214,7 @@ class ArticlesMixin(SQLiteBase):
     def _apply(
         cls,
         conn: sqlite3.Connection,
-        writes: Sequence[tuple[EventType, Article]],
+        writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
     ) -> None:
@@ -285,7 +290,38 @@ class ArticlesMixin(SQLiteBase):
             tombstone = _changes.plan_delete(existing, now=stamp)
             if tombstone is None:
                 return existing
-            self._apply(conn, [("article.deleted", tombstone)], {article_id: existing}, stamp)
+            event: EventType | None = None if existing.scheduled else "article.deleted"
+            self._apply(conn, [(event, tombstone)], {article_id: existing}, stamp)
             return tombstone
 
         return await self._in_writer(delete)
+
+    async def list_deleted(
+        self, *, topic: str | None = None, since: datetime, limit: int = 50
+    ) -> list[Article]:
+        params: tuple[str | int, ...] = (format_time(since), limit)
+        query = Q["list_deleted"]
+        if topic is not None:
+            query, params = Q["list_deleted_in_topic"], (topic, *params)
+        async with self._read(query, params) as rows:
+            return [to_article(r) for r in rows]
+
+    async def next_scheduled(self) -> datetime | None:
+        async with self._read(Q["next_scheduled"]) as rows:
+            return text_time(rows[0][0]) if rows else None
+
+    async def publish_due(
+        self, *, now: datetime | None = None, limit: int = _changes.PUBLISH_BATCH
+    ) -> list[Article]:
+        stamp = now or utcnow()
+
+        def publish(conn: sqlite3.Connection) -> list[Article]:
+            # On the one writer: a second process's writer waits for this commit, then
+            # finds these articles no longer scheduled.
+            rows = conn.execute(Q["due_articles"], (format_time(stamp), limit)).fetchall()
+            published = [_changes.plan_publish(to_article(r), now=stamp) for r in rows]
+            if published:
+                self._apply(conn, [("article.published", a) for a in published], {}, stamp)
+            return published
+
+        return await self._in_writer(publish)

@@ -192,3 +192,22 @@ async def test_an_article_changed_after_publication_says_when(client: Client) ->
     assert json_ld(doc)["dateModified"] == changed
     assert meta(doc, "article:modified_time") == [changed]
     assert json_ld(doc)["datePublished"] == "2026-11-21T08:00:00Z"
+
+
+async def test_the_home_page_shows_the_latest_articles_as_well_as_the_topics(
+    client: Client, seed_articles: list[dict[str, Any]]
+) -> None:
+    await load(client, *seed_articles, ARABIC)
+    doc = await page(client, "/")
+    newest = sorted([*seed_articles, ARABIC], key=lambda a: a["published_at"], reverse=True)
+    items = doc.xpath("//section[@class='latest']//li")
+    assert [text_of(li.xpath("h3")[0]) for li in items] == [a["title"] for a in newest[:10]]
+    first = items[0]
+    assert first.xpath("h3/a/@href") == [client.url("/articles/how-to-treat-jaundice-hepatitis")]
+    assert first.xpath("p[@class='meta']/time/@datetime") == ["2026-11-22T08:00:00Z"]
+    excerpt = text_of(first.xpath("p[@class='excerpt']")[0])
+    assert 20 <= len(excerpt) <= 161
+    (arabic,) = [li for li in items if text_of(li.xpath("h3")[0]) == ARABIC["title"]]
+    assert lang_dir(arabic) == ("ar", "rtl")
+    assert text_of(arabic.xpath("p[@class='excerpt']")[0]) == ARABIC["summary"]
+    assert len(doc.xpath("//ul[@class='items topics']/li")) == 10, "the topics are still there"

@@ -41,6 +41,7 @@ routes = web.RouteTableDef()
 
 SITE_TITLE = "Syndicate"
 TOPIC_PAGE_SIZE = 20
+HOME_ARTICLE_COUNT = 10
 RECOMMENDED_COUNT = 5
 LIST_EXCERPT_LENGTH = 160
 DESCRIPTION_LENGTH = 200
@@ -186,8 +187,12 @@ def _not_found(request: web.Request, what: str) -> web.Response:
 
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
-    topics = await request.app[STORAGE].list_topics()
-    return _page(request, "index.html", topics=topics)
+    store = request.app[STORAGE]
+    topics = await store.list_topics()
+    latest = await store.list_articles(limit=HOME_ARTICLE_COUNT)
+    return _page(
+        request, "index.html", topics=topics, latest=latest, excerpt_length=LIST_EXCERPT_LENGTH
+    )
 
 
 # -- topic pages -------------------------------------------------------------------

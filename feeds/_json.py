@@ -6,15 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from storage.records import format_time
-
+from ._fields import modified_at, shared_language
+from ._xml_ext import rfc3339 as _rfc3339
 from .model import FeedInfo, FeedItem
 
 VERSION = "https://jsonfeed.org/version/1.1"
-
-
-def _rfc3339(value: Any) -> str:
-    return format_time(value).replace(".000000Z", "Z")
 
 
 def _item(item: FeedItem) -> dict[str, Any]:
@@ -26,7 +22,7 @@ def _item(item: FeedItem) -> dict[str, Any]:
         "content_html": article.content,
         "summary": article.summary,
         "date_published": _rfc3339(article.published_at),
-        "date_modified": _rfc3339(article.updated_at),
+        "date_modified": _rfc3339(modified_at(article)),
     }
     if article.url and article.url != item.link:
         out["external_url"] = article.url
@@ -49,8 +45,9 @@ def render_json(info: FeedInfo, items: Sequence[FeedItem]) -> bytes:
         "description": info.description,
         "authors": [{"name": info.author}],
     }
-    if info.language:
-        feed["language"] = info.language
+    language = info.language or shared_language(items)
+    if language:
+        feed["language"] = language
     if info.hub_url:
         feed["hubs"] = [{"type": "WebSub", "url": info.hub_url}]
     if info.next_url:

@@ -1,41 +1,28 @@
 """RSS 2.0 and Atom 1.0 through feedgen, with its known traps handled.
 
-- ``updated`` / ``lastBuildDate`` are always set from data (feedgen defaults to now).
+- ``updated`` / ``lastBuildDate`` are always set from data (feedgen defaults to now);
+  an entry's ``updated`` is its article's last real change (``modified_at``).
 - Entries are appended, not prepended (feedgen's default reverses the order).
 - The RSS channel ``<link>`` is the last ``fg.link()``: the alternate goes last.
-- feedgen writes only rel="self" as ``atom:link`` in RSS: hub / first / next are
-  added by a small extension.
+- What feedgen does not write (RSS hub / first / next links, languages, images,
+  tombstones) is added by the extensions in ``_xml_ext``.
 - Atom content is ``type="html"`` (its CDATA mode is invalid Atom).
-- RSS ``<description>`` is the summary escaped for HTML (readers parse it as HTML);
-  the full HTML is in ``content:encoded``.
+- An RSS item's ``<description>`` is the summary escaped for HTML (readers parse it
+  as HTML); the full HTML is in ``content:encoded``. RSS titles and the channel
+  description are escaped for HTML only when they look like HTML
+  (``rss_text``): readers guess.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
 
-from feedgen.ext.base import BaseExtension  # type: ignore[import-untyped]
 from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
-from lxml import etree  # type: ignore[import-untyped]
 
+from ._fields import image_type, modified_at, rss_text, shared_language
+from ._xml_ext import EntryExtras, FeedExtras
 from .model import FeedInfo, FeedItem
-
-ATOM_NS = "http://www.w3.org/2005/Atom"
-
-
-class _RssAtomLinks(BaseExtension):  # type: ignore[misc]
-    """Adds ``atom:link`` elements (hub, first, next) to the RSS channel."""
-
-    def __init__(self) -> None:
-        self.links: list[dict[str, str]] = []
-
-    def extend_rss(self, feed: Any) -> Any:
-        channel = feed[0]
-        for attrs in self.links:
-            etree.SubElement(channel, f"{{{ATOM_NS}}}link", attrs)
-        return feed
 
 
 def _links(info: FeedInfo) -> list[tuple[str, str]]:
@@ -49,25 +36,30 @@ def _links(info: FeedInfo) -> list[tuple[str, str]]:
     return out
 
 
-def _generator(info: FeedInfo, *, rss: bool, self_type: str) -> FeedGenerator:
+def _generator(info: FeedInfo, items: Sequence[FeedItem], *, rss: bool) -> FeedGenerator:
     fg = FeedGenerator()
     fg.id(info.id)
-    fg.title(info.title)
-    fg.description(info.description)
+    fg.title(rss_text(info.title) if rss else info.title)
+    fg.description(rss_text(info.description) if rss else info.description)
     fg.author({"name": info.author})
     fg.generator(info.generator)
-    if info.language:
-        fg.language(info.language)
+    language = info.language or shared_language(items)
+    if language:
+        fg.language(language)
     fg.updated(info.updated)
     fg.lastBuildDate(info.updated)
+    self_type = "application/rss+xml" if rss else "application/atom+xml"
     fg.link(href=info.self_url, rel="self", type=self_type)
+    fg.register_extension("syndextras", FeedExtras, EntryExtras, atom=True, rss=True)
+    extras: FeedExtras = fg.syndextras
     if rss:
         fg.load_extension("dc", atom=False, rss=True)
-        fg.register_extension("syndlinks", _RssAtomLinks, None, atom=False, rss=True)
-        fg.syndlinks.links = [{"href": href, "rel": rel} for rel, href in _links(info)]
+        extras.links = [{"href": href, "rel": rel} for rel, href in _links(info)]
+        extras.media = any(item.article.image for item in items)
     else:
         for rel, href in _links(info):
             fg.link(href=href, rel=rel)
+        extras.deleted = info.deleted
     fg.link(href=info.home_url, rel="alternate", type="text/html")
     return fg
 
@@ -78,7 +70,7 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
         entry = fg.add_entry(order="append")
         entry.id(article.guid)
         entry.guid(article.guid, permalink=False)
-        entry.title(article.title)
+        entry.title(rss_text(article.title) if rss else article.title)
         entry.link(href=item.link, rel="alternate")
         entry.summary(article.summary)
         if rss:
@@ -87,7 +79,7 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
             entry.description(html.escape(article.summary, quote=False))
         entry.content(article.content, type="html")
         entry.published(article.published_at)
-        entry.updated(article.updated_at)
+        entry.updated(modified_at(article))
         if article.author:
             if rss:
                 entry.dc.dc_creator(article.author)
@@ -95,17 +87,25 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
                 entry.author({"name": article.author})
         for category in item.categories:
             entry.category(term=category.term, label=category.label, scheme=category.scheme)
+        extras: EntryExtras = entry.syndextras
+        if article.language:
+            if rss:
+                entry.dc.dc_language(article.language)
+            else:
+                extras.language = article.language
+        if article.image:
+            extras.image = (article.image, image_type(article.image))
 
 
 def render_rss(info: FeedInfo, items: Sequence[FeedItem]) -> bytes:
-    fg = _generator(info, rss=True, self_type="application/rss+xml")
+    fg = _generator(info, items, rss=True)
     _add_items(fg, items, rss=True)
     body: bytes = fg.rss_str(pretty=False, encoding="UTF-8", xml_declaration=True)
     return body
 
 
 def render_atom(info: FeedInfo, items: Sequence[FeedItem]) -> bytes:
-    fg = _generator(info, rss=False, self_type="application/atom+xml")
+    fg = _generator(info, items, rss=False)
     _add_items(fg, items, rss=False)
     body: bytes = fg.atom_str(pretty=False, encoding="UTF-8", xml_declaration=True)
     return body

@@ -32,6 +32,15 @@ class Category:
 
 
 @dataclass(frozen=True)
+class Tombstone:
+    """An entry deleted from the feed (RFC 6721 ``at:deleted-entry``): its id and when."""
+
+    ref: str
+    when: datetime
+    link: str | None = None
+
+
+@dataclass(frozen=True)
 class FeedItem:
     """One entry: the stored article plus the URLs the caller resolved for it."""
 
@@ -43,7 +52,9 @@ class FeedItem:
 @dataclass(frozen=True)
 class FeedInfo:
     """Feed-level metadata. ``updated`` must come from stored data (never "now"),
-    so the same data always renders the same bytes."""
+    so the same data always renders the same bytes. ``language`` None: the one
+    language every item shares, if they share one. ``deleted``: entries removed
+    from the feed that readers should drop (Atom only)."""
 
     id: str
     title: str
@@ -58,3 +69,4 @@ class FeedInfo:
     author: str = "Syndicate"
     generator: str = "Syndicate"
     extra: dict[str, str] = field(default_factory=dict)
+    deleted: Sequence[Tombstone] = ()

@@ -5,10 +5,13 @@ and direction, the article's image, OpenGraph and Twitter cards, JSON-LD, the
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lxml.html  # type: ignore[import-untyped]
 from conftest import Client
+
+from storage import Storage
 
 ARABIC: dict[str, Any] = {
     "id": "arabic",
@@ -211,3 +214,24 @@ async def test_the_home_page_shows_the_latest_articles_as_well_as_the_topics(
     assert lang_dir(arabic) == ("ar", "rtl")
     assert text_of(arabic.xpath("p[@class='excerpt']")[0]) == ARABIC["summary"]
     assert len(doc.xpath("//ul[@class='items topics']/li")) == 10, "the topics are still there"
+
+
+async def test_a_scheduled_article_has_no_page_until_it_is_published(
+    client: Client, store: Storage
+) -> None:
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    scheduled = {**ENGLISH, "published_at": due.isoformat().replace("+00:00", "Z")}
+    await load(client, scheduled, ARABIC)
+    missing = await page(client, "/articles/english", 404)
+    assert text_of(missing.xpath("//h1")[0]) == "Page not found"
+    async with client.session.get(client.url("/articles/english"), allow_redirects=False) as r:
+        assert r.status == 404, "no redirect from its id either"
+    for path in ("/", "/topics/liver-health", "/articles/arabic"):
+        assert ENGLISH["title"] not in text_of(await page(client, path)), path
+
+    assert [a.id for a in await store.publish_due(now=due + timedelta(seconds=1))] == ["english"]
+    doc = await page(client, "/articles/english")
+    assert text_of(doc.xpath("//h1")[0]) == ENGLISH["title"]
+    assert doc.xpath("//p[@class='meta']/time/@datetime") == [f"{due:%Y-%m-%dT%H:%M:%S}Z"]
+    home = await page(client, "/")
+    assert ENGLISH["title"] in [text_of(h) for h in home.xpath("//section[@class='latest']//h3")]

@@ -262,6 +262,8 @@ async def article_page(request: web.Request) -> web.Response:
         article = await store.get_article_by_slug(slug)
     except ArticleNotFound:
         return await _redirect_from_id(request, slug)
+    if article.scheduled:  # not published yet: readers cannot know it exists
+        return _not_found(request, "article")
     if article.deleted:
         return _error(request, 410, "This article was deleted", "It is no longer published here.")
     topics = [await _topic_or_default(store, t) for t in article.topics]
@@ -302,6 +304,8 @@ async def _redirect_from_id(request: web.Request, slug: str) -> web.Response:
     try:
         article = await request.app[STORAGE].get_article(slug)
     except ArticleNotFound:
+        return _not_found(request, "article")
+    if article.scheduled:
         return _not_found(request, "article")
     location = permalink(request.app[SETTINGS].base_url, article)
     return web.Response(status=301, headers={"Location": location, **SECURITY_HEADERS})

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 
 from ._json import render_json
 from ._xml import render_atom, render_rss
-from .model import CONTENT_TYPES, FORMATS, MEDIA_TYPES, Category, FeedFormat, FeedInfo, FeedItem
+from .model import (
+    CONTENT_TYPES,
+    FORMATS,
+    MEDIA_TYPES,
+    Category,
+    FeedFormat,
+    FeedInfo,
+    FeedItem,
+    Tombstone,
+)
 
 __all__ = [
     "CONTENT_TYPES",
@@ -20,6 +29,7 @@ __all__ = [
     "FeedFormat",
     "FeedInfo",
     "FeedItem",
+    "Tombstone",
     "render",
     "render_atom",
     "render_json",

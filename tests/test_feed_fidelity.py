@@ -7,12 +7,17 @@ from __future__ import annotations
 import calendar
 import html
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import feedparser
 import pytest
-from conftest import Client
+from conftest import Client, ServerFactory
+from lxml import etree  # type: ignore[import-untyped]
+from test_websub import FAST, Subscriber, post_article, subscribe
+
+from storage import Storage
+from syndicate.content.articles import encode_cursor
 
 #: Every character that XML, HTML or a CDATA section treats specially, and markup.
 NASTY = "A & B < C ]]> <b>x</b> \"q\" 'a' &amp;"
@@ -170,3 +175,80 @@ async def test_json_feed_text_is_plain(client: Client) -> None:
     item = feed["items"][0]
     assert (item["title"], item["summary"], item["authors"]) == (NASTY, NASTY, [{"name": NASTY}])
     assert item["tags"] == [NASTY]
+
+
+# -- RFC 6721: deletions reach readers ----------------------------------------------
+
+TOMBSTONE = "{http://purl.org/atompub/tombstones/1.0}deleted-entry"
+
+
+async def raw(client: Client, path: str) -> bytes:
+    async with client.request("GET", path, token="") as resp:
+        assert resp.status == 200
+        body: bytes = await resp.read()
+        return body
+
+
+def announced(body: bytes) -> list[tuple[str, str]]:
+    """(ref, when) of each ``at:deleted-entry`` of an Atom feed."""
+    root = etree.fromstring(body)
+    return [(e.get("ref"), e.get("when")) for e in root.iter(TOMBSTONE)]
+
+
+async def test_deleted_entries_are_announced_in_atom(client: Client, store: Storage) -> None:
+    """A deleted article vanished from its feeds without a word: a reader that had it
+    kept it. The first page of each Atom feed it was in announces it (RFC 6721); the
+    other formats have no way to say it."""
+    await post(client, article("gone", topics=["t", "u"]), article("kept"))
+    async with client.request("DELETE", "/api/articles/gone") as resp:
+        assert resp.status == 204
+    gone = await store.get_article("gone")
+    assert gone.deleted_at is not None
+    for feed in ("t", "u", "all"):
+        body = await raw(client, f"/feeds/{feed}.atom")
+        [(ref, when)] = announced(body)
+        assert ref == gone.guid and datetime.fromisoformat(when) == gone.deleted_at
+        parsed = feedparser.parse(body)
+        assert parsed.bozo == 0
+        assert [e.id for e in parsed.entries] == ([] if feed == "u" else [gone.guid[:-4] + "kept"])
+    older = encode_cursor(await store.get_article("kept"))
+    assert announced(await raw(client, f"/feeds/t.atom?before={older}")) == [], "first page only"
+    for fmt in ("rss", "json"):
+        assert b"article/gone" not in await raw(client, f"/feeds/t.{fmt}")
+
+
+async def test_a_deletion_is_announced_for_thirty_days_of_the_feed(
+    client: Client, store: Storage
+) -> None:
+    """Counted back from the feed's own last change (not the clock), so the same data
+    renders the same bytes and the cached feed stays exact."""
+    await post(client, article("recent"), article("old"))
+    now = datetime.now(UTC)
+    await store.delete_article("recent", now=now - timedelta(days=29))
+    await store.delete_article("old", now=now - timedelta(days=31))
+    guid = (await store.get_article("recent")).guid
+    assert [ref for ref, _ in announced(await raw(client, "/feeds/t.atom"))] == [guid]
+
+
+async def test_a_websub_deletion_notice_carries_the_tombstone(
+    start_server: ServerFactory, tokens: dict[str, str], store: Storage
+) -> None:
+    """The notification of a deletion is the current feed: its subscribers learn of
+    the deletion as pollers do."""
+    hub = await start_server(**FAST)
+    hub.token = tokens["operator"]
+    subscriber = Subscriber()
+    await subscriber.start()
+    try:
+        await put_topic(hub, "liver-health")
+        await subscribe(hub, subscriber, "atom")
+        await post_article(hub)
+        await subscriber.wait_for(lambda: len(subscriber.posts()) == 1)
+        assert announced(subscriber.posts()[0].body) == []
+        async with hub.request("DELETE", "/api/articles/w1") as resp:
+            assert resp.status == 204
+        await subscriber.wait_for(lambda: len(subscriber.posts()) == 2)
+        gone = await store.get_article("w1")
+        assert [ref for ref, _ in announced(subscriber.posts()[1].body)] == [gone.guid]
+    finally:
+        await subscriber.close()

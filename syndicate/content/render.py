@@ -6,8 +6,9 @@ WebSub notifications (delivery.websub, which push it). No HTTP here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import feeds
 from storage import Storage
@@ -15,8 +16,12 @@ from storage.records import Article, default_topic_title
 from syndicate.content.articles import permalink
 from syndicate.core.names import ALL_TOPICS_SLUG
 
-#: The slug of the feed (and page) of every article.
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+#: How long a deleted article is announced in its Atom feeds (RFC 6721), counted back
+#: from the feed's own ``updated``, so the same data always renders the same bytes.
+TOMBSTONE_RETENTION = timedelta(days=30)
+#: At most this many deletions are announced in one feed, newest first.
+TOMBSTONE_LIMIT = 50
 
 
 def feed_url(base_url: str, topic: str, fmt: str) -> str:
@@ -53,8 +58,10 @@ def build_feed(
     self_url: str,
     updated: datetime,
     next_url: str | None = None,
+    deleted: Sequence[Article] = (),
 ) -> bytes:
-    """The feed document for these articles; every value from the arguments."""
+    """The feed document for these articles; every value from the arguments.
+    ``deleted``: tombstones to announce (``tombstones``; Atom carries them)."""
     info = feeds.FeedInfo(
         id=feed_url(base, topic, "atom"),
         title=meta.title,
@@ -65,6 +72,11 @@ def build_feed(
         hub_url=f"{base}/hub",
         first_url=feed_url(base, topic, fmt),
         next_url=next_url,
+        deleted=[
+            feeds.Tombstone(a.guid, a.deleted_at, _link(base, a))
+            for a in deleted
+            if a.deleted_at is not None
+        ],
     )
     titles = {topic: meta.title} if topic != ALL_TOPICS_SLUG else {}
     return feeds.render(fmt, info, [_item(base, a, titles) for a in articles])
@@ -75,4 +87,21 @@ def _item(base: str, article: Article, titles: dict[str, str]) -> feeds.FeedItem
         feeds.Category(t, titles.get(t) or default_topic_title(t), f"{base}/topics/")
         for t in article.topics
     ]
-    return feeds.FeedItem(article, article.url or permalink(base, article), categories)
+    return feeds.FeedItem(article, _link(base, article), categories)
+
+
+def _link(base: str, article: Article) -> str:
+    return article.url or permalink(base, article)
+
+
+async def tombstones(
+    storage: Storage, topic: str, fmt: feeds.FeedFormat, updated: datetime
+) -> list[Article]:
+    """The deletions a feed's first page announces: Atom only (RFC 6721; RSS and JSON
+    Feed have no way to say it), those within ``TOMBSTONE_RETENTION`` before its
+    ``updated``, newest first."""
+    if fmt != "atom":
+        return []
+    scope = None if topic == ALL_TOPICS_SLUG else topic
+    since = updated - TOMBSTONE_RETENTION
+    return await storage.list_deleted(topic=scope, since=since, limit=TOMBSTONE_LIMIT)

@@ -384,8 +384,16 @@ async def current_feed(storage: Storage, settings: Settings, topic: Topic) -> by
     articles = await storage.list_articles(topic=scope, limit=settings.feed_items)
     state = await storage.feed_state(scope)
     updated = state.changed_at or meta.created_at
+    deleted = await render.tombstones(storage, topic.slug, topic.fmt, updated)
     return render.build_feed(
-        base, topic.slug, topic.fmt, meta, articles, self_url=topic.url, updated=updated
+        base,
+        topic.slug,
+        topic.fmt,
+        meta,
+        articles,
+        self_url=topic.url,
+        updated=updated,
+        deleted=deleted,
     )
 
 

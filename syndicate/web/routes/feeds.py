@@ -25,7 +25,7 @@ import feeds
 from storage import Storage
 from storage.records import FeedState
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
-from syndicate.content.render import build_feed, feed_url, topic_meta
+from syndicate.content.render import build_feed, feed_url, tombstones, topic_meta
 from syndicate.content.validation import invalid
 from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG, TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
@@ -150,8 +150,17 @@ async def _render(
     if len(articles) > limit:
         next_url = f"{first_url}?before={encode_cursor(page[-1])}"
     updated = _last_modified(state, meta.created_at)
+    deleted = [] if before_raw else await tombstones(storage, topic, fmt, updated)
     body = build_feed(
-        base, topic, fmt, meta, page, self_url=self_url, updated=updated, next_url=next_url
+        base,
+        topic,
+        fmt,
+        meta,
+        page,
+        self_url=self_url,
+        updated=updated,
+        next_url=next_url,
+        deleted=deleted,
     )
     hub = f"{base}/hub"
     return Rendered(

@@ -111,6 +111,13 @@ def golden_inputs(seed_articles: list[dict[str, Any]]) -> tuple[feeds.FeedInfo, 
         self_url=f"{base}/feeds/liver-health.FMT",
         updated=t0,
         hub_url=f"{base}/hub",
+        deleted=[
+            feeds.Tombstone(
+                "tag:feeds.example.org,2026:article/retracted",
+                datetime(2026, 11, 22, 17, 30, tzinfo=UTC),
+                f"{base}/articles/retracted",
+            )
+        ],
     )
     return info, items
 

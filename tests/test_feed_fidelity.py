@@ -4,10 +4,12 @@ service on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import html
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import feedparser
@@ -252,3 +254,43 @@ async def test_a_websub_deletion_notice_carries_the_tombstone(
         assert [ref for ref, _ in announced(subscriber.posts()[1].body)] == [gone.guid]
     finally:
         await subscriber.close()
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+async def test_reader_shows_images_languages_and_changes(
+    client: Client, tmp_path: Path, fmt: str
+) -> None:
+    """The ``reader`` library, as a feed reader stores what it polls: the image as an
+    enclosure, each entry's language (Atom) and its own last change, then an edit."""
+    import reader as reader_lib
+
+    published = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
+    await post(
+        client,
+        article("pic", image="https://img.example.org/p.png", language="ar"),
+        article("dated", published_at=published.isoformat()),
+    )
+    url = f"{client.base_url}/feeds/t.{fmt}"
+    rdr = reader_lib.make_reader(str(tmp_path / "reader.sqlite"))
+
+    def entries() -> dict[str, Any]:
+        rdr.update_feeds(scheduled=False)
+        return {e.id.rsplit("/", 1)[1]: e for e in rdr.get_entries()}
+
+    try:
+        await asyncio.to_thread(rdr.add_feed, url)
+        seen = await asyncio.to_thread(entries)
+        [enclosure] = seen["pic"].enclosures
+        assert (enclosure.href, enclosure.type) == ("https://img.example.org/p.png", "image/png")
+        if fmt == "atom":
+            assert [c.language for c in seen["pic"].content] == ["ar"]
+            assert seen["dated"].updated == published
+        edit = article("dated", title="Dated, edited", published_at=published.isoformat())
+        async with client.request("PUT", "/api/articles/dated", json=edit) as resp:
+            assert resp.status == 200
+        seen = await asyncio.to_thread(entries)
+        assert seen["dated"].title == "Dated, edited"
+        if fmt == "atom":
+            assert seen["dated"].updated is not None and seen["dated"].updated > published
+    finally:
+        await asyncio.to_thread(rdr.close)

@@ -33,7 +33,7 @@ from syndicate.web.middleware import (
 from syndicate.web.operations import QUERY_PARAMS, query_params
 from syndicate.web.problems import error_response, problem_response
 from syndicate.web.routes import feeds as feed_http
-from syndicate.web.routes import hub, metrics, pages
+from syndicate.web.routes import hub, metrics, pages, sitemaps
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
@@ -54,7 +54,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     # The JSON API's tables are the ones /openapi.json documents: one declaration each.
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
     app[QUERY_PARAMS] = query_params(openapi.ROUTES)
-    others = [metrics.routes, feed_http.routes, pages.routes, hub.routes, openapi.routes]
+    others = [
+        metrics.routes,
+        feed_http.routes,
+        pages.routes,
+        sitemaps.routes,
+        hub.routes,
+        openapi.routes,
+    ]
     for table in [*openapi.API_TABLES, *others]:
         app.add_routes(_served(table))
     feed_http.add_feed_route(app, served(feed_http.feed, error_response), fast=settings.fast_paths)

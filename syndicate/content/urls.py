@@ -1,0 +1,99 @@
+"""URLs operators send (an article's ``url`` and ``image``, a subscription's target):
+RFC 3986 URIs, with IRIs (RFC 3987) taken and turned into the URI they stand for.
+
+``HTTP_URL_PATTERN`` is the whole rule, and ``/openapi.json`` states it as it is:
+every text it matches is accepted, and nothing else. ``to_uri`` then maps an IRI to
+its URI (RFC 3987 §3.1): a non-ASCII host by IDNA (UTS 46, as browsers do), else
+percent-encoded, and the rest percent-encoded as UTF-8, as are ``[`` and ``]``
+after the host (RFC 3986 allows them only around an IP literal, and real links
+carry them in queries). Text that already is a URI comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import idna
+
+#: Non-ASCII characters an IRI may hold (RFC 3987 ``ucschar``, private use left out),
+#: less the bidirectional formatting characters it must not (RFC 3987 §4.1; the
+#: isolates, which came later, too).
+_UCS = (
+    "\u00a0-\u200d\u2010-\u2029\u202f-\u2065\u206a-\ud7ff\uf900-\ufdcf\ufdf0-\uffef"
+    "\U00010000-\U0001fffd\U00020000-\U0002fffd\U00030000-\U0003fffd"
+    "\U00040000-\U0004fffd\U00050000-\U0005fffd\U00060000-\U0006fffd"
+    "\U00070000-\U0007fffd\U00080000-\U0008fffd\U00090000-\U0009fffd"
+    "\U000a0000-\U000afffd\U000b0000-\U000bfffd\U000c0000-\U000cfffd"
+    "\U000d0000-\U000dfffd\U000e1000-\U000efffd"
+)
+_LABEL_CHAR = f"A-Za-z0-9{_UCS}"
+_LABEL = f"[{_LABEL_CHAR}](?:[{_LABEL_CHAR}-]*[{_LABEL_CHAR}])?"
+#: What a path segment, query or fragment may hold besides "/" (and "?"): RFC 3986's
+#: unreserved, sub-delims, ":" and "@", "[" and "]" (percent-encoded by ``to_uri``) and
+#: IRI characters; "%" only as the start of an escape.
+_PCHAR = f"A-Za-z0-9\\-._~!$&'()*+,;=:@\\[\\]{_UCS}"
+_ESCAPE = "%[0-9A-Fa-f]{2}"
+#: Absolute http(s) URL: a host name (ASCII, or an IDN in Unicode or punycode) or IP
+#: literal, an optional port, then an RFC 3986 path, query and fragment.
+HTTP_URL_PATTERN = (
+    f"^https?://({_LABEL}(?:\\.{_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{{1,5}})?"
+    f"((?:/(?:[{_PCHAR}/]|{_ESCAPE})*)?)"
+    f"((?:\\?(?:[{_PCHAR}/?]|{_ESCAPE})*)?)"
+    f"((?:#(?:[{_PCHAR}/?]|{_ESCAPE})*)?)$"
+)
+_HTTP_URL = re.compile(HTTP_URL_PATTERN)
+#: Kept as they are by ``quote``: every ASCII character the pattern lets by, but "[]".
+_KEEP = "-._~!$&'()*+,;=:@/?#%"
+
+
+def is_http_url(value: str) -> bool:
+    """``value`` matches ``HTTP_URL_PATTERN`` (the whole text: no trailing newline)."""
+    return _HTTP_URL.fullmatch(value) is not None
+
+
+def to_uri(value: str) -> str:
+    """The URI an accepted URL stands for; ``ValueError`` naming what is wrong with a
+    text ``HTTP_URL_PATTERN`` refuses."""
+    match = _HTTP_URL.fullmatch(value)
+    if match is None:
+        raise ValueError(_why_not(value))
+    host, port, path, query, fragment = match.groups()
+    scheme = value[: value.index(":")]
+    tail = path + query + fragment
+    if tail.isascii() and "[" not in tail and "]" not in tail and host.isascii():
+        return value
+    return f"{scheme}://{_ascii_host(host)}{port or ''}{quote(tail, safe=_KEEP)}"
+
+
+def _ascii_host(host: str) -> str:
+    """An IDN as IDNA (UTS 46) has it; a name IDNA refuses (no registry would hold
+    it), percent-encoded, as RFC 3986 allows in a host name."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError is one
+        return quote(host, safe=".")
+
+
+_URL_START = re.compile(r"^https?://")
+_AUTHORITY = re.compile(r"^https?://[^/?#]*")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _why_not(value: str) -> str:
+    """The first reason a text is no URL this service takes, as a user reads it."""
+    if _URL_START.match(value) is None:
+        return "must be an absolute http:// or https:// URL"
+    authority = _AUTHORITY.match(value)
+    assert authority is not None
+    rest = value[authority.end() :]
+    if _BAD_ESCAPE.search(rest):
+        return "has a '%' that starts no escape (two hex digits must follow it)"
+    if rest.count("#") > 1:
+        return "has a second '#' (a URL has one fragment)"
+    bad = next((c for c in rest if not re.fullmatch(f"[{_PCHAR}/?#%]", c)), None)
+    if bad is not None:
+        return f"has a character a URL cannot hold: {bad!r} (percent-encode it)"
+    return "must be an absolute http:// or https:// URL with a valid host name"

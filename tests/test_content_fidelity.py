@@ -5,12 +5,18 @@ and never escaped twice. Through the HTTP API, on both backends."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Client, ServerFactory, error_fields, expect_problem
 
 from storage import Storage
+from syndicate.content.ingest import store_batch
+from syndicate.content.text import render_content
 
 ARTICLE: dict[str, Any] = {"title": "T", "content": "<p>x</p>", "topics": ["t"]}
 
@@ -90,3 +96,147 @@ async def test_an_iri_is_stored_as_the_uri_it_stands_for(client: Client) -> None
 async def test_a_uri_is_stored_as_sent(client: Client) -> None:
     url = "https://example.org/a/b;c=d?x=%C3%A4&y=(1)*!$'+,:@~#top"
     assert (await _create(client, url=url))["url"] == url
+
+
+# -- finding 3: sanitized HTML is valid HTML ---------------------------------------
+
+PASTED: list[tuple[str, str]] = [
+    # (sent, stored)
+    (
+        '<a href="javascript:alert(1)">js</a><img src="x.png" onerror="alert(1)">',
+        'js<img src="https://example.org/news/x.png" alt="">',
+    ),
+    (
+        '<p><a href="https://example.org/">ok</a></p>',
+        '<p><a href="https://example.org/" rel="noopener noreferrer">ok</a></p>',
+    ),
+    ('<img src="javascript:alert(1)" alt="gone">after', "after"),
+    (
+        '<img alt="A cat" src="https://example.org/cat.png">',
+        '<img alt="A cat" src="https://example.org/cat.png">',
+    ),
+    ("<b><div>block in bold</div></b>", "<div><b>block in bold</b></div>"),
+    ("<div><li>one</li><li>two</li></div>", "<div><ul><li>one</li><li>two</li></ul></div>"),
+    (
+        "<ul><p>not an item</p><li>item</li></ul>",
+        "<ul><li><p>not an item</p></li><li>item</li></ul>",
+    ),
+    (
+        "<center><tt>old</tt> <strike>gone</strike></center>",
+        "<div><code>old</code> <s>gone</s></div>",
+    ),
+    (
+        '<table align="center" summary="s"><tr><td align="left" width="5" colspan="x">c</td>'
+        "</tr></table>",
+        "<table><tbody><tr><td>c</td></tr></tbody></table>",
+    ),
+    (
+        '<img src="https://example.org/i.png" alt="" width="50%" height="20">',
+        '<img src="https://example.org/i.png" alt="" height="20">',
+    ),
+    ('<p lang="pt-BR">olá</p><p lang="xx">?</p>', '<p lang="pt">olá</p><p>?</p>'),
+    (
+        "<dd>orphan</dd><figcaption>caption</figcaption><time>now</time>",
+        "<div>orphan</div><div>caption</div>now",
+    ),
+]
+
+
+async def test_a_link_without_a_safe_href_is_its_text_and_every_image_has_alt(
+    client: Client,
+) -> None:
+    """Finding 3: ``<a href="javascript:...">js</a><img src=x onerror=...>`` was stored
+    as ``<a rel="noopener noreferrer">js</a><img src="x">``: rel without href, img
+    without alt."""
+    sent, stored = PASTED[0]
+    article = await _create(client, url="https://example.org/news/item", content=sent)
+    assert article["content"] == stored
+
+
+async def test_pasted_html_is_stored_as_valid_html(client: Client) -> None:
+    """What pasted HTML brings (obsolete elements and attributes, blocks in inline
+    elements, items outside lists, bad attribute values, unknown languages) is stored
+    as valid HTML keeping its text; valid HTML is stored as it is."""
+    for sent, stored in PASTED[1:]:
+        article = await _create(client, url="https://example.org/news/item", content=sent)
+        assert article["content"] == stored, sent
+
+
+VNU = Path(__file__).parent.parent / ".venv/vnu/node_modules/vnu-jar/build/dist/vnu.jar"
+
+
+@pytest.mark.skipif(
+    not (VNU.exists() and shutil.which("java")) and os.environ.get("CI") != "true",
+    reason="needs Java and .venv/vnu (make vnu)",
+)
+def test_the_nu_html_checker_finds_nothing_in_sanitized_pasted_html(tmp_path: Path) -> None:
+    """Every fragment above (and markdown's HTML) as stored, in a page, checked by the
+    Nu HTML Checker: no errors."""
+    fragments = [render_content(sent, "html", "https://example.org/a/b") for sent, _ in PASTED]
+    fragments.append(render_content(MESSY_MARKDOWN, "markdown", "https://example.org/a/b"))
+    pages = []
+    for n, fragment in enumerate(fragments):
+        page = tmp_path / f"f{n}.html"
+        page.write_text(
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>t</title>'
+            f"</head><body><article>{fragment}</article></body></html>"
+        )
+        pages.append(str(page))
+    checked = subprocess.run(
+        ["java", "-jar", str(VNU), "--errors-only", "--format", "text", *pages],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+MESSY_MARKDOWN = """# Title <span>with <div>a block</div></span>
+
+* item with [a relative link](../other "t") and ![an image](pic.png)
+* <b>bold <p>para</p></b>
+
+<table><tr><td align=right>1</td></tr></table>
+
+```html
+<script>alert(1)</script>
+```
+"""
+
+
+# -- relative URLs in content are absolute ------------------------------------------
+
+
+async def test_relative_links_and_images_are_resolved_against_the_article_url(
+    client: Client,
+) -> None:
+    content = (
+        '<p><a href="../about">about</a> <a href="#notes">notes</a> '
+        '<a href="?page=2">next</a> <a href="mailto:a@example.org">mail</a>'
+        '<img src="img/a b.png" alt="a"> <img src="//cdn.example.net/c.png" alt="c"></p>'
+        '<blockquote cite="/source">q</blockquote>'
+    )
+    article = await _create(client, url="http://example.org/news/2026/item", content=content)
+    assert article["content"] == (
+        '<p><a href="http://example.org/news/about" rel="noopener noreferrer">about</a> '
+        '<a href="http://example.org/news/2026/item#notes" rel="noopener noreferrer">notes</a> '
+        '<a href="http://example.org/news/2026/item?page=2" rel="noopener noreferrer">next</a> '
+        '<a href="mailto:a@example.org" rel="noopener noreferrer">mail</a>'
+        '<img src="http://example.org/news/2026/img/a%20b.png" alt="a"> '
+        '<img src="http://cdn.example.net/c.png" alt="c"></p>'
+        '<blockquote cite="http://example.org/source">q</blockquote>'
+    )
+
+
+async def test_without_a_url_links_are_resolved_against_the_permalink(store: Storage) -> None:
+    """The batch API and ``syndicate import`` (``store_batch``) resolve links against
+    the article's permalink when it has no canonical URL."""
+    item = {"id": "p1", "title": "Café news", "content": '<a href="x">x</a>', "topics": ["t"]}
+    [result] = await store_batch(
+        store, [item], host="example.org", base_url="https://example.org", fields=["a"]
+    )
+    assert result["status"] == "created"
+    article = await store.get_article("p1")
+    assert article.content == (
+        '<a href="https://example.org/articles/x" rel="noopener noreferrer">x</a>'
+    )

@@ -32,14 +32,30 @@ def make_guid(host: str, article_id: str, when: datetime) -> str:
     return f"tag:{host},{when.year}:article/{article_id}"
 
 
+def article_base(item: ArticleIn, base_url: str | None) -> str | None:
+    """The URL relative links in an article's content are relative to: its canonical
+    ``url``, else its permalink under ``base_url`` (``None`` if neither is known)."""
+    if item.url is not None:
+        return item.url
+    if base_url is None:
+        return None
+    return f"{base_url}/articles/{quote(item.slug or slugify(item.title), safe='')}"
+
+
 def to_draft(
-    item: ArticleIn, *, host: str, article_id: str | None = None, content: str | None = None
+    item: ArticleIn,
+    *,
+    host: str,
+    base_url: str | None = None,
+    article_id: str | None = None,
+    content: str | None = None,
 ) -> ArticleDraft:
     """Render and sanitize the content (unless ``content`` is that, done already),
-    fill in the summary, slug and guid."""
+    its relative links resolved against ``article_base``; fill in the summary, slug
+    and guid."""
     aid = article_id or item.id or new_article_id()
     if content is None:
-        content = render_content(item.content, item.content_type)
+        content = render_content(item.content, item.content_type, article_base(item, base_url))
     summary = " ".join(item.summary.split()) if item.summary else summarize(content)
     return ArticleDraft(
         id=aid,
@@ -60,11 +76,13 @@ def to_draft(
 
 
 async def draft_off_loop(
-    item: ArticleIn, *, host: str, article_id: str | None = None
+    item: ArticleIn, *, host: str, base_url: str | None = None, article_id: str | None = None
 ) -> ArticleDraft:
     """``to_draft`` on a worker thread: rendering and sanitizing never hold the
     event loop. ``ContentTooComplex`` for content beyond the limits."""
-    return await asyncio.to_thread(to_draft, item, host=host, article_id=article_id)
+    return await asyncio.to_thread(
+        to_draft, item, host=host, base_url=base_url, article_id=article_id
+    )
 
 
 def permalink(base_url: str, article: Article) -> str:

@@ -139,12 +139,15 @@ async def import_paths(
     progress: bool = True,
     max_topics: int = MAX_TOPICS_PER_ARTICLE,
     counted: tuple[list[Path], int] | None = None,
+    base_url: str | None = None,
 ) -> ImportReport:
     """Import every article in ``paths`` (files, or folders searched for
     ``IMPORT_SUFFIXES``). The files are counted first (``count_paths``, or ``counted``:
     its result), so that the progress bar has a total, a rate and an ETA, and a
     malformed file stops the import before it starts. ``NothingToImport`` when there
-    is no article at all."""
+    is no article at all. Relative links in content are resolved against each
+    article's URL, as the API does (``articles.to_draft``; its permalink under
+    ``base_url``)."""
     report = ImportReport()
     files, total = counted or count_paths(paths)
     with tqdm(total=total, unit=" articles", disable=not progress, desc="importing") as bar:
@@ -153,15 +156,15 @@ async def import_paths(
             for entry in read_items(file):
                 pending.append(entry)
                 if len(pending) >= batch_size:
-                    await _flush(storage, pending, host, report, bar, max_topics)
-            await _flush(storage, pending, host, report, bar, max_topics)
+                    await _flush(storage, pending, (host, base_url), report, bar, max_topics)
+            await _flush(storage, pending, (host, base_url), report, bar, max_topics)
     return report
 
 
 async def _flush(
     storage: Storage,
     pending: list[tuple[str, Any]],
-    host: str,
+    site: tuple[str, str | None],
     report: ImportReport,
     bar: tqdm[Any],
     max_topics: int,
@@ -176,7 +179,8 @@ async def _flush(
     results = await store_batch(
         storage,
         [item for _, item in good],
-        host=host,
+        host=site[0],
+        base_url=site[1],
         fields=[w for w, _ in good],
         max_topics=max_topics,
     )

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from storage import Storage
 from storage.records import ArticleDraft
-from syndicate.content.articles import to_draft
+from syndicate.content.articles import article_base, to_draft
 from syndicate.content.models import ArticleIn
 from syndicate.content.responses import BatchStatus
 from syndicate.content.text import ContentTooComplex, render_content
@@ -35,12 +35,13 @@ def check_article(
         return validation_errors(exc, field)
 
 
-def _render_all(items: Sequence[ArticleIn]) -> list[str | ContentTooComplex]:
+def _render_all(items: Sequence[ArticleIn], base_url: str | None) -> list[str | ContentTooComplex]:
     """Every item's content rendered, or why it was refused (run on a worker thread)."""
     rendered: list[str | ContentTooComplex] = []
     for item in items:
         try:
-            rendered.append(render_content(item.content, item.content_type))
+            base = article_base(item, base_url)
+            rendered.append(render_content(item.content, item.content_type, base))
         except ContentTooComplex as exc:
             rendered.append(exc)
     return rendered
@@ -53,8 +54,10 @@ async def store_batch(
     host: str,
     fields: Sequence[str],
     max_topics: int = MAX_TOPICS_PER_ARTICLE,
+    base_url: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Validate every item, store the valid ones in one transaction.
+    """Validate every item, store the valid ones in one transaction; relative links
+    in their content resolved as ``articles.to_draft`` does.
 
     ``fields[i]`` names item ``i`` in error messages. Returns one
     ``{index, id, status, errors}`` per item, in order; an id seen earlier in
@@ -101,7 +104,7 @@ async def store_batch(
         return results
     # Always on a worker thread, however small the batch: rendering is bounded,
     # but still CPU (nh3 sanitizes without the GIL; markdown-it is pure Python).
-    contents = await asyncio.to_thread(_render_all, valid)
+    contents = await asyncio.to_thread(_render_all, valid, base_url)
     drafts: list[ArticleDraft] = []
     drafted_at: list[int] = []
     for n, (item, content, index) in enumerate(zip(valid, contents, stored_at, strict=True)):

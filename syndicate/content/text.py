@@ -23,6 +23,7 @@ from syndicate.content.html_limits import MAX_CONTENT_DEPTH as MAX_CONTENT_DEPTH
 from syndicate.content.html_limits import MAX_CONTENT_ELEMENTS as MAX_CONTENT_ELEMENTS
 from syndicate.content.html_limits import ContentTooComplex as ContentTooComplex
 from syndicate.content.html_limits import check_content_limits as check_content_limits
+from syndicate.content.html_valid import make_valid
 
 ContentType = Literal["html", "markdown", "text"]
 
@@ -57,27 +58,41 @@ def clean_text(value: str) -> str:
     return _UNSAFE_CHARS.sub("", value)
 
 
+#: nh3's defaults less what cannot be valid HTML as nh3 leaves it: image maps (a
+#: ``map`` needs a ``name``), ``data`` (needs ``value``), ``time`` (its text must then
+#: be a date), obsolete presentational attributes and ``headers`` (it names ids, and
+#: ids are dropped).
+_TAGS = nh3.ALLOWED_TAGS - {"map", "area", "data", "time"}
+_OBSOLETE = frozenset({"align", "char", "charoff", "summary", "size", "headers", "hreflang"})
+_ATTRIBUTES = {
+    tag: set(names - _OBSOLETE) - ({"width"} if tag == "hr" else set())
+    for tag, names in nh3.ALLOWED_ATTRIBUTES.items()
+    if tag in _TAGS
+}
 # Built once: nh3.clean(...) builds the same sanitizer on every call (~30% of its time).
-_sanitizer = nh3.Cleaner(url_schemes=set(URL_SCHEMES))
+_sanitizer = nh3.Cleaner(tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=set(URL_SCHEMES))
 
 
-def sanitize_html(value: str) -> str:
+def sanitize_html(value: str, base: str | None = None) -> str:
     """Keep structure (headings, lists, links, images, tables); drop scripts,
-    event handlers and dangerous URLs. ``ContentTooComplex`` beyond the limits."""
+    event handlers and dangerous URLs; the rest made valid HTML with links and
+    images resolved against ``base`` (``html_valid.make_valid``).
+    ``ContentTooComplex`` beyond the limits."""
     cleaned = clean_text(value)
     check_content_limits(cleaned)
-    return _sanitizer.clean(cleaned)
+    return make_valid(_sanitizer.clean(cleaned), base)
 
 
-def render_content(value: str, content_type: ContentType) -> str:
-    """Operator input -> the sanitized HTML that is stored and served.
+def render_content(value: str, content_type: ContentType, base: str | None = None) -> str:
+    """Operator input -> the sanitized HTML that is stored and served, its relative
+    links resolved against ``base``, the article's URL.
 
     CPU-bound (markdown-it is pure Python, nh3 releases the GIL): callers on the
     event loop run it on a worker thread. ``ContentTooComplex`` beyond the limits.
     """
     if content_type == "markdown":
         # Raw HTML passes through markdown: the rendered HTML is what gets bounded.
-        return sanitize_html(_markdown.render(clean_text(value)))
+        return sanitize_html(_markdown.render(clean_text(value)), base)
     if content_type == "text":
         paragraphs = re.split(r"\n\s*\n", clean_text(value).replace("\r\n", "\n").strip())
         rendered = [
@@ -86,7 +101,7 @@ def render_content(value: str, content_type: ContentType) -> str:
             if p.strip()
         ]
         return "\n".join(rendered)
-    return sanitize_html(value)
+    return sanitize_html(value, base)
 
 
 class _TextExtractor(HTMLParser):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import ListCursor, Storage
 from .errors import (
+    ArticleAlreadyPublished,
     ArticleExists,
     ArticleNotFound,
     Conflict,
@@ -19,6 +20,7 @@ from .errors import (
 )
 
 __all__ = [
+    "ArticleAlreadyPublished",
     "ArticleExists",
     "ArticleNotFound",
     "Conflict",

@@ -20,6 +20,8 @@ from storage.records import Article, Delivery, PutOutcome, Subscription, Topic, 
 from syndicate.content.articles import permalink
 from syndicate.core.names import DeliveryStatus, SubscriptionKind, SubscriptionStatus
 
+#: Where an article is in its life (``ArticleOut.status``).
+ArticleStatus = Literal["scheduled", "published", "deleted"]
 #: An instant as RFC 3339 text (``format_time``).
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
@@ -53,6 +55,11 @@ class ArticleOut(BaseModel):
     created_at: Timestamp
     version: int
     deleted_at: Timestamp | None
+    status: ArticleStatus = Field(
+        description="scheduled: published_at is in the future and nobody has been told "
+        "of the article yet (readers and partners see nothing of it until then); "
+        "published: in feeds and pages, pushed; deleted: a tombstone."
+    )
 
     @classmethod
     def of(cls, article: Article, base_url: str) -> ArticleOut:
@@ -76,7 +83,14 @@ class ArticleOut(BaseModel):
             created_at=format_time(article.created_at),
             version=article.version,
             deleted_at=None if deleted_at is None else format_time(deleted_at),
+            status=article_status(article),
         )
+
+
+def article_status(article: Article) -> ArticleStatus:
+    if article.deleted_at is not None:
+        return "deleted"
+    return "scheduled" if article.scheduled else "published"
 
 
 class ArticleList(BaseModel):

@@ -1,6 +1,7 @@
 """Push delivery, started and stopped as one: the fan-out (events -> deliveries,
 fanout.py), the dispatcher (deliveries -> HTTP, dispatcher.py), the sender behind
-the egress guard (sender.py, egress.py) and the heartbeat (liveness.py).
+the egress guard (sender.py, egress.py), the heartbeat (liveness.py) and the
+scheduler that publishes scheduled articles when their time comes (scheduler.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from syndicate.delivery.dispatcher import Dispatcher
 from syndicate.delivery.egress import Resolver
 from syndicate.delivery.fanout import FanOut
 from syndicate.delivery.liveness import Liveness
+from syndicate.delivery.scheduler import Scheduler
 from syndicate.delivery.sender import Sender
 
 if TYPE_CHECKING:
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class DeliveryService:
-    """Sender + FanOut + Dispatcher + Liveness, run as background tasks of one process.
+    """Sender + FanOut + Dispatcher + Liveness + Scheduler, run as background tasks of
+    one process.
     ``kind``: what ``syndicate workers`` shows the process as (serve or worker)."""
 
     def __init__(
@@ -48,6 +51,7 @@ class DeliveryService:
             kind=kind,
             on_released=self.dispatcher.wake,
         )
+        self.scheduler = Scheduler(storage, on_published=self._wake_fanouts)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -55,7 +59,12 @@ class DeliveryService:
         return self.dispatcher.worker_id
 
     def notify(self) -> None:
-        """Something was committed here: fan out now rather than at the next poll."""
+        """Something was committed here: fan out now rather than at the next poll (and
+        look again for the next scheduled article: it may be what was written)."""
+        self._wake_fanouts()
+        self.scheduler.wake()
+
+    def _wake_fanouts(self) -> None:
         for fanout in self.fanouts:
             fanout.wake()
 
@@ -71,6 +80,7 @@ class DeliveryService:
             ),
             asyncio.create_task(self.dispatcher.run(), name="syndicate-dispatcher"),
             asyncio.create_task(self.liveness.run(), name="syndicate-heartbeat"),
+            asyncio.create_task(self.scheduler.run(), name="syndicate-scheduler"),
         ]
 
     async def stop(self) -> None:

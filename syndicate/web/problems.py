@@ -84,6 +84,9 @@ def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
         return Problem(503, "the database is unavailable; try again shortly", headers=retry)
     if isinstance(exc, storage.NotFound):
         return Problem(404, str(exc))
+    if isinstance(exc, storage.ArticleAlreadyPublished):
+        message = "already published: it cannot be rescheduled to a future time"
+        return Problem(409, str(exc), errors=[{"field": "published_at", "message": message}])
     if isinstance(exc, storage.Conflict):
         return Problem(409, str(exc))
     if isinstance(exc, storage.StorageError):

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from storage import ArticleNotFound
 from storage.records import ArticleDraft, PutResult, default_topic_title
 from syndicate.content.articles import BadCursor, decode_cursor, draft_off_loop, encode_cursor
 from syndicate.content.ingest import store_batch, tally
@@ -79,7 +80,7 @@ async def create_article(request: web.Request) -> web.Response:
 @routes.operation(
     "get",
     "/api/articles",
-    "List articles, newest first",
+    "List published articles, newest first",
     ANY_TOKEN,
     {200: ArticleList},
     query={"topic": {"type": "string", "pattern": TOPIC_SLUG_PATTERN}, **PAGE},
@@ -121,7 +122,7 @@ async def list_articles(request: web.Request) -> web.Response:
     OPERATOR,
     {200: BatchResult},
     body=BatchIn,
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 409),
 )
 async def batch_articles(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
@@ -155,8 +156,11 @@ async def batch_articles(request: web.Request) -> web.Response:
     errors=(401, 404, 410, 422),
 )
 async def get_article(request: web.Request) -> web.Response:
-    await authenticate(request, "operator", "partner")
+    token = await authenticate(request, "operator", "partner")
     article = await request.app[STORAGE].get_article(_path_id(request))
+    if article.scheduled and token.role != "operator":
+        # Partners learn of an article when it is published, as readers do.
+        raise ArticleNotFound(article.id)
     out = ArticleOut.of(article, request.app[SETTINGS].base_url)
     if article.deleted:
         raise Problem(410, f"article {article.id!r} was deleted at {out.deleted_at}")
@@ -170,7 +174,7 @@ async def get_article(request: web.Request) -> web.Response:
     OPERATOR,
     {200: ArticleOut, 201: ArticleOut},
     body=ArticleIn,
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 409),
     links=_ARTICLE_LINK,
 )
 async def put_article(request: web.Request) -> web.Response:

@@ -240,3 +240,48 @@ async def test_without_a_url_links_are_resolved_against_the_permalink(store: Sto
     assert article.content == (
         '<a href="https://example.org/articles/x" rel="noopener noreferrer">x</a>'
     )
+
+
+# -- bidirectional controls leave one-line fields ---------------------------------
+
+
+async def test_bidirectional_controls_are_removed_from_one_line_fields(client: Client) -> None:
+    """An override or isolate left open in a title reorders what a reader shows after
+    it; Arabic and Hebrew text itself (and the marks U+200E/U+200F) stay."""
+    article = await _create(
+        client,
+        title="Invoice \u202egnp.exe\u202c \u05e9\u05dc\u05d5\u05dd\u200f",
+        author="\u2066\u0633\u0627\u0631\u0629\u2069 Ali\u202d",
+        summary="Line one\n\u202bline\u202a two\u2067\u2068",
+    )
+    assert article["title"] == "Invoice gnp.exe \u05e9\u05dc\u05d5\u05dd\u200f"
+    assert article["author"] == "\u0633\u0627\u0631\u0629 Ali"
+    assert article["summary"] == "Line one line two"
+    async with client.request("GET", "/feeds/t.atom") as resp:
+        feed = await resp.text()
+    assert not set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069") & set(feed)
+
+
+async def test_a_title_of_bidirectional_controls_alone_is_blank(client: Client) -> None:
+    async with client.request(
+        "POST", "/api/articles", json={**ARTICLE, "title": "\u202e\u2066 \u2069"}
+    ) as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == {"title"}
+
+
+# -- text is text: stored as sent, escaped once per format -----------------------
+
+LITERAL = "A &amp; B <b>x</b> ]]> & < > \" ' &lt;"
+
+
+async def test_text_fields_are_stored_exactly_as_sent(client: Client) -> None:
+    """Title, summary and author are text: markup and entities in them are characters,
+    neither escaped nor stripped when stored (each format escapes them once)."""
+    article = await _create(client, title=LITERAL, summary=LITERAL, author=LITERAL)
+    assert (article["title"], article["summary"], article["author"]) == (LITERAL,) * 3
+    async with client.request("GET", "/feeds/t.json") as resp:
+        item = (await resp.json())["items"][0]
+    assert item["title"] == LITERAL
+    assert item["summary"] == LITERAL
+    assert item["authors"] == [{"name": LITERAL}]

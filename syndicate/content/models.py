@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from syndicate.content.text import ContentType, clean_text
+from syndicate.content.text import ContentType, clean_text, one_line
 from syndicate.content.urls import HTTP_URL_PATTERN, to_uri
 from syndicate.core.names import (
     ALL_TOPICS_SLUG,
@@ -43,6 +43,8 @@ MAX_URL = 2048
 #: At least one character that is neither blank nor a control character (nor U+FEFF,
 #: which JSON Schema's \s counts as a space and Python's does not).
 VISIBLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]"
+#: The same for one-line text, from which bidirectional controls are removed too.
+LINE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff\u202a-\u202e\u2066-\u2069]"
 # Patterns documented in the schema but checked by validators with clearer messages.
 TopicSlug = Annotated[
     str,
@@ -51,7 +53,7 @@ TopicSlug = Annotated[
 SubscriptionTopic = Annotated[str, Field(json_schema_extra={"pattern": SUBSCRIPTION_TOPIC_PATTERN})]
 
 _ARTICLE_ID = re.compile(ARTICLE_ID_PATTERN)
-_VISIBLE = re.compile(VISIBLE_PATTERN)
+_VISIBLE = re.compile(LINE_PATTERN)
 
 
 def _clean(value: Any) -> Any:
@@ -65,11 +67,11 @@ def _clean(value: Any) -> Any:
 
 
 def _one_line(value: str) -> str:
-    """Whitespace runs (any Unicode space, newlines) become one space; text with
-    nothing visible (blank, or only control characters) is refused."""
+    """``text.one_line``; text with nothing visible (blank, or only control
+    characters) is refused."""
     if not _VISIBLE.search(value):
         raise ValueError("must not be blank")
-    return " ".join(clean_text(value).split())
+    return one_line(value)
 
 
 #: RFC 3339's date-time, as JSON Schema's ``date-time`` format has it (seconds and an
@@ -161,7 +163,7 @@ class ArticleIn(_Input):
         pattern=ARTICLE_ID_PATTERN,
     )
     title: str = Field(
-        min_length=1, max_length=MAX_TITLE, json_schema_extra={"pattern": VISIBLE_PATTERN}
+        min_length=1, max_length=MAX_TITLE, json_schema_extra={"pattern": LINE_PATTERN}
     )
     content: str = Field(description="The body, interpreted by content_type.")
     content_type: ContentType = "html"
@@ -214,10 +216,10 @@ class ArticleIn(_Input):
 
     @field_validator("author", "summary")
     @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            return None
-        return value
+    def _line_or_none(cls, value: str | None) -> str | None:
+        """One line (``text.one_line``: a summary is one paragraph wherever it is
+        shown); nothing visible is no value."""
+        return (one_line(value) or None) if value is not None else None
 
 
 class BatchIn(BaseModel):
@@ -229,7 +231,7 @@ class BatchIn(BaseModel):
 
 class TopicIn(_Input):
     title: str | None = Field(
-        default=None, min_length=1, max_length=200, json_schema_extra={"pattern": VISIBLE_PATTERN}
+        default=None, min_length=1, max_length=200, json_schema_extra={"pattern": LINE_PATTERN}
     )
     description: str = Field(default="", max_length=MAX_SUMMARY)
 

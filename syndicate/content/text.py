@@ -69,6 +69,19 @@ _ATTRIBUTES = {
     for tag, names in nh3.ALLOWED_ATTRIBUTES.items()
     if tag in _TAGS
 }
+#: Bidirectional embedding, override and isolate controls: in a one-line field one left
+#: open reorders whatever a reader or page shows after it ("Trojan Source").
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(value: str) -> str:
+    """Text shown as one line (titles, authors, summaries): ``clean_text``, without
+    bidirectional controls, every whitespace run (newlines too) one space, trimmed."""
+    if not value.isascii():
+        value = _BIDI_CONTROLS.sub("", value)
+    return " ".join(clean_text(value).split())
+
+
 # Built once: nh3.clean(...) builds the same sanitizer on every call (~30% of its time).
 _sanitizer = nh3.Cleaner(tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=set(URL_SCHEMES))
 

@@ -54,10 +54,9 @@ def shared_language(items: Sequence[FeedItem]) -> str | None:
 
 
 def rss_text(text: str) -> str:
-    """Plain text for an RSS element readers may read as HTML (``title``, the channel
-    ``description``): as it is, unless it looks like HTML, then escaped for HTML, so
-    that a reader that guesses (feedparser, and most) shows the text itself, tags and
-    references included.
+    """Plain text for an RSS element readers may read as HTML (``title``): as it is,
+    unless it looks like HTML, then escaped for HTML, so that a reader that guesses
+    (feedparser, and most) shows the text itself, tags and references included.
     Text that does not look like HTML stays plain, as the RSS Best Practices Profile
     and the W3C validator want it."""
     if _LOOKS_LIKE_HTML.search(text) is None:

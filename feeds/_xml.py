@@ -7,10 +7,10 @@
 - What feedgen does not write (RSS hub / first / next links, languages, images,
   tombstones) is added by the extensions in ``_xml_ext``.
 - Atom content is ``type="html"`` (its CDATA mode is invalid Atom).
-- An RSS item's ``<description>`` is the summary escaped for HTML (readers parse it
-  as HTML); the full HTML is in ``content:encoded``. RSS titles and the channel
-  description are escaped for HTML only when they look like HTML
-  (``rss_text``): readers guess.
+- RSS ``<description>`` (an item's summary, the channel's description) is text
+  escaped for HTML: readers parse it as HTML. The full HTML is in ``content:encoded``.
+  RSS titles are escaped for HTML only when they look like HTML (``rss_text``):
+  there, readers guess.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def _generator(info: FeedInfo, items: Sequence[FeedItem], *, rss: bool) -> FeedG
     fg = FeedGenerator()
     fg.id(info.id)
     fg.title(rss_text(info.title) if rss else info.title)
-    fg.description(rss_text(info.description) if rss else info.description)
+    # RSS's channel description is HTML to readers (feedparser takes it as HTML
+    # always), like an item's; Atom's subtitle is text.
+    fg.description(html.escape(info.description, quote=False) if rss else info.description)
     fg.author({"name": info.author})
     fg.generator(info.generator)
     language = info.language or shared_language(items)

@@ -169,6 +169,17 @@ async def test_text_comes_back_exactly_as_written(client: Client, fmt: str) -> N
     assert (plain.title, plain.title_detail.type) == ("Fish & chips < 5 €", "text/plain")
 
 
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+async def test_a_topic_description_is_text(client: Client, fmt: str) -> None:
+    """RSS's channel description is HTML to readers, as an item's is: a topic
+    description that is not HTML-looking text came out as a live (sanitized) tag."""
+    description = "<img src=x onerror=alert(1)> & <em>more"
+    await put_topic(client, "t", description=description)
+    await post(client, article("one"))
+    parsed = await read(client, "t", fmt)
+    assert shown(parsed.feed.subtitle, parsed.feed.subtitle_detail) == description
+
+
 async def test_json_feed_text_is_plain(client: Client) -> None:
     await put_topic(client, "t", title=NASTY, description=NASTY)
     await post(client, article("nasty", title=NASTY, summary=NASTY, author=NASTY))

@@ -91,10 +91,9 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
             entry.category(term=category.term, label=category.label, scheme=category.scheme)
         extras: EntryExtras = entry.syndextras
         if article.language:
+            extras.language = article.language
             if rss:
                 entry.dc.dc_language(article.language)
-            else:
-                extras.language = article.language
         if article.image:
             extras.image = (article.image, image_type(article.image))
 

@@ -1,7 +1,7 @@
 """feedgen extensions for what feedgen does not write (or writes wrongly).
 
 - RSS ``atom:link`` hub / first / next (feedgen writes only rel="self").
-- Per entry: the language (Atom ``xml:lang``; RSS uses the dc extension), the image
+- Per entry: the language (``xml:lang``; RSS also has ``dc:language``), the image
   (RSS ``enclosure`` and ``media:content``; Atom ``link rel="enclosure"``, since
   feedgen 1.0 drops ``rel`` and ``type`` from every entry link it writes).
 - Atom RFC 6721 ``at:deleted-entry`` elements for tombstones.
@@ -86,6 +86,8 @@ class EntryExtras(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
     def extend_rss(self, item: Any) -> Any:
+        if self.language:  # beside dc:language: feedparser gives it to the content
+            item.set(XML_LANG, self.language)
         if self.image:
             url, media_type = self.image
             attrs = {"url": url, "length": UNKNOWN_LENGTH, "type": media_type}

@@ -101,6 +101,7 @@ async def test_languages_reach_every_format(client: Client) -> None:
     mixed = await read(client, "mixed", "rss")
     assert "language" not in mixed.feed
     assert sorted(e.language for e in mixed.entries) == ["ar", "ar", "en"]
+    assert sorted(e.content[0].language for e in mixed.entries) == ["ar", "ar", "en"]  # xml:lang
 
     arabic = await read(client, "arabic", "atom")
     assert arabic.feed.language == "ar"  # xml:lang on <feed>
@@ -293,8 +294,8 @@ async def test_reader_shows_images_languages_and_changes(
         seen = await asyncio.to_thread(entries)
         [enclosure] = seen["pic"].enclosures
         assert (enclosure.href, enclosure.type) == ("https://img.example.org/p.png", "image/png")
+        assert [c.language for c in seen["pic"].content] == ["ar"]
         if fmt == "atom":
-            assert [c.language for c in seen["pic"].content] == ["ar"]
             assert seen["dated"].updated == published
         edit = article("dated", title="Dated, edited", published_at=published.isoformat())
         async with client.request("PUT", "/api/articles/dated", json=edit) as resp:

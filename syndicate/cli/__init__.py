@@ -1,4 +1,5 @@
-"""The ``syndicate`` command: serve, worker, token, import, deliveries, workers, openapi.
+"""The ``syndicate`` command: serve, worker, token, import, deliveries, workers, openapi,
+base-url.
 
 Every command fails in one line on stderr (``syndicate: ...``) naming what to fix,
 never a traceback. Commands other than ``serve`` open only an existing SQLite database
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import storage as storage_pkg
 from storage.records import ROLES
-from syndicate.cli import imports, serve, status, tokens
+from syndicate.cli import imports, serve, site, status, tokens
 from syndicate.cli.common import CommandFailed, fail, run
 from syndicate.content.importer import DEFAULT_IMPORT_BATCH
 from syndicate.core.logfmt import configure as configure_logging
@@ -211,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--batch-size", type=int, default=DEFAULT_IMPORT_BATCH)
     imp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_one_shot_flags(imp, ["base_url", "max_topics"])
+
+    base = commands.add_parser(
+        "base-url", help="show or change the public base URL stored in the database"
+    )
+    base_commands = base.add_subparsers(dest="base_url_command", required=True, metavar="ACTION")
+    show = base_commands.add_parser("show", help="print the stored base URL")
+    _add_one_shot_flags(show)
+    change = base_commands.add_parser(
+        "set",
+        help="store another base URL: new articles' GUIDs and every link use it "
+        "(GUIDs already issued never change)",
+    )
+    change.add_argument("url", help="the public origin, e.g. https://health.example.org")
+    _add_one_shot_flags(change)
     return parser
 
 
@@ -245,14 +260,15 @@ def _dispatch(
     args: argparse.Namespace, settings: Settings, argv: list[str], env: Mapping[str, str]
 ) -> int:
     create = getattr(args, "create", False)
+    given = site.base_url_given(getattr(args, "base_url", None), env)
     if args.command == "serve":
         child = env.get(serve.CHILD_ENV) == "1"
-        return run(settings, serve.serve(settings, argv, child=child))
+        return run(settings, serve.serve(settings, argv, child=child, base_url_given=given))
     if args.command == "openapi":
         sys.stdout.buffer.write(document_bytes(settings))
         return 0
     if args.command == "worker":
-        return run(settings, serve.worker(settings, create=create))
+        return run(settings, serve.worker(settings, create=create, base_url_given=given))
     if args.command == "workers":
         return run(settings, status.workers(settings, create=create))
     if args.command == "deliveries":
@@ -264,5 +280,9 @@ def _dispatch(
     if args.command == "token" and args.token_command == "revoke":
         return run(settings, tokens.token_revoke(settings, args.name, create=create))
     if args.command == "import":
-        return run(settings, imports.import_command(settings, args))
+        return run(settings, imports.import_command(settings, args, base_url_given=given))
+    if args.command == "base-url" and args.base_url_command == "show":
+        return run(settings, site.base_url_show(settings, create=create))
+    if args.command == "base-url" and args.base_url_command == "set":
+        return run(settings, site.base_url_set(settings, args.url, create=create))
     raise AssertionError(f"unknown command {args.command}")

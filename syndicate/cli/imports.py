@@ -6,11 +6,14 @@ import argparse
 import sys
 
 from syndicate.cli.common import CommandFailed, open_database
+from syndicate.cli.site import settle_base_url
 from syndicate.content.importer import ImportFileError, count_paths, import_paths
 from syndicate.core.settings import Settings
 
 
-async def import_command(settings: Settings, args: argparse.Namespace) -> int:
+async def import_command(
+    settings: Settings, args: argparse.Namespace, *, base_url_given: bool = False
+) -> int:
     if args.batch_size < 1:
         raise CommandFailed("--batch-size must be at least 1", code=2)
     # The input first: a missing, malformed or empty one stops here, before a
@@ -21,10 +24,13 @@ async def import_command(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc)) from None
     store = await open_database(settings, create=args.create)
     try:
+        # GUIDs are minted with the database's base URL, as serve's are.
+        settings = await settle_base_url(store, settings, given=base_url_given)
         report = await import_paths(
             store,
             args.paths,
             host=settings.public_host,
+            base_url=settings.base_url,
             batch_size=args.batch_size,
             progress=not args.no_progress,
             max_topics=settings.max_topics,

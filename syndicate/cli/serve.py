@@ -19,6 +19,7 @@ from syndicate.cli.common import (
     describe_database,
     open_database,
 )
+from syndicate.cli.site import settle_base_url
 from syndicate.core.settings import Settings
 from syndicate.delivery.service import DeliveryService
 from syndicate.web.app import create_app, make_runner
@@ -87,7 +88,9 @@ def bind(host: str, port: int, *, reuse_port: bool) -> list[socket.socket]:
     return sockets
 
 
-async def serve(settings: Settings, argv: Sequence[str], *, child: bool = False) -> int:
+async def serve(
+    settings: Settings, argv: Sequence[str], *, child: bool = False, base_url_given: bool = False
+) -> int:
     """Serve HTTP (and deliveries). With ``workers > 1`` this process starts the
     others; ``child`` is one of those (no token bootstrap, no children).
 
@@ -102,6 +105,8 @@ async def serve(settings: Settings, argv: Sequence[str], *, child: bool = False)
             sock.close()
         raise
     try:
+        # Before the app and the other processes: every link and GUID uses this one.
+        settings = await settle_base_url(store, settings, given=base_url_given)
         if not child and await store.count_tokens() == 0:
             secret, _ = await create_token(store, name=BOOTSTRAP_TOKEN_NAME, role="operator")
             more = f"{command_name()} token create --role operator|partner --name NAME"
@@ -156,11 +161,16 @@ async def _spawn_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
     )
 
 
-async def worker(settings: Settings, *, create: bool = False) -> int:
+async def worker(settings: Settings, *, create: bool = False, base_url_given: bool = False) -> int:
     """Fan-out and delivery only. Unlike ``serve`` it makes a missing SQLite database
     only when asked (``create``): started in the wrong folder, it would otherwise
     deliver from a new, empty one while ``serve`` writes to another."""
     store = await open_database(settings, create=create, announce=False)
+    try:
+        settings = await settle_base_url(store, settings, given=base_url_given)
+    except BaseException:
+        await store.close()
+        raise
     service = DeliveryService(store, settings, kind="worker")
     try:
         await service.start()

@@ -39,3 +39,8 @@ SUBSCRIPTION_TOPIC_PATTERN: Final = rf"^({re.escape(EVERY_TOPIC)}|{TOPIC_SLUG})$
 def valid_topic(value: str) -> bool:
     """Is ``value`` a topic slug? (The whole text: a trailing newline is no slug.)"""
     return TOPIC_SLUG_RE.fullmatch(value) is not None
+
+
+#: The site setting (``Storage.site_setting``) holding the public base URL that every
+#: process of one database mints GUIDs and links with.
+SITE_BASE_URL: Final = "base_url"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import feeds
 from storage import Storage
-from storage.records import Article, default_topic_title
+from storage.records import Article, FeedState, default_topic_title
 from syndicate.content.articles import permalink
 from syndicate.core.names import ALL_TOPICS_SLUG
 
@@ -37,6 +37,14 @@ class TopicMeta:
     title: str
     description: str
     created_at: datetime
+
+
+def last_modified(state: FeedState, fallback: datetime) -> datetime:
+    """A feed's own ``updated``: its last article change or topic edit (``fallback``,
+    the topic's creation, before either). The feed route and WebSub notifications
+    both use it, so a polled feed and a pushed one are the same bytes."""
+    times = [t for t in (state.changed_at, state.updated_at) if t is not None]
+    return max(times) if times else fallback
 
 
 async def topic_meta(storage: Storage, base: str, topic: str) -> TopicMeta:

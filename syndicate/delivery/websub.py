@@ -383,7 +383,7 @@ async def current_feed(storage: Storage, settings: Settings, topic: Topic) -> by
     scope = None if topic.slug == ALL_TOPICS_SLUG else topic.slug
     articles = await storage.list_articles(topic=scope, limit=settings.feed_items)
     state = await storage.feed_state(scope)
-    updated = state.changed_at or meta.created_at
+    updated = render.last_modified(state, meta.created_at)
     deleted = await render.tombstones(storage, topic.slug, topic.fmt, updated)
     return render.build_feed(
         base,

@@ -25,7 +25,7 @@ import feeds
 from storage import Storage
 from storage.records import FeedState
 from syndicate.content.articles import BadCursor, decode_cursor, encode_cursor
-from syndicate.content.render import build_feed, feed_url, tombstones, topic_meta
+from syndicate.content.render import build_feed, feed_url, last_modified, tombstones, topic_meta
 from syndicate.content.validation import invalid
 from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG, TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
@@ -122,11 +122,6 @@ class FeedCache:
 FEED_CACHE = web.AppKey("feed_cache", FeedCache)
 
 
-def _last_modified(state: FeedState, fallback: datetime) -> datetime:
-    times = [t for t in (state.changed_at, state.updated_at) if t is not None]
-    return max(times) if times else fallback
-
-
 async def _render(
     storage: Storage,
     settings: Settings,
@@ -149,7 +144,7 @@ async def _render(
     next_url = None
     if len(articles) > limit:
         next_url = f"{first_url}?before={encode_cursor(page[-1])}"
-    updated = _last_modified(state, meta.created_at)
+    updated = last_modified(state, meta.created_at)
     deleted = [] if before_raw else await tombstones(storage, topic, fmt, updated)
     body = build_feed(
         base,

@@ -104,13 +104,14 @@ def _checker() -> list[str]:
     return [java, "-Xss8m", "-jar", str(VNU_JAR), "--format", "json", "--stdout"]
 
 
-def corpus_articles() -> list[dict[str, Any]]:
-    """The hard articles, and the shared adversarial corpus when it exists."""
+def corpus() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Topics and articles: the hard ones here, and the shared adversarial corpus
+    (tests/fixtures/corpus.json) when it exists."""
+    topics = [{"slug": "hard-cases", **HARD_TOPIC}]
     if not CORPUS.exists():
-        return HARD_ARTICLES
+        return topics, HARD_ARTICLES
     data = json.loads(CORPUS.read_text("utf-8"))
-    corpus: list[dict[str, Any]] = data["articles"] if isinstance(data, dict) else data
-    return HARD_ARTICLES + corpus
+    return topics + data.get("topics", []), HARD_ARTICLES + data["articles"]
 
 
 async def _fetch(client: Client, path: str, status: int) -> str:
@@ -121,12 +122,20 @@ async def _fetch(client: Client, path: str, status: int) -> str:
         return text
 
 
-async def _load(client: Client, articles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    async with client.request("PUT", "/api/topics/hard-cases", json=HARD_TOPIC) as resp:
-        assert resp.status in (200, 201), await resp.text()
+async def _load(
+    client: Client, topics: list[dict[str, Any]], articles: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    for topic in topics:
+        fields = {k: v for k, v in topic.items() if k != "slug"}
+        async with client.request("PUT", f"/api/topics/{topic['slug']}", json=fields) as resp:
+            assert resp.status in (200, 201), await resp.text()
     async with client.request("POST", "/api/articles/batch", json={"articles": articles}) as resp:
         body = await resp.json()
         assert resp.status == 200 and body["rejected"] == 0, body
+    # One changed after publication, for the page's "Updated" line.
+    edited = {**HARD_ARTICLES[0], "content": "<p>تصحيح: التكلس ليس مخيفًا.</p>"}
+    async with client.request("PUT", f"/api/articles/{edited['id']}", json=edited) as resp:
+        assert resp.status == 200, await resp.text()
     stored: list[dict[str, Any]] = []
     cursor = ""
     while True:
@@ -138,9 +147,11 @@ async def _load(client: Client, articles: list[dict[str, Any]]) -> list[dict[str
         cursor = f"&cursor={page['next_cursor']}"
 
 
-async def _pages(client: Client, articles: list[dict[str, Any]]) -> dict[str, str]:
+async def _pages(
+    client: Client, topics: list[dict[str, Any]], articles: list[dict[str, Any]]
+) -> dict[str, str]:
     """Path -> HTML of every kind of page there is."""
-    stored = await _load(client, articles)
+    stored = await _load(client, topics, articles)
     wanted: dict[str, int] = {"/": 200}
     for topic in sorted({t for a in stored for t in a["topics"]}):
         wanted[f"/topics/{topic}"] = 200
@@ -174,7 +185,9 @@ async def test_every_page_passes_the_nu_html_checker(
     client: Client, seed_articles: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     _checker()
-    pages = await _pages(client, seed_articles + corpus_articles())
+    topics, articles = corpus()
+    pages = await _pages(client, topics, seed_articles + articles)
+    assert any('<p class="updated"' in html for html in pages.values())
     files: dict[str, str] = {}
     for number, (path, html) in enumerate(pages.items()):
         file = tmp_path / f"page-{number:03d}.html"

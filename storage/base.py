@@ -90,10 +90,12 @@ class Storage(Protocol):
         limit: int = 50,
         before: ListCursor | None = None,
         after: ListCursor | None = None,
+        scheduled: bool = False,
     ) -> list[Article]:
         """Live articles newest first by (published_at, id), strictly before ``before``.
         With ``after`` instead: the ones strictly newer, OLDEST first. Scheduled
-        articles are not live (``Article.live``)."""
+        articles are not live (``Article.live``). ``scheduled=True``: the scheduled
+        (not deleted) articles instead, for the operator (with ``before`` only)."""
 
     async def list_deleted(
         self, *, topic: str | None = None, since: datetime, limit: int = 50

@@ -79,6 +79,11 @@ async def test_a_scheduled_article_appears_and_is_pushed_once_at_its_time(
         await expect_problem(r, 404)
     async with service.request("GET", "/api/articles/later") as r:
         assert (await r.json())["status"] == "scheduled"
+    async with service.request("GET", "/api/articles?status=scheduled") as r:
+        assert [a["id"] for a in (await r.json())["articles"]] == ["later"]
+    path = "/api/articles?status=scheduled"
+    async with service.request("GET", path, token=tokens["partner"]) as r:
+        await expect_problem(r, 403)
     async with service.request("GET", "/api/topics") as r:
         counts = {t["slug"]: t["article_count"] for t in (await r.json())["topics"]}
     assert counts["liver-health"] == 1
@@ -99,6 +104,8 @@ async def test_a_scheduled_article_appears_and_is_pushed_once_at_its_time(
         assert guid in await feed_ids(service, path), path
     async with service.request("GET", "/api/articles", token=tokens["partner"]) as r:
         assert (await r.json())["articles"][0]["id"] == "later"
+    async with service.request("GET", "/api/articles?status=scheduled") as r:
+        assert (await r.json())["articles"] == []
     await asyncio.sleep(2.5)  # more than the scheduler's longest sleep
     assert len(receiver.at("/hook")) == 2, "pushed once"
 

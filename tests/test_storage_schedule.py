@@ -150,6 +150,27 @@ async def test_two_processes_publish_a_due_article_once(database_url: str) -> No
         await second.close()
 
 
+async def test_the_operator_lists_scheduled_articles(store: Storage) -> None:
+    await store.put_article(draft("live", published_at=T0), now=T0)
+    for n in range(3):
+        topics = ("liver-health",) if n % 2 == 0 else ("kidney-health",)
+        when = LATER + timedelta(minutes=n)
+        await store.put_article(draft(f"s{n}", published_at=when, topics=topics), now=T0)
+    await store.put_article(draft("gone"), now=T0)
+    await store.delete_article("gone", now=T0)
+
+    everything = await store.list_articles(scheduled=True)
+    assert [a.id for a in everything] == ["s2", "s1", "s0"]
+    assert all(a.scheduled for a in everything)
+    liver = await store.list_articles(topic="liver-health", scheduled=True)
+    assert [a.id for a in liver] == ["s2", "s0"]
+    first = await store.list_articles(scheduled=True, limit=1)
+    rest = await store.list_articles(scheduled=True, before=(first[0].published_at, first[0].id))
+    assert [a.id for a in first + rest] == ["s2", "s1", "s0"]
+    await store.publish_due(now=LATER + timedelta(minutes=1))
+    assert [a.id for a in await store.list_articles(scheduled=True)] == ["s2"]
+
+
 async def test_the_first_base_url_stored_wins(store: Storage) -> None:
     assert await store.site_setting("base_url") is None
     assert await store.claim_site_setting("base_url", "https://a.example") == "https://a.example"

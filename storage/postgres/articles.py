@@ -248,7 +248,12 @@ class ArticlesMixin(PostgresBase):
         limit: int = 50,
         before: ListCursor | None = None,
         after: ListCursor | None = None,
+        scheduled: bool = False,
     ) -> list[Article]:
+        if scheduled:
+            when, last_id = before or (_AFTER_ALL, "")
+            rows = await self._fetch(Q["list_scheduled"], topic, when, last_id, limit)
+            return [self._article(r) for r in rows]
         when, last_id = after or before or (_AFTER_ALL, "")
         if topic is None:
             query = Q["list_articles"] if after is None else Q["list_articles_after"]

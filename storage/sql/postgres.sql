@@ -563,3 +563,11 @@ INSERT INTO site (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) 
 -- name: set_site_setting
 INSERT INTO site (key, value, updated_at) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: list_scheduled
+-- Scheduled (not deleted) articles newest first, for the operator: $1 a topic or NULL.
+SELECT * FROM articles
+ WHERE scheduled AND deleted_at IS NULL AND (published_at, id) < ($2, $3)
+   AND ($1::text IS NULL OR topics @> jsonb_build_array($1::text))
+ ORDER BY published_at DESC, id DESC
+ LIMIT $4;

@@ -460,3 +460,11 @@ INSERT INTO site (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO 
 -- name: set_site_setting
 INSERT INTO site (key, value, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: list_scheduled
+-- Scheduled (not deleted) articles newest first, for the operator: ?1 a topic or NULL.
+SELECT * FROM articles
+ WHERE scheduled = 1 AND deleted_at IS NULL AND (published_at, id) < (?2, ?3)
+   AND (?1 IS NULL OR EXISTS (SELECT 1 FROM json_each(articles.topics) WHERE value = ?1))
+ ORDER BY published_at DESC, id DESC
+ LIMIT ?4;

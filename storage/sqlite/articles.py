@@ -263,7 +263,12 @@ class ArticlesMixin(SQLiteBase):
         limit: int = 50,
         before: ListCursor | None = None,
         after: ListCursor | None = None,
+        scheduled: bool = False,
     ) -> list[Article]:
+        if scheduled:
+            when, last_id = (format_time(before[0]), before[1]) if before else (_AFTER_ALL, "")
+            async with self._read(Q["list_scheduled"], (topic, when, last_id, limit)) as rows:
+                return [to_article(r) for r in rows]
         if after is not None:
             when, last_id = format_time(after[0]), after[1]
         else:

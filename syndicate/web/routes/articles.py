@@ -30,6 +30,8 @@ from syndicate.web.operations import (
 from syndicate.web.requests import query_param, read_json
 
 routes = ApiRoutes()
+#: What ``GET /api/articles?status=`` lists.
+LISTED_STATUSES = ("published", "scheduled")
 #: Every operation on an article, linked from the answers that name one.
 _ARTICLE_LINK = {"/api/articles/{id}": {"id": "$response.body#/id"}}
 
@@ -83,12 +85,27 @@ async def create_article(request: web.Request) -> web.Response:
     "List published articles, newest first",
     ANY_TOKEN,
     {200: ArticleList},
-    query={"topic": {"type": "string", "pattern": TOPIC_SLUG_PATTERN}, **PAGE},
-    errors=(401, 404, 422),
+    query={
+        "topic": {"type": "string", "pattern": TOPIC_SLUG_PATTERN},
+        "status": {
+            "type": "string",
+            "enum": list(LISTED_STATUSES),
+            "default": "published",
+            "description": "scheduled: the articles waiting for their published_at "
+            "(operators only)",
+        },
+        **PAGE,
+    },
+    errors=(401, 403, 404, 422),
 )
 async def list_articles(request: web.Request) -> web.Response:
-    await authenticate(request, "operator", "partner")
+    token = await authenticate(request, "operator", "partner")
     storage = request.app[STORAGE]
+    status = query_param(request, "status") or "published"
+    if status not in LISTED_STATUSES:
+        raise invalid("status", f"must be one of {', '.join(LISTED_STATUSES)}")
+    if status == "scheduled" and token.role != "operator":
+        raise Problem(403, "only an operator token lists scheduled articles")
     topic = query_param(request, "topic")
     if topic is not None:
         if not valid_topic(topic):
@@ -108,7 +125,9 @@ async def list_articles(request: web.Request) -> web.Response:
             before = decode_cursor(cursor)
         except BadCursor as exc:
             raise invalid("cursor", str(exc)) from None
-    page = await storage.list_articles(topic=topic, limit=limit + 1, before=before)
+    page = await storage.list_articles(
+        topic=topic, limit=limit + 1, before=before, scheduled=status == "scheduled"
+    )
     base_url = request.app[SETTINGS].base_url
     next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
     articles = [ArticleOut.of(a, base_url) for a in page[:limit]]

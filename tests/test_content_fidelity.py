@@ -62,6 +62,22 @@ async def test_a_url_a_uri_cannot_hold_is_refused_naming_the_field(
     assert await store.list_events() == []
 
 
+@pytest.mark.parametrize("field", ["url", "image"])
+async def test_a_url_with_a_lone_surrogate_is_refused_not_a_server_error(
+    client: Client, store: Storage, field: str
+) -> None:
+    """The URL pattern leaves surrogates to the JSON reader (a surrogate range in the
+    pattern would make it invalid to schema validators): JSON can still spell one."""
+    body = '{"title": "T", "content": "x", "topics": ["t"], "%s": "https://e.org/\\ud800"}'
+    headers = {"Content-Type": "application/json"}
+    async with client.request(
+        "POST", "/api/articles", data=(body % field).encode(), headers=headers
+    ) as resp:
+        assert resp.status in (400, 422), await resp.text()
+        assert resp.content_type == "application/problem+json"
+    assert await store.list_events() == []
+
+
 async def test_a_subscription_url_a_uri_cannot_hold_is_refused(
     start_server: ServerFactory, tokens: dict[str, str]
 ) -> None:

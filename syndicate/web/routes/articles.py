@@ -16,7 +16,7 @@ from syndicate.content.text import ContentTooComplex
 from syndicate.content.validation import invalid, validate
 from syndicate.core.errors import Problem
 from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG_PATTERN, valid_topic
-from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Settings
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.auth import authenticate
 from syndicate.web.operations import (
@@ -47,9 +47,15 @@ def _path_id(request: web.Request) -> str:
     return article_id
 
 
-async def _draft(item: ArticleIn, host: str, article_id: str | None = None) -> ArticleDraft:
+async def _draft(
+    item: ArticleIn, settings: Settings, article_id: str | None = None
+) -> ArticleDraft:
+    """The draft of ``item``: GUID minted on the public host, relative links in its
+    content resolved against its URL (else its page on the public base URL)."""
     try:
-        return await draft_off_loop(item, host=host, article_id=article_id)
+        return await draft_off_loop(
+            item, host=settings.public_host, base_url=settings.base_url, article_id=article_id
+        )
     except ContentTooComplex as exc:
         raise invalid("content", str(exc)) from None
 
@@ -72,7 +78,7 @@ async def create_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     item = validate(ArticleIn, await read_json(request), context=_limits(request))
     settings = request.app[SETTINGS]
-    draft = await _draft(item, settings.public_host)
+    draft = await _draft(item, settings)
     result = await request.app[STORAGE].put_article(draft, create_only=True)
     request.app[DELIVERY].notify()
     out = ArticleOut.of(result.article, settings.base_url)
@@ -159,6 +165,7 @@ async def batch_articles(request: web.Request) -> web.Response:
         request.app[STORAGE],
         items,
         host=settings.public_host,
+        base_url=settings.base_url,
         fields=fields,
         max_topics=settings.max_topics,
     )
@@ -203,7 +210,7 @@ async def put_article(request: web.Request) -> web.Response:
     if item.id is not None and item.id != article_id:
         raise invalid("id", f"does not match the id in the URL ({article_id!r})")
     settings = request.app[SETTINGS]
-    draft = await _draft(item, settings.public_host, article_id)
+    draft = await _draft(item, settings, article_id)
     result = await request.app[STORAGE].put_article(draft)
     if result.outcome != "unchanged":
         request.app[DELIVERY].notify()

@@ -7,10 +7,7 @@ import html
 import mimetypes
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from urllib.parse import urlsplit
-
-from storage.records import Article
 
 from .model import FeedItem
 
@@ -25,16 +22,6 @@ _TYPES.add_type("image/webp", ".webp")
 # What readers take for HTML in a text element: a closing tag or a character
 # reference (feedparser's test, and the W3C validator's).
 _LOOKS_LIKE_HTML = re.compile(r"</\w+>|&#?\w+;")
-
-
-def modified_at(article: Article) -> datetime:
-    """The article's last real change: its publication time while it was never
-    changed (version 1), else the later of publication and last update. A batch
-    written at one instant keeps each article's own time; a scheduled article is
-    not "updated" before it is published."""
-    if article.version <= 1:
-        return article.published_at
-    return max(article.published_at, article.updated_at)
 
 
 def image_type(url: str) -> str:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ._fields import modified_at, shared_language
+from ._fields import shared_language
 from ._xml_ext import rfc3339 as _rfc3339
 from .model import FeedInfo, FeedItem
 
@@ -22,7 +22,7 @@ def _item(item: FeedItem) -> dict[str, Any]:
         "content_html": article.content,
         "summary": article.summary,
         "date_published": _rfc3339(article.published_at),
-        "date_modified": _rfc3339(modified_at(article)),
+        "date_modified": _rfc3339(article.modified_at),
     }
     if article.url and article.url != item.link:
         out["external_url"] = article.url

@@ -1,7 +1,7 @@
 """RSS 2.0 and Atom 1.0 through feedgen, with its known traps handled.
 
 - ``updated`` / ``lastBuildDate`` are always set from data (feedgen defaults to now);
-  an entry's ``updated`` is its article's last real change (``modified_at``).
+  an entry's ``updated`` is its article's last real change (``Article.modified_at``).
 - Entries are appended, not prepended (feedgen's default reverses the order).
 - The RSS channel ``<link>`` is the last ``fg.link()``: the alternate goes last.
 - What feedgen does not write (RSS hub / first / next links, languages, images,
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
 
-from ._fields import image_type, modified_at, rss_text, shared_language
+from ._fields import image_type, rss_text, shared_language
 from ._xml_ext import EntryExtras, FeedExtras
 from .model import FeedInfo, FeedItem
 
@@ -81,7 +81,7 @@ def _add_items(fg: FeedGenerator, items: Sequence[FeedItem], *, rss: bool) -> No
             entry.description(html.escape(article.summary, quote=False))
         entry.content(article.content, type="html")
         entry.published(article.published_at)
-        entry.updated(modified_at(article))
+        entry.updated(article.modified_at)
         if article.author:
             if rss:
                 entry.dc.dc_creator(article.author)

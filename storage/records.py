@@ -166,6 +166,17 @@ class Article:
         return self.deleted_at is not None
 
     @property
+    def modified_at(self) -> datetime:
+        """The article's last real change, as readers saw it: its publication time
+        until it changed after publication (a batch written at one instant keeps each
+        article's own time), then its last update. Feeds (Atom ``updated``, JSON
+        ``date_modified``), pages (``dateModified``, "Updated") and sitemaps
+        (``lastmod``) all use this one rule."""
+        if self.version <= 1 or self.updated_at <= self.published_at:
+            return self.published_at
+        return self.updated_at
+
+    @property
     def live(self) -> bool:
         """Shown to readers: neither deleted nor still scheduled."""
         return self.deleted_at is None and not self.scheduled

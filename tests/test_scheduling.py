@@ -140,6 +140,37 @@ async def test_a_scheduled_article_moved_to_the_past_is_published_now(
     assert len(await store.list_events()) == 1
 
 
+async def test_edits_made_while_scheduled_are_not_an_update_once_published(
+    client: Client, store: Storage
+) -> None:
+    """Readers' first version of a scheduled article is its published one: its Atom
+    entry's updated is its publication time and its page has no "Updated" line,
+    whether publish_due announces it or an edit moves it into the past."""
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    for article_id in ("due", "moved"):
+        for title in ("First draft", "Second draft"):
+            body = article(later, id=article_id, title=title)
+            async with client.request("PUT", f"/api/articles/{article_id}", json=body) as r:
+                assert r.status in (200, 201)
+    past = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    async with client.request(
+        "PUT", "/api/articles/moved", json=article(past, id="moved", title="Final")
+    ) as r:
+        assert r.status == 200 and (await r.json())["status"] == "published"
+    [published] = await store.publish_due(now=later + timedelta(seconds=2))
+    assert published.id == "due"
+    async with client.request("GET", "/feeds/liver-health.atom") as resp:
+        parsed = feedparser.parse(await resp.read())
+    updated = {e.title: e.updated_parsed for e in parsed.entries}
+    published_times = {e.title: e.published_parsed for e in parsed.entries}
+    assert set(updated) == {"Second draft", "Final"}
+    assert updated == published_times
+    for article_id in ("due", "moved"):
+        async with client.request("GET", f"/articles/{article_id}") as resp:
+            assert resp.status == 200, article_id
+            assert "Updated" not in await resp.text()
+
+
 async def test_two_processes_and_a_restart_publish_and_push_once(
     database_url: str, receiver: Receiver
 ) -> None:

@@ -64,14 +64,6 @@ def og_locale(language: str) -> str:
     return f"{locale}_{regions[0].upper()}" if regions else locale
 
 
-def last_change(article: Article) -> datetime:
-    """When a reader last saw the article change: its latest real change if that came
-    after publication (``version`` > 1), else its publication."""
-    if article.version > 1 and article.updated_at > article.published_at:
-        return article.updated_at
-    return article.published_at
-
-
 def iso_time(value: datetime) -> str:
     """RFC 3339 in UTC to the second, as OpenGraph, JSON-LD and sitemaps take it."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -98,7 +90,7 @@ def article_json_ld(
         "url": canonical,
         "mainEntityOfPage": {"@type": "WebPage", "@id": canonical},
         "datePublished": iso_time(article.published_at),
-        "dateModified": iso_time(last_change(article)),
+        "dateModified": iso_time(article.modified_at),
         "author": author,
         "publisher": publisher,
         "inLanguage": language_of(article),

@@ -32,7 +32,6 @@ from syndicate.web.pagemeta import (
     iso_time,
     lang_attributes,
     language_of,
-    last_change,
     og_locale,
     script_json,
 )
@@ -287,7 +286,7 @@ async def article_page(request: web.Request) -> web.Response:
         article=article,
         page_lang=language_of(article),
         description=description,
-        modified=last_change(article),
+        modified=article.modified_at,
         json_ld=Markup(script_json(json_ld)),
         topics=topics,
         previous=older[0] if older else None,

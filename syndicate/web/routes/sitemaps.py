@@ -21,7 +21,7 @@ from storage import Storage
 from storage.records import Article, Topic
 from syndicate.content.articles import permalink
 from syndicate.web.appkeys import SETTINGS, STORAGE
-from syndicate.web.pagemeta import SITE_LANGUAGE, iso_time, last_change
+from syndicate.web.pagemeta import SITE_LANGUAGE, iso_time
 from syndicate.web.routes.pages import PAGE_CACHE_CONTROL, SECURITY_HEADERS, SITE_TITLE, Urls
 
 routes = web.RouteTableDef()
@@ -132,7 +132,7 @@ async def _article_entries(
             if seen >= skip + limit:
                 return
             if seen >= skip:
-                yield Entry(urls.article(article), last_change(article))
+                yield Entry(urls.article(article), article.modified_at)
             seen += 1
 
 
@@ -194,7 +194,7 @@ async def news_sitemap(request: web.Request) -> web.Response:
         ET.SubElement(publication, "news:language").text = news_language(article.language)
         ET.SubElement(news, "news:publication_date").text = iso_time(article.published_at)
         ET.SubElement(news, "news:title").text = article.title
-    newest = max((last_change(a) for a in recent), default=None)
+    newest = max((a.modified_at for a in recent), default=None)
     return _respond(request, _document(root), XML_CONTENT_TYPE, newest)
 
 

@@ -120,6 +120,28 @@ async def test_rescheduling_a_published_article_is_refused(client: Client) -> No
     assert "already published" in body["detail"]
 
 
+async def test_a_batch_rescheduling_a_published_article_rejects_that_item_only(
+    client: Client, store: Storage
+) -> None:
+    async with client.request("POST", "/api/articles", json=article(datetime.now(UTC))) as r:
+        assert r.status == 201
+    future = datetime.now(UTC) + timedelta(days=1)
+    batch = {
+        "articles": [
+            article(datetime.now(UTC), id="fresh", title="Fresh"),
+            article(future),
+            article(future, id="later", title="Later"),
+        ]
+    }
+    async with client.request("POST", "/api/articles/batch", json=batch) as r:
+        assert r.status == 200, await r.text()
+        results = (await r.json())["results"]
+    assert [x["status"] for x in results] == ["created", "rejected", "created"]
+    assert results[1]["errors"][0]["field"] == "articles.1.published_at"
+    assert "already published" in results[1]["errors"][0]["message"]
+    assert (await store.get_article("later")).scheduled
+
+
 async def test_a_scheduled_article_moved_to_the_past_is_published_now(
     client: Client, store: Storage
 ) -> None:

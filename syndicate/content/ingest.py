@@ -9,8 +9,8 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from storage import Storage
-from storage.records import ArticleDraft
+from storage import ArticleNotFound, Storage
+from storage.records import ArticleDraft, utcnow
 from syndicate.content.articles import article_base, to_draft
 from syndicate.content.models import ArticleIn
 from syndicate.content.responses import BatchStatus
@@ -118,6 +118,7 @@ async def store_batch(
         results[index]["id"] = draft.id  # made here for an article sent without one
         drafts.append(draft)
         drafted_at.append(index)
+    drafts, drafted_at = await _without_reschedules(storage, drafts, drafted_at, fields, results)
     if not drafts:
         return results
     for index, put in zip(drafted_at, await storage.put_articles(drafts), strict=True):
@@ -128,3 +129,33 @@ async def store_batch(
 def tally(results: Sequence[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(r["status"] for r in results)
     return {status: counts.get(status, 0) for status in STATUSES}
+
+
+async def _without_reschedules(
+    storage: Storage,
+    drafts: list[ArticleDraft],
+    drafted_at: list[int],
+    fields: Sequence[str],
+    results: list[dict[str, Any]],
+) -> tuple[list[ArticleDraft], list[int]]:
+    """The drafts less those giving an already published article a future
+    ``published_at``: each is rejected in its place, naming ``published_at`` (the
+    store refuses it, which would fail the whole batch's one transaction). Only
+    future-dated drafts are looked up, so a usual batch costs no read."""
+    now = utcnow()
+    keep: list[ArticleDraft] = []
+    kept_at: list[int] = []
+    for draft, index in zip(drafts, drafted_at, strict=True):
+        if draft.published_at is not None and draft.published_at > now:
+            try:
+                stored = await storage.get_article(draft.id)
+            except ArticleNotFound:
+                stored = None
+            if stored is not None and not stored.scheduled and not stored.deleted:
+                message = "already published: it cannot be rescheduled"
+                error = {"field": f"{fields[index]}.published_at", "message": message}
+                results[index].update(status="rejected", errors=[error])
+                continue
+        keep.append(draft)
+        kept_at.append(index)
+    return keep, kept_at

@@ -150,22 +150,22 @@ async def _listed(store: Storage) -> AsyncGenerator[Article]:
 
 
 def _urlset(entries: list[Entry]) -> bytes:
-    root = ET.Element("urlset", xmlns=SITEMAP_NS)
-    for entry in entries:
-        url = ET.SubElement(root, "url")
-        ET.SubElement(url, "loc").text = entry.loc
-        if entry.lastmod is not None:
-            ET.SubElement(url, "lastmod").text = iso_time(entry.lastmod)
-    return _document(root)
+    return _listing("urlset", "url", entries)
 
 
 def _index(children: list[Entry]) -> bytes:
-    root = ET.Element("sitemapindex", xmlns=SITEMAP_NS)
-    for child in children:
-        sitemap = ET.SubElement(root, "sitemap")
-        ET.SubElement(sitemap, "loc").text = child.loc
-        if child.lastmod is not None:
-            ET.SubElement(sitemap, "lastmod").text = iso_time(child.lastmod)
+    return _listing("sitemapindex", "sitemap", children)
+
+
+def _listing(root_tag: str, entry_tag: str, entries: list[Entry]) -> bytes:
+    """A ``<urlset>`` of ``<url>``s or a ``<sitemapindex>`` of ``<sitemap>``s: the
+    same ``loc`` and optional ``lastmod`` in each."""
+    root = ET.Element(root_tag, xmlns=SITEMAP_NS)
+    for entry in entries:
+        element = ET.SubElement(root, entry_tag)
+        ET.SubElement(element, "loc").text = entry.loc
+        if entry.lastmod is not None:
+            ET.SubElement(element, "lastmod").text = iso_time(entry.lastmod)
     return _document(root)
 
 

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, settings
 from receiver import Receiver
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
-from syndicate.content.models import HTTP_URL_PATTERN, valid_article_id
+from syndicate.content.models import valid_article_id
+from syndicate.content.urls import HTTP_URL_PATTERN
 from syndicate.core.settings import Settings
 from syndicate.web import openapi
 from syndicate.web.app import create_app

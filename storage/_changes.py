@@ -130,12 +130,11 @@ def plan_put(
         # A scheduled article whose time has come stays for publish_due to announce.
         return Change(existing, "unchanged", None)
     scheduled = unseen and candidate.published_at > now
-    # A scheduled article published by this write: readers' first version is not
-    # "updated" (``Article.modified_at``), so its last change is its publication.
-    stamp = min(now, candidate.published_at) if existing.scheduled and not scheduled else now
-    article = dataclasses.replace(
-        candidate, version=existing.version + 1, updated_at=stamp, scheduled=scheduled
-    )
+    # Versions count the changes readers could see: a scheduled article stays at 1 until
+    # it is published (by this write or by publish_due), so its first published version
+    # is not "updated" (``Article.modified_at``).
+    version = existing.version if existing.scheduled else existing.version + 1
+    article = dataclasses.replace(candidate, version=version, updated_at=now, scheduled=scheduled)
     if scheduled:
         return Change(article, "created" if existing.deleted else "updated", None)
     if existing.deleted:
@@ -156,14 +155,12 @@ def plan_delete(existing: Article, *, now: datetime) -> Article | None:
     )
 
 
-def plan_publish(due: Article) -> Article:
+def plan_publish(due: Article, *, now: datetime) -> Article:
     """A scheduled article whose time has come, as ``publish_due`` announces it: no
-    longer scheduled, ``updated_at`` its publication time. Edits made while it was
-    scheduled (all before that time) were never seen: readers' first version is not
-    "updated" (``Article.modified_at``)."""
-    return dataclasses.replace(
-        due, scheduled=False, updated_at=max(due.published_at, due.updated_at)
-    )
+    longer scheduled, ``updated_at`` the moment of publication (its event's time, which
+    the log and webhook filters order by). Its ``version`` is still 1 (``plan_put``),
+    so readers' first version is not "updated" (``Article.modified_at``)."""
+    return dataclasses.replace(due, scheduled=False, updated_at=max(now, due.updated_at))
 
 
 class _TakenFrom(Container[str]):

@@ -301,3 +301,34 @@ async def test_text_fields_are_stored_exactly_as_sent(client: Client) -> None:
     assert item["title"] == LITERAL
     assert item["summary"] == LITERAL
     assert item["authors"] == [{"name": LITERAL}]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"content": "<a href='//[:]/x'>a</a><p>kept</p>"},
+        {"content": "<blockquote cite='http://[x]/'>q</blockquote><p>kept</p>"},
+        {"content": "<a href='http://h.org:99999/'>a</a><p>kept</p>"},
+        {"url": "http://[::1]/a", "content": "<a href='rel'>r</a><p>kept</p>"},
+    ],
+)
+async def test_a_link_python_cannot_split_is_dropped_not_a_server_error(
+    client: Client, fields: dict[str, str]
+) -> None:
+    """urljoin/urlsplit raise on a bracketed host that is no IP literal or a port out
+    of range: such a link goes (its text stays), in a single write and in a batch."""
+    stored = await _create(client, **fields)
+    assert "kept" in stored["content"] and "[:]" not in stored["content"]
+    batch = {"articles": [{**ARTICLE, "id": "ok"}, {**ARTICLE, "id": "odd", **fields}]}
+    async with client.request("POST", "/api/articles/batch", json=batch) as resp:
+        assert resp.status == 200, await resp.text()
+        assert [r["status"] for r in (await resp.json())["results"]] == ["created", "created"]
+
+
+@pytest.mark.parametrize("slug", [".", ".."])
+async def test_a_slug_of_dot_or_dot_dot_is_refused(client: Client, slug: str) -> None:
+    """``/articles/..`` is the home page to every browser and crawler."""
+    async with client.request("POST", "/api/articles", json={**ARTICLE, "slug": slug}) as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == {"slug"}
+    assert (await _create(client, slug="..."))["slug"] == "..."

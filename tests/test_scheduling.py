@@ -193,6 +193,31 @@ async def test_edits_made_while_scheduled_are_not_an_update_once_published(
             assert "Updated" not in await resp.text()
 
 
+async def test_a_scheduled_article_moved_to_the_past_is_pushed_to_earlier_subscribers(
+    start_server: ServerFactory, tokens: dict[str, str], receiver: Receiver
+) -> None:
+    """Its event is stamped with the time it is published, not its (earlier)
+    published_at: webhooks skip events older than the subscription."""
+    service = await start_server(allow_private_targets=True)
+    service.token = tokens["operator"]
+    body = {"url": receiver.url("/hook"), "topics": ["liver-health"]}
+    async with service.request(
+        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+    ) as r:
+        secret = (await r.json())["secret"]
+    later = datetime.now(UTC) + timedelta(days=1)
+    async with service.request("PUT", "/api/articles/soon", json=article(later)) as r:
+        assert r.status == 201
+    earlier = datetime.now(UTC) - timedelta(hours=6)
+    async with service.request("PUT", "/api/articles/soon", json=article(earlier)) as r:
+        assert r.status == 200 and (await r.json())["status"] == "published"
+    await receiver.wait_for(lambda: len(receiver.at("/hook")) == 1)
+    delivery = receiver.at("/hook")[0]
+    pushed = Webhook(secret).verify(delivery.body, delivery.headers)
+    assert pushed["type"] == "article.published" and pushed["data"]["id"] == "soon"
+    assert pushed["data"]["version"] == 1
+
+
 async def test_two_processes_and_a_restart_publish_and_push_once(
     database_url: str, receiver: Receiver
 ) -> None:

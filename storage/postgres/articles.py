@@ -302,7 +302,7 @@ class ArticlesMixin(PostgresBase):
         # these articles no longer scheduled. Only this transaction writes their events.
         async with self._write_transaction() as conn:
             rows = await conn.fetch(Q["due_articles"], stamp, limit)
-            published = [_changes.plan_publish(self._article(r)) for r in rows]
+            published = [_changes.plan_publish(self._article(r), now=stamp) for r in rows]
             if published:
                 writes: list[tuple[EventType | None, Article]] = [
                     ("article.published", a) for a in published

@@ -324,7 +324,7 @@ class ArticlesMixin(SQLiteBase):
             # On the one writer: a second process's writer waits for this commit, then
             # finds these articles no longer scheduled.
             rows = conn.execute(Q["due_articles"], (format_time(stamp), limit)).fetchall()
-            published = [_changes.plan_publish(to_article(r)) for r in rows]
+            published = [_changes.plan_publish(to_article(r), now=stamp) for r in rows]
             if published:
                 self._apply(conn, [("article.published", a) for a in published], {}, stamp)
             return published

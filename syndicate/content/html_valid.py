@@ -168,12 +168,13 @@ def content_url(value: str, base: str | None) -> str | None:
     value = value.strip()
     if _is_uri(value):
         return value
-    if base is not None:
-        value = urljoin(base, value)
-    value = _BAD_PERCENT.sub("%25", quote(value, safe=_URI_SAFE))
     try:
+        if base is not None:
+            value = urljoin(base, value)
+        value = _BAD_PERCENT.sub("%25", quote(value, safe=_URI_SAFE))
         parts = urlsplit(value)
-    except ValueError:  # an unbalanced "[" in the host
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:  # a host "[...]" that is no IP literal, an unbalanced "[", a bad port
         return None
     if not parts.scheme:
         return value if base is None else None

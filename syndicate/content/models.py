@@ -32,7 +32,12 @@ from syndicate.core.names import (
 from syndicate.core.settings import MAX_TOPICS_PER_ARTICLE
 
 ARTICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
-SLUG_PATTERN = r"^[^\s/?#%\\]{1,128}$"
+#: 1-128 characters a path segment can carry as they are, but "." and "..", which
+#: URL resolution takes for "here" and "up" (``/articles/..`` is the home page).
+SLUG_PATTERN = (
+    r"^(?:[^\s/?#%\\.][^\s/?#%\\]{0,127}|\.[^\s/?#%\\.][^\s/?#%\\]{0,126}"
+    r"|\.\.[^\s/?#%\\]{1,126})$"
+)
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 RESERVED_TOPICS = frozenset({ALL_TOPICS_SLUG})
 MAX_TITLE = 500

@@ -235,3 +235,22 @@ async def test_a_scheduled_article_has_no_page_until_it_is_published(
     assert doc.xpath("//p[@class='meta']/time/@datetime") == [f"{due:%Y-%m-%dT%H:%M:%S}Z"]
     home = await page(client, "/")
     assert ENGLISH["title"] in [text_of(h) for h in home.xpath("//section[@class='latest']//h3")]
+
+
+async def test_an_extension_subtag_is_no_script_subtag(client: Client) -> None:
+    """``ar-u-nu-latn`` is Arabic with Latin digits: right to left. ``latn`` in an
+    extension or private use says nothing of the script (an outside reviewer's find)."""
+    tags = {
+        "fa-IR-u-nu-latn": ("rtl", "fa_IR"),
+        "he-x-latn": ("rtl", "he"),
+        "ar-Latn": ("ltr", "ar"),
+    }
+    articles = [
+        {**ARABIC, "id": f"x{n}", "slug": f"x{n}", "language": tag} for n, tag in enumerate(tags)
+    ]
+    await load(client, *articles)
+    for n, (tag, (direction, locale)) in enumerate(tags.items()):
+        html = await page(client, f"/articles/x{n}")
+        assert lang_dir(html) == (tag, direction), tag
+        [og_locale] = html.xpath("//meta[@property='og:locale']/@content")
+        assert og_locale == locale, tag

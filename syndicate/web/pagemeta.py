@@ -37,11 +37,21 @@ def language_of(article: Article) -> str:
 def direction(language: str) -> str:
     """``rtl`` or ``ltr`` for a BCP 47 tag: its script subtag decides when it has one
     (``ku-Arab`` is right to left, ``sd-Deva`` left to right), else its primary subtag."""
-    subtags = language.lower().split("-")
+    subtags = _leading(language.lower())
     for subtag in subtags[1:]:
         if len(subtag) == 4 and subtag.isalpha():
             return "rtl" if subtag in RTL_SCRIPTS else "ltr"
     return "rtl" if subtags[0] in RTL_LANGUAGES else "ltr"
+
+
+def _leading(language: str) -> list[str]:
+    """The subtags before any extension or private use (a one-letter singleton):
+    ``latn`` in ``ar-u-nu-latn`` (Arabic with Latin digits) is no script subtag."""
+    subtags = language.split("-")
+    for n, subtag in enumerate(subtags[1:], start=1):
+        if len(subtag) == 1:
+            return subtags[:n]
+    return subtags
 
 
 def lang_attributes(language: str, *, within: str | None) -> dict[str, str]:
@@ -58,7 +68,7 @@ def lang_attributes(language: str, *, within: str | None) -> dict[str, str]:
 def og_locale(language: str) -> str:
     """OpenGraph's ``language_TERRITORY`` form: ``he-IL`` -> ``he_IL``; a tag with no
     region gives its language alone (``ar``)."""
-    subtags = language.split("-")
+    subtags = _leading(language)
     regions = [s for s in subtags[1:] if len(s) == 2 or (len(s) == 3 and s.isdigit())]
     locale = subtags[0].lower()
     return f"{locale}_{regions[0].upper()}" if regions else locale

@@ -332,3 +332,18 @@ async def test_a_slug_of_dot_or_dot_dot_is_refused(client: Client, slug: str) ->
         body = await expect_problem(resp, 422)
     assert error_fields(body) == {"slug"}
     assert (await _create(client, slug="..."))["slug"] == "..."
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://[:]/", "http://[::1:]/", "http://[.]/", "http://[1.2.3.4]/", "http://a.org:99999/"],
+)
+async def test_a_host_or_port_no_browser_takes_is_refused(client: Client, value: str) -> None:
+    async with client.request("POST", "/api/articles", json={**ARTICLE, "url": value}) as resp:
+        body = await expect_problem(resp, 422)
+    assert error_fields(body) == {"url"}
+
+
+async def test_ip_literals_and_ports_in_range_are_taken(client: Client) -> None:
+    for value in ("http://[::1]:8080/a", "http://[2001:db8::7]/", "https://a.org:65535/"):
+        assert (await _create(client, url=value))["url"] == value

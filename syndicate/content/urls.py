@@ -34,8 +34,22 @@ _PCHAR = f"{_ALNUM}\\-._~!$&'()*+,;=:@\\[\\]"
 _ESCAPE = "%[0-9A-Fa-f]{2}"
 #: Absolute http(s) URL: a host name (ASCII, or an IDN in Unicode or punycode) or IP
 #: literal, an optional port, then an RFC 3986 path, query and fragment.
+_H16 = "[0-9A-Fa-f]{1,4}"
+#: An IPv6 address in its hexadecimal forms (RFC 4291 2.2, forms 1 and 2; the
+#: IPv4-embedded form and zone ids are not taken): what ``ipaddress`` takes of them.
+_IPV6 = "|".join(
+    [
+        f"(?:{_H16}:){{7}}{_H16}",
+        f"(?:{_H16}:){{1,7}}:",
+        *(f"(?:{_H16}:){{1,{6 - k}}}(?::{_H16}){{1,{k + 1}}}" for k in range(6)),
+        f":(?::{_H16}){{1,7}}",
+        "::",
+    ]
+)
+#: 0-65535.
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 HTTP_URL_PATTERN = (
-    f"^https?://({_LABEL}(?:\\.{_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{{1,5}})?"
+    f"^https?://({_LABEL}(?:\\.{_LABEL})*|\\[(?:{_IPV6})\\])(:{_PORT})?"
     f"((?:/(?:[{_PCHAR}/]|{_NON_ASCII}|{_ESCAPE})*)?)"
     f"((?:\\?(?:[{_PCHAR}/?]|{_NON_ASCII}|{_ESCAPE})*)?)"
     f"((?:#(?:[{_PCHAR}/?]|{_NON_ASCII}|{_ESCAPE})*)?)$"

@@ -127,3 +127,36 @@ def _env(**extra: str) -> dict[str, str]:
     from conftest import clean_env
 
     return clean_env(**extra)
+
+
+async def test_base_url_set_refuses_what_cannot_start_a_link(
+    database_url: str, tmp_path: Path
+) -> None:
+    """It starts every link, GUID and Link header: markup, spaces, a second port, a
+    query, credentials, a bad IP literal or nothing at all are refused in one line
+    (an outside reviewer stored each; '[:]' printed a traceback)."""
+    code, _, err = await run(
+        "import",
+        str(article_file(tmp_path, "first")),
+        "--database",
+        database_url,
+        "--base-url",
+        SITE,
+        "--no-progress",
+        "--create",
+    )
+    assert code == 0, err
+    for bad in (
+        'http://x/"><script>alert(1)</script>',
+        "http://h/ a",
+        "http://127.0.0.1:46389:80",
+        "http://h/path/?q=1#f",
+        "http://user:pw@h",
+        "http://[:]",
+        "",
+    ):
+        code, out, err = await run("base-url", "set", bad, "--database", database_url)
+        assert code == 2, (bad, out, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (bad, err)
+    code, out, _ = await run("base-url", "show", "--database", database_url)
+    assert code == 0 and SITE in out

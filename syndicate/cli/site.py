@@ -61,6 +61,8 @@ async def base_url_show(settings: Settings, *, create: bool) -> int:
 
 
 async def base_url_set(settings: Settings, url: str, *, create: bool) -> int:
+    if not url.strip():
+        raise CommandFailed("base-url set: give the URL (an empty one is no base URL)", code=2)
     try:
         wanted = settings.replace(base_url=url).base_url
     except SettingsError as exc:

@@ -180,7 +180,11 @@ class ArticleIn(_Input):
     image: HttpUrl | None = None
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     published_at: UtcTime | None = Field(
-        default=None, description="RFC 3339; a time without offset is taken as UTC."
+        default=None,
+        description=(
+            "RFC 3339 date-time with seconds and an offset, years 1970-2199 as written; "
+            "stored in UTC. A future time schedules the article."
+        ),
     )
     slug: str | None = Field(
         default=None,

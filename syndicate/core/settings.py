@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -179,11 +180,11 @@ class Settings:
             shown = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
             object.__setattr__(self, "base_url", f"http://{shown}:{self.port}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not _valid_base_url(self.base_url):
             raise SettingsError(
-                f"base URL {self.base_url!r} is not an absolute http(s) URL "
-                "(SYNDICATE_BASE_URL / --base-url)"
+                f"base URL {self.base_url!r} is not an absolute http(s) URL of an ASCII "
+                "host (IDNs as punycode), with an optional port (1-65535) and path, and "
+                "no user, query or fragment (SYNDICATE_BASE_URL / --base-url)"
             )
         if not (self.database.startswith(("sqlite:///", "postgresql://", "postgres://"))):
             raise SettingsError(
@@ -406,3 +407,24 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
         if raw is not None and raw != "":
             values[field] = parse(source, raw)
     return Settings(**values)
+
+
+#: What a public base URL may be: it starts every link and GUID, in HTML attributes,
+#: ``Link`` headers and XML, so nothing there may need escaping or a browser's repair.
+_BASE_URL = re.compile(
+    r"(?i:https?)://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])"
+    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*",
+    re.ASCII,
+)
+
+
+def _valid_base_url(url: str) -> bool:
+    if _BASE_URL.fullmatch(url) is None:
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # "[...]" that is no IP address, a port out of range
+        return False
+    return bool(parts.hostname) and port != 0

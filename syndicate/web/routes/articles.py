@@ -80,7 +80,7 @@ async def create_article(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     draft = await _draft(item, settings)
     result = await request.app[STORAGE].put_article(draft, create_only=True)
-    request.app[DELIVERY].notify()
+    request.app[DELIVERY].notify(scheduled=result.article.scheduled)
     out = ArticleOut.of(result.article, settings.base_url)
     return model_response(out, status=201, headers={"Location": f"/api/articles/{out.id}"})
 
@@ -213,7 +213,7 @@ async def put_article(request: web.Request) -> web.Response:
     draft = await _draft(item, settings, article_id)
     result = await request.app[STORAGE].put_article(draft)
     if result.outcome != "unchanged":
-        request.app[DELIVERY].notify()
+        request.app[DELIVERY].notify(scheduled=result.article.scheduled)
     headers = {"Location": f"/api/articles/{article_id}"} if result.outcome == "created" else {}
     return model_response(
         ArticleOut.of(result.article, settings.base_url),
@@ -233,7 +233,7 @@ async def put_article(request: web.Request) -> web.Response:
 async def delete_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     await request.app[STORAGE].delete_article(_path_id(request))
-    request.app[DELIVERY].notify()
+    request.app[DELIVERY].notify(scheduled=False)
     return web.Response(status=204)
 
 

@@ -29,6 +29,21 @@ def article_file(tmp_path: Path, article_id: str) -> Path:
     return path
 
 
+async def import_first(database_url: str, tmp_path: Path) -> None:
+    """Import one article into a new database with ``--base-url SITE``: stores it."""
+    code, _, err = await run(
+        "import",
+        str(article_file(tmp_path, "first")),
+        "--database",
+        database_url,
+        "--base-url",
+        SITE,
+        "--no-progress",
+        "--create",
+    )
+    assert code == 0, err
+
+
 async def read_article(base: str, token: str, article_id: str) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as http,
@@ -75,17 +90,7 @@ async def test_import_without_base_url_uses_the_one_serve_stored(
 async def test_a_conflicting_base_url_is_refused_until_changed_explicitly(
     database_url: str, tmp_path: Path
 ) -> None:
-    code, _, err = await run(
-        "import",
-        str(article_file(tmp_path, "first")),
-        "--database",
-        database_url,
-        "--base-url",
-        SITE,
-        "--no-progress",
-        "--create",
-    )
-    assert code == 0, err
+    await import_first(database_url, tmp_path)
 
     other = "https://other.example.net"
     code, out, err = await run(
@@ -135,17 +140,7 @@ async def test_base_url_set_refuses_what_cannot_start_a_link(
     """It starts every link, GUID and Link header: markup, spaces, a second port, a
     query, credentials, a bad IP literal or nothing at all are refused in one line
     (an outside reviewer stored each; '[:]' printed a traceback)."""
-    code, _, err = await run(
-        "import",
-        str(article_file(tmp_path, "first")),
-        "--database",
-        database_url,
-        "--base-url",
-        SITE,
-        "--no-progress",
-        "--create",
-    )
-    assert code == 0, err
+    await import_first(database_url, tmp_path)
     for bad in (
         'http://x/"><script>alert(1)</script>',
         "http://h/ a",

@@ -39,6 +39,21 @@ def article(published_at: datetime, **changes: Any) -> dict[str, Any]:
     }
 
 
+async def subscribed_service(
+    start_server: ServerFactory, tokens: dict[str, str], receiver: Receiver
+) -> tuple[Client, str]:
+    """A service whose partner subscribed ``receiver``'s /hook to liver-health, with
+    the operator's token; and the subscription's secret."""
+    service = await start_server(allow_private_targets=True)
+    service.token = tokens["operator"]
+    body = {"url": receiver.url("/hook"), "topics": ["liver-health"]}
+    async with service.request(
+        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+    ) as r:
+        secret: str = (await r.json())["secret"]
+    return service, secret
+
+
 async def feed_ids(client: Client, path: str) -> list[str]:
     async with client.request("GET", path) as resp:
         assert resp.status == 200, path
@@ -53,13 +68,7 @@ async def feed_ids(client: Client, path: str) -> list[str]:
 async def test_a_scheduled_article_appears_and_is_pushed_once_at_its_time(
     start_server: ServerFactory, tokens: dict[str, str], receiver: Receiver
 ) -> None:
-    service = await start_server(allow_private_targets=True)
-    service.token = tokens["operator"]
-    body = {"url": receiver.url("/hook"), "topics": ["liver-health"]}
-    async with service.request(
-        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
-    ) as r:
-        secret = (await r.json())["secret"]
+    service, secret = await subscribed_service(start_server, tokens, receiver)
     async with service.request("POST", "/api/articles", json=article(datetime.now(UTC))) as r:
         assert r.status == 201  # something already published, so the feeds are not empty
 
@@ -198,13 +207,7 @@ async def test_a_scheduled_article_moved_to_the_past_is_pushed_to_earlier_subscr
 ) -> None:
     """Its event is stamped with the time it is published, not its (earlier)
     published_at: webhooks skip events older than the subscription."""
-    service = await start_server(allow_private_targets=True)
-    service.token = tokens["operator"]
-    body = {"url": receiver.url("/hook"), "topics": ["liver-health"]}
-    async with service.request(
-        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
-    ) as r:
-        secret = (await r.json())["secret"]
+    service, secret = await subscribed_service(start_server, tokens, receiver)
     later = datetime.now(UTC) + timedelta(days=1)
     async with service.request("PUT", "/api/articles/soon", json=article(later)) as r:
         assert r.status == 201

@@ -178,3 +178,26 @@ async def test_the_news_sitemap_holds_the_last_two_days(client: Client) -> None:
     assert {e[1] for e in entries} == {"Syndicate"}
     assert entries[0][3] == articles[0]["published_at"]
     assert entries[0][0].startswith(client.url("/articles/"))
+
+
+async def test_a_cached_sitemap_changes_with_the_articles(client: Client) -> None:
+    """Built sitemaps are kept (each walks every listed article) until the change log
+    moves: a new article is in the next one, a deleted one gone."""
+
+    def article(n: int) -> dict[str, Any]:
+        return {"id": f"c{n}", "title": f"Cached {n}", "content": "<p>x</p>", "topics": ["t"]}
+
+    await load(client, [article(1)])
+    first = urls_of(await fetch_xml(client, client.url("/sitemap.xml")))
+    assert urls_of(await fetch_xml(client, client.url("/sitemap.xml"))) == first
+    await load(client, [article(2)])
+    second = urls_of(await fetch_xml(client, client.url("/sitemap.xml")))
+    assert set(second) - set(first) == {
+        client.url("/articles/cached-2"),
+        client.url("/topics/t"),
+    } - set(first)
+    async with client.request("DELETE", "/api/articles/c1") as resp:
+        assert resp.status == 204
+    third = urls_of(await fetch_xml(client, client.url("/sitemap.xml")))
+    assert client.url("/articles/cached-1") not in third
+    assert client.url("/articles/cached-2") in third

@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app = web.Application(client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
     app[feed_http.FEED_CACHE] = feed_http.FeedCache()
+    app[sitemaps.SITEMAP_CACHE] = sitemaps.SitemapCache()
     app[metrics.METRICS] = Metrics()
     app[RATE_LIMITER] = RateLimiter(settings.write_rate, settings.write_burst)
     if storage is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,18 +65,65 @@ async def robots(request: web.Request) -> web.Response:
 # -- sitemap.xml -------------------------------------------------------------------
 
 
+class SitemapCache:
+    """Built sitemaps by path, each with what it was built from: the last event of the
+    change log (and, for ``/sitemap.xml``, the topics). A sitemap walks every listed
+    article, so a public GET must not build it again while nothing changed."""
+
+    MAX_PATHS = 64
+
+    def __init__(self) -> None:
+        self._built: dict[str, tuple[Hashable, bytes, datetime | None]] = {}
+
+    def get(self, path: str, key: Hashable) -> tuple[bytes, datetime | None] | None:
+        hit = self._built.get(path)
+        return (hit[1], hit[2]) if hit is not None and hit[0] == key else None
+
+    def put(self, path: str, key: Hashable, body: bytes, modified: datetime | None) -> None:
+        self._built.pop(path, None)
+        if len(self._built) >= self.MAX_PATHS:
+            self._built.pop(next(iter(self._built)))
+        self._built[path] = (key, body, modified)
+
+
+SITEMAP_CACHE = web.AppKey("sitemap_cache", SitemapCache)
+
+
+async def _cached(
+    request: web.Request,
+    key: Hashable,
+    build: Callable[[], Awaitable[tuple[bytes, datetime | None]]],
+) -> web.Response:
+    cache = request.app[SITEMAP_CACHE]
+    hit = cache.get(request.path, key)
+    if hit is None:
+        hit = await build()
+        cache.put(request.path, key, *hit)
+    return _respond(request, hit[0], XML_CONTENT_TYPE, hit[1])
+
+
 @routes.get("/sitemap.xml")
 async def sitemap(request: web.Request) -> web.Response:
     """One ``urlset`` while everything fits; otherwise an index of
     ``/sitemaps/pages.xml`` and ``/sitemaps/articles-N.xml``."""
     store = request.app[STORAGE]
+    topics = await store.list_topics()
+    state = await store.feed_state(None)
+    key = (state.seq, tuple((t.slug, t.updated_at, t.changed_at, t.article_count) for t in topics))
+    return await _cached(request, key, lambda: _build_sitemap(request, topics))
+
+
+async def _build_sitemap(
+    request: web.Request, topics: list[Topic]
+) -> tuple[bytes, datetime | None]:
+    store = request.app[STORAGE]
     urls = Urls(request.app[SETTINGS].base_url)
-    fixed = _fixed_entries(await store.list_topics(), urls)
+    fixed = _fixed_entries(topics, urls)
     room = SITEMAP_MAX_URLS - len(fixed)
     first = await _collect(_article_entries(store, urls, skip=0, limit=room + 1))
     if len(first) <= room:
         entries = fixed + first
-        return _respond(request, _urlset(entries), XML_CONTENT_TYPE, _newest(entries))
+        return _urlset(entries), _newest(entries)
     children = [Entry(f"{urls.base}/sitemaps/pages.xml", _newest(fixed))]
     number = 0
     while True:
@@ -86,7 +133,7 @@ async def sitemap(request: web.Request) -> web.Response:
             break
         number += 1
         children.append(Entry(f"{urls.base}/sitemaps/articles-{number}.xml", _newest(page)))
-    return _respond(request, _index(children), XML_CONTENT_TYPE, _newest(children))
+    return _index(children), _newest(children)
 
 
 @routes.get("/sitemaps/pages.xml")
@@ -99,13 +146,17 @@ async def pages_sitemap(request: web.Request) -> web.Response:
 @routes.get(r"/sitemaps/articles-{number:[1-9][0-9]{0,8}}.xml")
 async def articles_sitemap(request: web.Request) -> web.Response:
     number = int(request.match_info["number"])
-    urls = Urls(request.app[SETTINGS].base_url)
-    skip = (number - 1) * SITEMAP_MAX_URLS
     store = request.app[STORAGE]
-    entries = await _collect(_article_entries(store, urls, skip=skip, limit=SITEMAP_MAX_URLS))
-    if not entries:
-        raise web.HTTPNotFound()
-    return _respond(request, _urlset(entries), XML_CONTENT_TYPE, _newest(entries))
+
+    async def build() -> tuple[bytes, datetime | None]:
+        urls = Urls(request.app[SETTINGS].base_url)
+        skip = (number - 1) * SITEMAP_MAX_URLS
+        entries = await _collect(_article_entries(store, urls, skip=skip, limit=SITEMAP_MAX_URLS))
+        if not entries:
+            raise web.HTTPNotFound()
+        return _urlset(entries), _newest(entries)
+
+    return await _cached(request, (await store.feed_state(None)).seq, build)
 
 
 async def _collect(entries: AsyncIterator[Entry]) -> list[Entry]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from syndicate.content.validation import invalid, invalid_fields
 from syndicate.core.errors import Problem
@@ -99,3 +102,26 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, "malformed JSON: nested too deeply") from None
     except ValueError:  # an integer past Python's 4,300-digit conversion limit
         raise Problem(400, "malformed JSON: a number has too many digits") from None
+
+
+def not_modified(
+    request: web.Request, etags: Collection[str], last_modified: datetime | None
+) -> bool:
+    """RFC 9110 §13.2.2: ``If-None-Match`` wins (weak comparison, ``*`` included);
+    ``If-Modified-Since`` only without it, against ``last_modified`` to the second."""
+    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
+    if if_none_match is not None:
+        if if_none_match in etags:  # the usual revalidation: the one tag we gave
+            return True
+        wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in wanted or not wanted.isdisjoint(etags)
+    if_modified_since = request.headers.get(hdrs.IF_MODIFIED_SINCE)
+    if if_modified_since and last_modified is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return last_modified.replace(microsecond=0) <= since
+    return False

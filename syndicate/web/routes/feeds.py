@@ -14,7 +14,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -31,6 +31,7 @@ from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG, TOPIC_SLUG_RE
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.middleware import Handler, fast_path
+from syndicate.web.requests import not_modified
 
 DEFAULT_CACHE_ENTRIES = 256
 
@@ -183,26 +184,6 @@ def _accepts_gzip(header: str) -> bool:
     return False
 
 
-def _not_modified(request: web.Request, rendered: Rendered, etags: tuple[str, str]) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match wins; If-Modified-Since only without it."""
-    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
-    if if_none_match is not None:
-        if if_none_match in etags:  # the usual revalidation: the one tag we gave
-            return True
-        wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-        return "*" in wanted or bool(wanted & set(etags))
-    if_modified_since = request.headers.get(hdrs.IF_MODIFIED_SINCE)
-    if if_modified_since:
-        try:
-            since = parsedate_to_datetime(if_modified_since)
-        except (TypeError, ValueError, IndexError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return rendered.last_modified.replace(microsecond=0) <= since
-    return False
-
-
 def _cached(request: web.Request) -> web.StreamResponse | None:
     """The answer from what this process already holds: the first page of a feed
     whose state the storage knows to be current and whose rendering is cached.
@@ -221,7 +202,7 @@ def _cached(request: web.Request) -> web.StreamResponse | None:
 
 def _answer(request: web.Request, rendered: Rendered) -> web.Response:
     variant = _accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
-    if _not_modified(request, rendered, (rendered.etag, rendered.gzip_etag)):
+    if not_modified(request, (rendered.etag, rendered.gzip_etag), rendered.last_modified):
         return web.Response(status=304, headers=rendered.not_modified_headers[variant])
     body = rendered.gzipped if variant else rendered.body
     return web.Response(body=body, headers=rendered.ok_headers[variant])

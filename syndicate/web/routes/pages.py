@@ -122,11 +122,6 @@ def _human_date(value: datetime) -> str:
     return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
 
 
-def _html_time(value: datetime) -> str:
-    """A valid HTML datetime attribute (at most three fraction digits, so none)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _lang_attrs(language: str, within: str | None = None) -> Markup:
     """`` lang="…" dir="…"`` for an element in ``language`` inside one in ``within``
     (nothing when it is the same language)."""
@@ -143,7 +138,7 @@ def _make_templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["human_date"] = _human_date
-    env.filters["html_time"] = _html_time
+    env.filters["html_time"] = iso_time
     env.filters["excerpt"] = excerpt
     env.globals["site_title"] = SITE_TITLE
     env.globals["all_topics"] = ALL_TOPICS_SLUG

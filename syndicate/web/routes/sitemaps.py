@@ -22,6 +22,7 @@ from storage.records import Article, Topic
 from syndicate.content.articles import permalink
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.pagemeta import SITE_LANGUAGE, iso_time
+from syndicate.web.requests import not_modified
 from syndicate.web.routes.pages import PAGE_CACHE_CONTROL, SECURITY_HEADERS, SITE_TITLE, Urls
 
 routes = web.RouteTableDef()
@@ -280,16 +281,7 @@ def _respond(
     headers = {**SECURITY_HEADERS, "Cache-Control": PAGE_CACHE_CONTROL, "ETag": etag}
     if modified is not None:
         headers["Last-Modified"] = modified.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    if _not_modified(request, etag, modified):
+    if not_modified(request, (etag,), modified):
         headers.pop("Last-Modified", None)
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
-
-
-def _not_modified(request: web.Request, etag: str, modified: datetime | None) -> bool:
-    """RFC 9110 §13.1: ``If-None-Match`` when sent, else ``If-Modified-Since``."""
-    if "If-None-Match" in request.headers:
-        tags = {t.strip() for t in request.headers["If-None-Match"].split(",")}
-        return etag in tags or "*" in tags
-    since = request.if_modified_since
-    return since is not None and modified is not None and modified.replace(microsecond=0) <= since

@@ -21,7 +21,7 @@ Contract for every backend:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from .records import (
     Article,
     ArticleDraft,
     Delivery,
+    DeliveryAttempt,
     DeliveryOutcome,
     DeliveryStats,
     DeliveryStatus,
@@ -41,6 +42,7 @@ from .records import (
     SubscriptionStatus,
     Token,
     Topic,
+    Verification,
     Worker,
 )
 
@@ -161,6 +163,60 @@ class Storage(Protocol):
     ) -> list[Event]:
         """Events with ``seq > after`` in order; with ``with_data=False`` their
         ``data`` snapshots are left out (empty), for readers that only route them."""
+
+    async def find_event(self, event_id: str) -> Event | None:
+        """The event with that id (``Event.id``, as sent in ``webhook-id``), without
+        its ``data`` snapshot; None when no stored event has it (never written, or
+        pruned)."""
+
+    async def event_horizon(self) -> int:
+        """The highest seq ever pruned (0: nothing was): every event after it is
+        still stored; events at or before it may be gone."""
+
+    async def prune_events(
+        self, *, before: datetime, limit: int = 10_000, now: datetime | None = None
+    ) -> int:
+        """Delete, oldest first, up to ``limit`` events created before ``before``,
+        with their deliveries, in one transaction, and move the horizon to the last
+        one deleted. Contiguous: it stops at the first event still needed, one with
+        a delivery not yet ended (``pending`` or ``failed``) or not yet passed by
+        every fan-out cursor. Returns how many events were deleted."""
+
+    def watch_events(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Have ``callback`` called (on the event loop) soon after events are
+        committed: at once for this process's own writes; for other processes'
+        within ~20 ms (PostgreSQL: LISTEN/NOTIFY; SQLite: its WAL header, looked at
+        while anyone watches). It may also be called when nothing new was
+        committed: the caller reads the head (``feed_state(None).seq``). Returns
+        the function that ends this watch."""
+
+    async def list_changed_articles(
+        self, *, since: datetime, after: ListCursor | None = None, limit: int = 50
+    ) -> list[Article]:
+        """Articles changed at or after ``since`` (``updated_at``), tombstones
+        included and scheduled ones not, oldest change first by (updated_at, id),
+        strictly after ``after``: what a partner resyncs from."""
+
+    # -- attempts and verifications (status pages) ------------------------------
+
+    async def list_attempts(
+        self, subscription_id: str, *, since: datetime | None = None, limit: int = 20
+    ) -> list[DeliveryAttempt]:
+        """The subscription's recorded attempts, newest first, made at or after
+        ``since`` when given."""
+
+    async def next_attempt_at(self, subscription_id: str) -> datetime | None:
+        """When the subscription's next attempt is due: the earliest
+        ``next_attempt_at`` of its deliveries not yet ended, if any."""
+
+    async def prune_attempts(self, *, before: datetime, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` attempts made before ``before``; returns how many."""
+
+    async def record_verification(self, verification: Verification) -> None:
+        """Keep the outcome of a verification of intent, replacing the pair's last."""
+
+    async def get_verification(self, callback: str, topic_url: str) -> Verification | None:
+        """The last verification recorded for that (callback, topic URL), if any."""
 
     # -- tokens -----------------------------------------------------------------
 
@@ -310,7 +366,8 @@ class Storage(Protocol):
         ``last_success_at = now`` and ``failing_since`` cleared; on failure
         ``failing_since`` set if unset. A webhook subscription whose
         ``failing_since`` is at or before ``now - disable_after`` becomes
-        ``disabled``. Returns the ids of subscriptions disabled
+        ``disabled``. Each outcome is also recorded as a ``DeliveryAttempt``
+        (``attempted_at = now``). Returns the ids of subscriptions disabled
         by this call.
         Outcomes for deliveries that no longer exist are ignored."""
 

@@ -331,6 +331,38 @@ class DeliveryOutcome:
 
 
 @dataclass(frozen=True)
+class DeliveryAttempt:
+    """One recorded attempt of a delivery (``complete_deliveries`` writes one per
+    outcome): what a status page and the delivery log show. ``outcome`` is the
+    delivery's status after it (``delivered``, ``failed`` or ``dead``)."""
+
+    delivery_id: int
+    subscription_id: str
+    attempted_at: datetime
+    outcome: DeliveryStatus
+    succeeded: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+VerificationResult = Literal["confirmed", "not_confirmed", "denied"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The last verification of intent the hub made for one (callback, topic URL)
+    pair, kept whether or not it ended in a subscription."""
+
+    callback: str
+    topic_url: str
+    mode: str  # "subscribe" or "unsubscribe"
+    verified_at: datetime
+    result: VerificationResult
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Worker:
     """A live process that claims deliveries (``serve`` or ``worker``), as it last
     heartbeated; ``held``: deliveries it holds under a live lease."""

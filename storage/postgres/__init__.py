@@ -11,6 +11,8 @@ from __future__ import annotations
 from ..base import Storage
 from ._base import _WRITE_LOCK, PostgresBase, Q, wrap_exceptions
 from .articles import ArticlesMixin
+from .attempts import AttemptsMixin
+from .changelog import ChangeLogMixin
 from .deliveries import DeliveriesMixin
 from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
@@ -29,6 +31,8 @@ class PostgresStorage(
     DeliveriesMixin,
     WorkersMixin,
     SiteMixin,
+    ChangeLogMixin,
+    AttemptsMixin,
     Storage,
 ):
     """``Storage`` on PostgreSQL. Create with ``await PostgresStorage.open(dsn)``."""

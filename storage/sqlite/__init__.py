@@ -10,6 +10,8 @@ from __future__ import annotations
 from ..base import Storage
 from ._base import Q, SQLiteBase, _statements, path_from_url, wrap_exceptions
 from .articles import ArticlesMixin
+from .attempts import AttemptsMixin
+from .changelog import ChangeLogMixin
 from .deliveries import DeliveriesMixin
 from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
@@ -28,6 +30,8 @@ class SQLiteStorage(
     DeliveriesMixin,
     WorkersMixin,
     SiteMixin,
+    ChangeLogMixin,
+    AttemptsMixin,
     Storage,
 ):
     """``Storage`` on a SQLite file. Create with ``await SQLiteStorage.open(path)``."""

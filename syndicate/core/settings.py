@@ -61,6 +61,11 @@ DEFAULT_MAX_SUBSCRIPTIONS = 100
 #: DESIGN.md allows 1-20 topics per article; the setting can lower the cap.
 MAX_TOPICS_PER_ARTICLE = 20
 DEFAULT_MAX_HEADER_SIZE = 8190
+DEFAULT_STREAM_MAX_PER_TOKEN = 5
+DEFAULT_STREAM_MAX = 1000
+DEFAULT_STREAM_HEARTBEAT = 15.0
+DEFAULT_STREAM_WRITE_TIMEOUT = 10.0
+DEFAULT_STREAM_MAX_BUFFER = 1024 * 1024
 DEFAULT_LOG_LEVEL = "info"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -122,6 +127,12 @@ class Settings:
     max_subscriptions: webhook subscriptions one partner may hold.
     max_topics: topics one article may have (1-20).
     max_header_size: longest request line / header field in bytes.
+    stream_max_per_token, stream_max: open event streams (``GET /api/events/stream``)
+        per token and in all, per process (defaults 5 and 1,000; beyond: 429).
+    stream_heartbeat: seconds of silence after which a stream sends a comment (default 15).
+    stream_write_timeout, stream_max_buffer: a stream whose client has not taken what was
+        sent within this many seconds, or lets more than this many bytes wait, is ended
+        with a last message (the client resumes by id; defaults 10 s and 1 MiB).
     log_level: debug, info, warning or error.
     log_format: ``text`` or ``json`` (one object per line).
     event_loop: ``uvloop`` (the default where it is installed) or ``asyncio``.
@@ -170,6 +181,11 @@ class Settings:
     max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
     max_topics: int = MAX_TOPICS_PER_ARTICLE
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    stream_max_per_token: int = DEFAULT_STREAM_MAX_PER_TOKEN
+    stream_max: int = DEFAULT_STREAM_MAX
+    stream_heartbeat: float = DEFAULT_STREAM_HEARTBEAT
+    stream_write_timeout: float = DEFAULT_STREAM_WRITE_TIMEOUT
+    stream_max_buffer: int = DEFAULT_STREAM_MAX_BUFFER
     log_level: str = DEFAULT_LOG_LEVEL
     log_format: str = "text"
     event_loop: str = dataclasses.field(default_factory=lambda: default_event_loop())
@@ -389,6 +405,11 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "max_subscriptions": ("SYNDICATE_MAX_SUBSCRIPTIONS", _positive_int),
     "max_topics": ("SYNDICATE_MAX_TOPICS", _positive_int),
     "max_header_size": ("SYNDICATE_MAX_HEADER_SIZE", _positive_int),
+    "stream_max_per_token": ("SYNDICATE_STREAM_MAX_PER_TOKEN", _positive_int),
+    "stream_max": ("SYNDICATE_STREAM_MAX", _positive_int),
+    "stream_heartbeat": ("SYNDICATE_STREAM_HEARTBEAT", _positive_float),
+    "stream_write_timeout": ("SYNDICATE_STREAM_WRITE_TIMEOUT", _positive_float),
+    "stream_max_buffer": ("SYNDICATE_STREAM_MAX_BUFFER", _positive_int),
     "log_level": ("SYNDICATE_LOG_LEVEL", _log_level),
     "log_format": ("SYNDICATE_LOG_FORMAT", _log_format),
     "event_loop": ("SYNDICATE_EVENT_LOOP", _event_loop),

@@ -210,7 +210,9 @@ class Storage(Protocol):
         ``next_attempt_at`` of its deliveries not yet ended, if any."""
 
     async def prune_attempts(self, *, before: datetime, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` attempts made before ``before``; returns how many."""
+        """Delete up to ``limit`` attempts made before ``before``; returns how many.
+        Up to ``limit`` verifications older than ``before`` of pairs that are no
+        subscription go too (not counted)."""
 
     async def record_verification(self, verification: Verification) -> None:
         """Keep the outcome of a verification of intent, replacing the pair's last."""

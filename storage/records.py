@@ -344,6 +344,9 @@ class DeliveryAttempt:
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None
+    #: The delivery's event id (``webhook-id``), as ``list_attempts`` reads it; None
+    #: once the event was pruned.
+    event_id: str | None = None
 
 
 VerificationResult = Literal["confirmed", "not_confirmed", "denied"]

@@ -416,7 +416,8 @@ SELECT * FROM deliveries
 
 -- name: complete_deliveries
 -- The whole batch in one statement: record each attempt (deliveries gone since
--- the claim drop out of the join), then the failure window of every touched
+-- the claim drop out of the join) on its delivery and in delivery_attempts (the
+-- status pages' log), then the failure window of every touched
 -- subscription, locked in id order so concurrent batches cannot deadlock (NO KEY
 -- UPDATE: fan-out's foreign key checks still pass). Returns the touched
 -- subscriptions; the caller disables the ones past the window.
@@ -440,7 +441,14 @@ done AS (
            claimed_by = NULL
       FROM o
      WHERE d.id = o.id
-    RETURNING d.subscription_id, o.succeeded
+    RETURNING d.id, d.subscription_id, o.status, o.succeeded, o.status_code, o.latency_ms,
+              o.error
+),
+attempted AS (
+    INSERT INTO delivery_attempts (delivery_id, subscription_id, attempted_at, outcome,
+                                   succeeded, status_code, latency_ms, error)
+    SELECT id, subscription_id, $9, status, succeeded, status_code, latency_ms, error
+      FROM done
 ),
 touched AS (
     SELECT subscription_id AS id, bool_or(succeeded) AS succeeded
@@ -571,3 +579,53 @@ SELECT * FROM articles
    AND ($1::text IS NULL OR topics @> jsonb_build_array($1::text))
  ORDER BY published_at DESC, id DESC
  LIMIT $4;
+
+-- ---- attempts and verifications (issue 21) ----
+
+-- name: list_attempts
+-- Newest first, with the event id of each (NULL once its delivery was pruned).
+SELECT a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, e.id AS event_id
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.subscription_id = $1 AND a.attempted_at >= $2
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT $3;
+
+-- name: next_attempt_at
+SELECT min(next_attempt_at) FROM deliveries
+ WHERE subscription_id = $1 AND status IN ('pending', 'failed');
+
+-- name: prune_attempts
+WITH gone AS (
+    DELETE FROM delivery_attempts
+     WHERE id IN (SELECT id FROM delivery_attempts WHERE attempted_at < $1 LIMIT $2)
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: prune_attempts.verifications
+-- Verifications of pairs that are no subscription (any more): those of live
+-- subscriptions stay, whatever their age.
+DELETE FROM websub_verifications AS v
+ WHERE v.verified_at < $1
+   AND (v.callback, v.topic_url) IN (
+       SELECT w.callback, w.topic_url FROM websub_verifications AS w
+        WHERE w.verified_at < $1
+          AND NOT EXISTS (SELECT 1 FROM subscriptions AS s
+                           WHERE s.kind = 'websub' AND s.url = w.callback
+                             AND s.topic_url = w.topic_url)
+        LIMIT $2);
+
+-- name: record_verification
+-- The pair's last verification: an older one finishing late does not replace it.
+INSERT INTO websub_verifications (callback, topic_url, mode, verified_at, result, detail)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (callback, topic_url) DO UPDATE
+   SET mode = excluded.mode, verified_at = excluded.verified_at,
+       result = excluded.result, detail = excluded.detail
+ WHERE excluded.verified_at >= websub_verifications.verified_at;
+
+-- name: get_verification
+SELECT * FROM websub_verifications WHERE callback = $1 AND topic_url = $2;

@@ -468,3 +468,61 @@ SELECT * FROM articles
    AND (?1 IS NULL OR EXISTS (SELECT 1 FROM json_each(articles.topics) WHERE value = ?1))
  ORDER BY published_at DESC, id DESC
  LIMIT ?4;
+
+-- ---- attempts and verifications (issue 21) ----
+
+-- name: complete_deliveries.record_attempts
+-- :attempts: a JSON array of [delivery id, subscription id, outcome, succeeded,
+-- status_code, latency_ms, error], one per outcome recorded, in order.
+INSERT INTO delivery_attempts (delivery_id, subscription_id, attempted_at, outcome, succeeded,
+                               status_code, latency_ms, error)
+SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[1]'), :now,
+       json_extract(a.value, '$[2]'), json_extract(a.value, '$[3]'),
+       json_extract(a.value, '$[4]'), json_extract(a.value, '$[5]'),
+       json_extract(a.value, '$[6]')
+  FROM json_each(:attempts) AS a
+ ORDER BY a.key;
+
+-- name: list_attempts
+-- Newest first, with the event id of each (NULL once its delivery was pruned).
+SELECT a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, e.id AS event_id
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.subscription_id = :subscription_id AND a.attempted_at >= :since
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT :limit;
+
+-- name: next_attempt_at
+SELECT min(next_attempt_at) FROM deliveries
+ WHERE subscription_id = ? AND status IN ('pending', 'failed');
+
+-- name: prune_attempts
+DELETE FROM delivery_attempts
+ WHERE id IN (SELECT id FROM delivery_attempts WHERE attempted_at < ?1
+               ORDER BY attempted_at LIMIT ?2);
+
+-- name: prune_attempts.verifications
+-- Verifications of pairs that are no subscription (any more): those of live
+-- subscriptions stay, whatever their age.
+DELETE FROM websub_verifications
+ WHERE rowid IN (
+     SELECT v.rowid FROM websub_verifications AS v
+      WHERE v.verified_at < ?1
+        AND NOT EXISTS (SELECT 1 FROM subscriptions AS s
+                         WHERE s.kind = 'websub' AND s.url = v.callback
+                           AND s.topic_url = v.topic_url)
+      ORDER BY v.verified_at LIMIT ?2);
+
+-- name: record_verification
+-- The pair's last verification: an older one finishing late does not replace it.
+INSERT INTO websub_verifications (callback, topic_url, mode, verified_at, result, detail)
+VALUES (:callback, :topic_url, :mode, :verified_at, :result, :detail)
+ON CONFLICT (callback, topic_url) DO UPDATE
+   SET mode = excluded.mode, verified_at = excluded.verified_at,
+       result = excluded.result, detail = excluded.detail
+ WHERE excluded.verified_at >= websub_verifications.verified_at;
+
+-- name: get_verification
+SELECT * FROM websub_verifications WHERE callback = ? AND topic_url = ?;

@@ -1,28 +1,80 @@
 """Recorded delivery attempts and verifications of intent on sqlite: what the
-subscription status pages show."""
+subscription status pages show. ``complete_deliveries`` (deliveries.py) writes the
+attempts, in the transaction that records the outcomes."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from ..records import DeliveryAttempt, Verification
-from ._base import SQLiteBase
+from ..records import DeliveryAttempt, Verification, format_time, parse_time
+from ._base import Q, SQLiteBase
+
+
+def _attempt(row: Any) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        delivery_id=row["delivery_id"],
+        subscription_id=row["subscription_id"],
+        attempted_at=parse_time(row["attempted_at"]),
+        outcome=row["outcome"],
+        succeeded=bool(row["succeeded"]),
+        status_code=row["status_code"],
+        latency_ms=row["latency_ms"],
+        error=row["error"],
+        event_id=row["event_id"],
+    )
 
 
 class AttemptsMixin(SQLiteBase):
     async def list_attempts(
         self, subscription_id: str, *, since: datetime | None = None, limit: int = 20
     ) -> list[DeliveryAttempt]:
-        raise NotImplementedError
+        params = {
+            "subscription_id": subscription_id,
+            # Every stored time sorts after the empty text.
+            "since": "" if since is None else format_time(since),
+            "limit": limit,
+        }
+        return [_attempt(r) for r in await self._read_rows(Q["list_attempts"], params)]
 
     async def next_attempt_at(self, subscription_id: str) -> datetime | None:
-        raise NotImplementedError
+        async with self._read(Q["next_attempt_at"], (subscription_id,)) as rows:
+            value = rows[0][0] if rows else None
+        return None if value is None else parse_time(value)
 
     async def prune_attempts(self, *, before: datetime, limit: int = 10_000) -> int:
-        raise NotImplementedError
+        """Also deletes up to ``limit`` verifications older than ``before`` of pairs
+        that are no subscription (not counted): the hub's record of refusals and
+        unsubscriptions would grow without bound otherwise."""
+        params = (format_time(before), limit)
+        async with self._transaction() as conn:
+            async with conn.execute(Q["prune_attempts"], params) as cur:
+                deleted = cur.rowcount
+            await conn.execute(Q["prune_attempts.verifications"], params)
+        return max(deleted, 0)
 
     async def record_verification(self, verification: Verification) -> None:
-        raise NotImplementedError
+        params = {
+            "callback": verification.callback,
+            "topic_url": verification.topic_url,
+            "mode": verification.mode,
+            "verified_at": format_time(verification.verified_at),
+            "result": verification.result,
+            "detail": verification.detail,
+        }
+        async with self._transaction() as conn:
+            await conn.execute(Q["record_verification"], params)
 
     async def get_verification(self, callback: str, topic_url: str) -> Verification | None:
-        raise NotImplementedError
+        async with self._read(Q["get_verification"], (callback, topic_url)) as rows:
+            if not rows:
+                return None
+            row = rows[0]
+        return Verification(
+            callback=row["callback"],
+            topic_url=row["topic_url"],
+            mode=row["mode"],
+            verified_at=parse_time(row["verified_at"]),
+            result=row["result"],
+            detail=row["detail"],
+        )

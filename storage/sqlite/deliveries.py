@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..errors import (
     DeliveryNotFound,
@@ -34,6 +35,19 @@ from ._rows import (
 
 #: Above every delivery id: the "no cursor" upper bound.
 _ABOVE_ALL_IDS = 2**63 - 1
+
+
+def attempt_values(outcome: DeliveryOutcome, subscription_id: str) -> list[Any]:
+    """One element of ``complete_deliveries.record_attempts``' JSON array."""
+    return [
+        outcome.delivery_id,
+        subscription_id,
+        outcome.status,
+        outcome.succeeded,
+        outcome.status_code,
+        outcome.latency_ms,
+        outcome.error,
+    ]
 
 
 class DeliveriesMixin(SQLiteBase):
@@ -126,6 +140,11 @@ class DeliveriesMixin(SQLiteBase):
             for part in distinct_rounds(live, key=lambda o: o.delivery_id):
                 values = dumps_text([outcome_values(o) for o in part])
                 conn.execute(Q["complete_deliveries"], {"outcomes": values, "now": at})
+            if live:
+                attempts = dumps_text([attempt_values(o, owners[o.delivery_id]) for o in live])
+                conn.execute(
+                    Q["complete_deliveries.record_attempts"], {"attempts": attempts, "now": at}
+                )
             succeeded = {owners[o.delivery_id] for o in live if o.succeeded}
             failed = {owners[o.delivery_id] for o in live} - succeeded
             if succeeded:

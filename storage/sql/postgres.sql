@@ -580,6 +580,53 @@ SELECT * FROM articles
  ORDER BY published_at DESC, id DESC
  LIMIT $4;
 
+-- ---- change log (issue 21) ----
+
+-- name: find_event
+SELECT seq, id, type, article_id, topics, '{}'::jsonb AS data, created_at
+  FROM events WHERE id = $1;
+
+-- name: event_horizon
+SELECT seq FROM event_horizon;
+
+-- name: list_changed_articles
+-- Changed strictly after ($1, $2) = (updated_at, id), oldest change first; tombstones
+-- included (a deletion sets updated_at), scheduled articles never (index articles_changed).
+SELECT * FROM articles
+ WHERE NOT scheduled AND (updated_at, id) > ($1, $2)
+ ORDER BY updated_at, id
+ LIMIT $3;
+
+-- name: prune_events.bound
+-- The last seq that prune_events may delete (NULL: none, or the log is empty): the
+-- lowest of
+--   the seq before the first of the $2 oldest events created at or after $1 (else
+--   the last of those $2),
+--   the seq before the first event with a delivery not yet ended,
+--   the lowest fan-out cursor (every event up to it is fanned out; no cursor: no
+--   fan-out has run, and none is waiting),
+--   the seq before the last event (the newest stays: it is the head, feed_state).
+-- Each term is one index probe, or a walk of at most $2 rows of the primary key.
+-- least() skips NULLs: the CASE keeps an empty log's answer NULL.
+WITH head AS (SELECT seq, created_at FROM events ORDER BY seq LIMIT $2)
+SELECT CASE WHEN (SELECT max(seq) FROM head) IS NOT NULL THEN
+       least(coalesce((SELECT min(seq) FROM head WHERE created_at >= $1) - 1,
+                      (SELECT max(seq) FROM head)),
+             (SELECT min(event_seq) FROM deliveries
+               WHERE status IN ('pending', 'failed')) - 1,
+             (SELECT min(seq) FROM fanout_cursors),
+             (SELECT max(seq) FROM events) - 1)
+       END;
+
+-- name: prune_events.deliveries
+DELETE FROM deliveries WHERE event_seq <= $1;
+
+-- name: prune_events
+DELETE FROM events WHERE seq <= $1;
+
+-- name: prune_events.horizon
+UPDATE event_horizon SET seq = greatest(seq, $1);
+
 -- ---- attempts and verifications (issue 21) ----
 
 -- name: list_attempts

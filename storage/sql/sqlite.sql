@@ -469,6 +469,50 @@ SELECT * FROM articles
  ORDER BY published_at DESC, id DESC
  LIMIT ?4;
 
+-- ---- change log (issue 21) ----
+
+-- name: find_event
+SELECT seq, id, type, article_id, topics, '{}' AS data, created_at FROM events WHERE id = ?;
+
+-- name: event_horizon
+SELECT seq FROM event_horizon;
+
+-- name: list_changed_articles
+-- Changed strictly after (?1, ?2) = (updated_at, id), oldest change first; tombstones
+-- included (a deletion sets updated_at), scheduled articles never (index articles_changed).
+SELECT * FROM articles
+ WHERE scheduled = 0 AND (updated_at, id) > (?1, ?2)
+ ORDER BY updated_at, id
+ LIMIT ?3;
+
+-- name: prune_events.bound
+-- The last seq that prune_events may delete (NULL: none, or the log is empty): the
+-- lowest of
+--   the seq before the first of the :limit oldest events created at or after
+--   :before (else the last of those :limit),
+--   the seq before the first event with a delivery not yet ended,
+--   the lowest fan-out cursor (every event up to it is fanned out; no cursor: no
+--   fan-out has run, and none is waiting),
+--   the seq before the last event (the newest stays: it is the head, feed_state).
+-- Each term is one index probe, or a walk of at most :limit rows of the primary key.
+-- SQLite's min() of several arguments is NULL when any is.
+WITH head AS (SELECT seq, created_at FROM events ORDER BY seq LIMIT :limit)
+SELECT min(coalesce((SELECT min(seq) FROM head WHERE created_at >= :before) - 1,
+                    (SELECT max(seq) FROM head)),
+           coalesce((SELECT min(event_seq) FROM deliveries
+                      WHERE status IN ('pending', 'failed')) - 1, :top),
+           coalesce((SELECT min(seq) FROM fanout_cursors), :top),
+           (SELECT max(seq) FROM events) - 1);
+
+-- name: prune_events.deliveries
+DELETE FROM deliveries WHERE event_seq <= ?;
+
+-- name: prune_events
+DELETE FROM events WHERE seq <= ?;
+
+-- name: prune_events.horizon
+UPDATE event_horizon SET seq = max(seq, ?);
+
 -- ---- attempts and verifications (issue 21) ----
 
 -- name: complete_deliveries.record_attempts

@@ -309,6 +309,10 @@ class SQLiteBase:
         if self._checkpointer is not None and not self._closed:
             self._checkpointer.after_commit()
 
+    def _events_committed(self) -> None:
+        """Called after a commit of this process that may have written events: the
+        change log's watchers are told at once (``ChangeLogMixin.watch_events``)."""
+
     async def _rollback(self) -> None:
         # A cancelled ``await execute(...)`` still runs in aiosqlite's thread, and
         # that thread runs requests in order: a ROLLBACK sent now always comes

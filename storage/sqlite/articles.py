@@ -228,7 +228,9 @@ class ArticlesMixin(SQLiteBase):
         return await self._group.put(PutRequest(draft, create_only, now or utcnow()))
 
     async def _write_group(self, requests: Sequence[PutRequest]) -> list[PutResult | Exception]:
-        return await self._in_writer(lambda conn: self._write_puts(conn, requests))
+        results = await self._in_writer(lambda conn: self._write_puts(conn, requests))
+        self._events_committed()
+        return results
 
     async def put_articles(
         self, drafts: Sequence[ArticleDraft], *, now: datetime | None = None
@@ -237,6 +239,7 @@ class ArticlesMixin(SQLiteBase):
         requests = [PutRequest(d, False, stamp) for d in drafts]
         prepared = await self._prepare(requests)
         outcomes = await self._in_writer(lambda conn: self._write_puts(conn, requests, prepared))
+        self._events_committed()
         results = []
         for outcome in outcomes:
             if isinstance(outcome, Exception):
@@ -299,7 +302,9 @@ class ArticlesMixin(SQLiteBase):
             self._apply(conn, [(event, tombstone)], {article_id: existing}, stamp)
             return tombstone
 
-        return await self._in_writer(delete)
+        tombstone = await self._in_writer(delete)
+        self._events_committed()
+        return tombstone
 
     async def list_deleted(
         self, *, topic: str | None = None, since: datetime, limit: int = 50
@@ -329,4 +334,7 @@ class ArticlesMixin(SQLiteBase):
                 self._apply(conn, [("article.published", a) for a in published], {}, stamp)
             return published
 
-        return await self._in_writer(publish)
+        published = await self._in_writer(publish)
+        if published:
+            self._events_committed()
+        return published

@@ -81,6 +81,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "worker_stale_after": "a process silent this long is dead; its leases freed (default 8s)",
         "disable_after": "disable a webhook failing this long without success (default 5d)",
         "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
+        "event_retention": "how long the change log keeps events (default 30d)",
         "allow_private_targets": "allow private/loopback subscription targets (dev only)",
         "websub_lease_default": "WebSub lease when none is asked, seconds (default 10 days)",
         "websub_lease_min": "shortest WebSub lease granted, seconds (default 1 hour)",

@@ -10,15 +10,26 @@ JSON-ready values only, so their dump needs no per-field Python serializers.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from storage.jsoncodec import dumps
-from storage.records import Article, Delivery, PutOutcome, Subscription, Topic, format_time
+from storage.records import (
+    Article,
+    Delivery,
+    DeliveryAttempt,
+    PutOutcome,
+    Subscription,
+    Topic,
+    Verification,
+    format_time,
+)
 from syndicate.content.articles import permalink
-from syndicate.core.names import DeliveryStatus, SubscriptionKind, SubscriptionStatus
+from syndicate.core.names import DeliveryStatus, EventType, SubscriptionKind, SubscriptionStatus
 
 #: Where an article is in its life (``ArticleOut.status``).
 ArticleStatus = Literal["scheduled", "published", "deleted"]
@@ -267,3 +278,153 @@ class RecoverResult(BaseModel):
 class HealthOut(BaseModel):
     status: str
     database: str | None = None
+
+
+# -- status pages (GET /api/subscriptions/{id}/status, GET /hub/status) ------------------
+
+#: What ``GET /hub/status`` says of a (callback, topic) pair: its subscription's status,
+#: ``expired`` once its lease ran out, ``unsubscribed`` when there is none.
+HubState = Literal["active", "pending", "disabled", "expired", "unsubscribed"]
+
+
+class AttemptOut(BaseModel):
+    """One attempt to deliver (a webhook push or a WebSub notification)."""
+
+    delivery_id: int
+    event_id: str | None = Field(
+        description="The webhook-id of the change it carried (null once the change log "
+        "was pruned past it)."
+    )
+    attempted_at: Timestamp
+    outcome: DeliveryStatus = Field(
+        description="The delivery's status after it: delivered, failed (retried), dead."
+    )
+    succeeded: bool
+    status_code: int | None = Field(description="null when no answer came.")
+    latency_ms: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, attempt: DeliveryAttempt) -> AttemptOut:
+        return cls(
+            delivery_id=attempt.delivery_id,
+            event_id=attempt.event_id,
+            attempted_at=format_time(attempt.attempted_at),
+            outcome=attempt.outcome,
+            succeeded=attempt.succeeded,
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            error=attempt.error,
+        )
+
+
+class LatencyOut(BaseModel):
+    p50: float | None
+    p99: float | None
+
+
+class DayStatsOut(BaseModel):
+    attempts: int
+    succeeded: int
+    success_rate: float | None = Field(description="succeeded / attempts; null without attempts.")
+    latency_ms: LatencyOut = Field(
+        description="Percentiles (nearest rank) of the attempts with a measured latency."
+    )
+
+    @classmethod
+    def of(cls, attempts: Sequence[DeliveryAttempt]) -> DayStatsOut:
+        succeeded = sum(1 for a in attempts if a.succeeded)
+        latencies = sorted(a.latency_ms for a in attempts if a.latency_ms is not None)
+        return cls(
+            attempts=len(attempts),
+            succeeded=succeeded,
+            success_rate=round(succeeded / len(attempts), 4) if attempts else None,
+            latency_ms=LatencyOut(p50=_rank(latencies, 0.5), p99=_rank(latencies, 0.99)),
+        )
+
+
+def _rank(ordered: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of ascending values (None for none)."""
+    if not ordered:
+        return None
+    return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1], 3)
+
+
+class SubscriptionStatusOut(BaseModel):
+    id: str
+    state: SubscriptionStatus
+    failing_since: Timestamp | None = Field(
+        description="Since when every attempt failed (null after a success)."
+    )
+    last_success_at: Timestamp | None
+    next_attempt_at: Timestamp | None = Field(
+        description="When the next delivery or retry is due (null: nothing is waiting)."
+    )
+    last_day: DayStatsOut = Field(
+        description="Attempts in the last 24 hours (at most the latest 10,000 of them)."
+    )
+    recent_attempts: list[AttemptOut] = Field(description="The last 20 attempts, newest first.")
+
+
+class VerificationOut(BaseModel):
+    verified_at: Timestamp
+    mode: str
+    result: Literal["confirmed", "not_confirmed", "denied"]
+    detail: str
+
+    @classmethod
+    def of(cls, verification: Verification) -> VerificationOut:
+        return cls(
+            verified_at=format_time(verification.verified_at),
+            mode=verification.mode,
+            result=verification.result,
+            detail=verification.detail,
+        )
+
+
+class HubStatusOut(BaseModel):
+    """A WebSub (callback, topic) pair as ``GET /hub/status`` shows it; never its secret."""
+
+    topic: str
+    callback: str
+    subscribed: bool
+    state: HubState
+    lease_expires_at: Timestamp | None
+    secret_set: bool = Field(
+        description="Whether notifications are signed (the secret itself is never shown)."
+    )
+    subscribed_at: Timestamp | None
+    last_verification: VerificationOut | None
+    recent_attempts: list[AttemptOut] = Field(
+        description="The last 20 notification attempts, newest first."
+    )
+
+
+# -- the change log as an API (GET /api/events) ------------------------------------------
+
+
+class DeletedArticleData(BaseModel):
+    """What an ``article.deleted`` event carries: enough to find and drop the article."""
+
+    id: str
+    guid: str
+    topics: list[str]
+    deleted_at: Timestamp | None
+
+
+class EventOut(BaseModel):
+    """One change, as a webhook POSTs it, with its ``id`` (the push's ``webhook-id``)."""
+
+    id: str = Field(description="msg_ + a UUIDv7: the webhook-id of every push of this change")
+    type: EventType
+    timestamp: Timestamp
+    data: ArticleOut | DeletedArticleData
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    next_cursor: str = Field(
+        description="Where this page ended (past events that did not match the filters "
+        "too): pass it as after= to read on."
+    )
+    has_more: bool = Field(description="More events may be there already: read on at once.")

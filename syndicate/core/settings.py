@@ -43,6 +43,7 @@ DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_WORKER_STALE_AFTER = 8.0
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
 DEFAULT_SECRET_GRACE = 86400.0
+DEFAULT_EVENT_RETENTION = 30 * 86400.0
 DEFAULT_WEBSUB_LEASE = 10 * 86400
 MIN_WEBSUB_LEASE = 3600
 MAX_WEBSUB_LEASE = 30 * 86400
@@ -103,6 +104,9 @@ class Settings:
     disable_after: a webhook subscription failing this long without a success is
         disabled, seconds (default 5 days).
     secret_grace: how long a rotated-out secret keeps signing, seconds (default 24 h).
+    event_retention: how long the change log (``GET /api/events``, the stream) keeps an
+        event, and delivery attempts are kept, seconds (default 30 days); older ones
+        are pruned in the background (an event still being delivered is kept).
     allow_private_targets: let subscriptions reach private, loopback and other
         non-public addresses (local development and tests only).
     fast_paths: the speed-ups that lean on other projects' internals (the feed
@@ -161,6 +165,7 @@ class Settings:
     worker_stale_after: float = DEFAULT_WORKER_STALE_AFTER
     disable_after: float = DEFAULT_DISABLE_AFTER
     secret_grace: float = DEFAULT_SECRET_GRACE
+    event_retention: float = DEFAULT_EVENT_RETENTION
     allow_private_targets: bool = False
     fast_paths: bool = True
     websub_lease_default: int = DEFAULT_WEBSUB_LEASE
@@ -385,6 +390,7 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "worker_stale_after": ("SYNDICATE_WORKER_STALE_AFTER", _positive_float),
     "disable_after": ("SYNDICATE_DISABLE_AFTER", _positive_float),
     "secret_grace": ("SYNDICATE_SECRET_GRACE", _duration),
+    "event_retention": ("SYNDICATE_EVENT_RETENTION", _positive_float),
     "allow_private_targets": ("SYNDICATE_ALLOW_PRIVATE_TARGETS", _flag),
     "fast_paths": ("SYNDICATE_FAST_PATHS", _flag),
     "websub_lease_default": ("SYNDICATE_WEBSUB_LEASE_DEFAULT", _positive_int),

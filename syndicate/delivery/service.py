@@ -1,7 +1,8 @@
 """Push delivery, started and stopped as one: the fan-out (events -> deliveries,
 fanout.py), the dispatcher (deliveries -> HTTP, dispatcher.py), the sender behind
-the egress guard (sender.py, egress.py), the heartbeat (liveness.py) and the
-scheduler that publishes scheduled articles when their time comes (scheduler.py).
+the egress guard (sender.py, egress.py), the heartbeat (liveness.py), the
+scheduler that publishes scheduled articles when their time comes (scheduler.py)
+and the pruning of the change log past its retention (retention.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from syndicate.delivery.dispatcher import Dispatcher
 from syndicate.delivery.egress import Resolver
 from syndicate.delivery.fanout import FanOut
 from syndicate.delivery.liveness import Liveness
+from syndicate.delivery.retention import Retention
 from syndicate.delivery.scheduler import Scheduler
 from syndicate.delivery.sender import Sender
 
@@ -25,8 +27,8 @@ if TYPE_CHECKING:
 
 
 class DeliveryService:
-    """Sender + FanOut + Dispatcher + Liveness + Scheduler, run as background tasks of
-    one process.
+    """Sender + FanOut + Dispatcher + Liveness + Scheduler + Retention, run as background
+    tasks of one process.
     ``kind``: what ``syndicate workers`` shows the process as (serve or worker)."""
 
     def __init__(
@@ -52,6 +54,7 @@ class DeliveryService:
             on_released=self.dispatcher.wake,
         )
         self.scheduler = Scheduler(storage, on_published=self._wake_fanouts)
+        self.retention = Retention(storage, settings)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -84,6 +87,7 @@ class DeliveryService:
             asyncio.create_task(self.dispatcher.run(), name="syndicate-dispatcher"),
             asyncio.create_task(self.liveness.run(), name="syndicate-heartbeat"),
             asyncio.create_task(self.scheduler.run(), name="syndicate-scheduler"),
+            asyncio.create_task(self.retention.run(), name="syndicate-retention"),
         ]
 
     async def stop(self) -> None:

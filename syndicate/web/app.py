@@ -21,6 +21,7 @@ from syndicate.delivery.metrics import Metrics
 from syndicate.delivery.service import DeliveryService
 from syndicate.web import openapi
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web.changelog import CHANGE_LOG, ChangeLog
 from syndicate.web.limits import RATE_LIMITER
 from syndicate.web.middleware import (
     PROTOCOL_ERROR,
@@ -33,7 +34,7 @@ from syndicate.web.middleware import (
 from syndicate.web.operations import QUERY_PARAMS, query_params
 from syndicate.web.problems import error_response, problem_response
 from syndicate.web.routes import feeds as feed_http
-from syndicate.web.routes import hub, metrics, pages, sitemaps
+from syndicate.web.routes import hub, metrics, pages, sitemaps, stream
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
@@ -46,11 +47,14 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app[sitemaps.SITEMAP_CACHE] = sitemaps.SitemapCache()
     app[metrics.METRICS] = Metrics()
     app[RATE_LIMITER] = RateLimiter(settings.write_rate, settings.write_burst)
+    stream.install(app)
     if storage is not None:
         app[STORAGE] = storage
     else:
         app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_delivery_ctx)
+    app.cleanup_ctx.append(_change_log_ctx)
+    app.on_shutdown.append(_stop_change_log)
     app.cleanup_ctx.append(hub.hub_ctx)
     # The JSON API's tables are the ones /openapi.json documents: one declaration each.
     app[openapi.OPENAPI] = openapi.document_bytes(settings)
@@ -95,6 +99,23 @@ async def _delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.stop()
+
+
+async def _change_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    log = ChangeLog(app[STORAGE], app[SETTINGS].base_url)
+    app[CHANGE_LOG] = log
+    await log.start()
+    try:
+        yield
+    finally:
+        await log.stop()
+
+
+async def _stop_change_log(app: web.Application) -> None:
+    """Long-polls and streams answer at once on shutdown, before the server waits for
+    the requests under way."""
+    if CHANGE_LOG in app:
+        await app[CHANGE_LOG].stop()
 
 
 def _served(table: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:

@@ -23,14 +23,20 @@ from syndicate.content.responses import ProblemOut
 from syndicate.core.names import TOPIC_SLUG_PATTERN
 from syndicate.core.settings import Settings
 from syndicate.web.operations import OPERATOR, PUBLIC, ApiRoutes, Operation
-from syndicate.web.routes import articles, health, subscriptions
+from syndicate.web.routes import articles, events, health, stream, subscriptions
 
 VERSION = importlib.metadata.version("syndicate")
 PROBLEM = "application/problem+json"
 
 #: The route tables of the JSON API, in the document's order (``web.app`` registers
 #: these very tables).
-API_TABLES: tuple[ApiRoutes, ...] = (articles.routes, subscriptions.routes, health.routes)
+API_TABLES: tuple[ApiRoutes, ...] = (
+    articles.routes,
+    subscriptions.routes,
+    events.routes,
+    stream.routes,
+    health.routes,
+)
 #: Every documented operation: the API's route tables' own.
 ROUTES: list[Operation] = [op for table in API_TABLES for op in table.operations]
 _declared = [(op.method, op.path) for op in ROUTES]
@@ -112,6 +118,8 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
                 response["content"] = {"application/json": {"schema": _ref(model)}}
                 if links := _links(route):
                     response["links"] = links
+            elif (route.method, route.path) in stream.CONTENT:
+                response["content"] = stream.CONTENT[route.method, route.path]
             operation["responses"][str(status)] = response
         for status in (*route.errors, 503) if route.path.startswith("/api") else route.errors:
             operation["responses"][str(status)] = {

@@ -1,0 +1,500 @@
+"""The change log read by partners: one ``ChangeLog`` per process serves every puller
+(``GET /api/events``) and stream (``GET /api/events/stream``).
+
+An item is the webhook body of an event (``delivery.webhooks.event_body``) with its
+``id`` first: the same bytes a push carries, rendered once per process. The newest
+items are kept in a window bounded by count and bytes, so that a thousand streams
+woken by one event cost one query and one render; older ranges are read from
+storage (with a small cache of rendered bodies, for pullers paging the same range).
+
+Waking: the storage's ``watch_events`` calls back when events may have been
+committed (this process's writes at once, other processes' within milliseconds);
+the log then reads the head once and, if it moved, wakes every waiter. The watch is
+started by the first waiter, so a process nobody pulls from or streams from does not
+watch at all.
+
+Positions are event seqs. A client holds them as opaque cursors (``cursor_for``) or
+as event ids (``msg_...``, the ``webhook-id`` of a push); ``resolve_after`` turns
+either into a seq, or into the problem that says why it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import re
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from storage import Storage
+from storage.records import Event, format_time
+from syndicate.content.validation import invalid
+from syndicate.core.errors import Problem
+from syndicate.core.names import EVENT_TYPES, EVERY_TOPIC, valid_topic
+from syndicate.delivery.webhooks import event_body
+from syndicate.web.appkeys import STORAGE
+
+logger = logging.getLogger(__name__)
+
+#: Items kept rendered in the window of recent events, at most (count and bytes).
+WINDOW_ITEMS = 2_000
+WINDOW_BYTES = 32 * 1024 * 1024
+#: Rendered bodies of older events kept for pullers paging the same range.
+OLDER_CACHE_ITEMS = 2_000
+#: Event heads a filtered read looks at, at most, before it answers (moving the
+#: cursor past what did not match).
+SCAN_LIMIT = 10_000
+#: A waiter looks at the head this often even without a wake-up, seconds.
+SAFETY_POLL = 1.0
+#: Heads read from storage at once while scanning.
+_SCAN_CHUNK = 1_000
+CURSOR_PREFIX = "cur_"
+_CURSOR = re.compile(r"cur_([0-9a-z]{1,13})")
+_EVENT_ID = re.compile(r"msg_[0-9a-f]{32}")
+#: How far before a pruned event's id time a resync starts (the id is made a moment
+#: after the article's ``updated_at``).
+RESYNC_MARGIN = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a reader wants; None: every topic / every type."""
+
+    topics: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+    def matches(self, event: Event) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        return self.topics is None or not self.topics.isdisjoint(event.topics)
+
+
+EVERYTHING = EventFilter()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One event as partners read it: ``body`` is one line of JSON, the webhook body
+    with ``"id"`` first."""
+
+    seq: int
+    id: str
+    body: bytes
+    topics: tuple[str, ...] = ()
+    type: str = ""
+
+    def matches(self, flt: EventFilter) -> bool:
+        if flt.types is not None and self.type not in flt.types:
+            return False
+        return flt.topics is None or not flt.topics.isdisjoint(self.topics)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Items read, the position read up to (``last_seq``, matched or not: the next
+    ``after``), and whether more events may already be there (read again at once)."""
+
+    items: list[Item]
+    last_seq: int
+    more: bool
+
+
+def render(event: Event, base_url: str) -> Item:
+    body = event_body(event, base_url)
+    return Item(
+        seq=event.seq,
+        id=event.id,
+        body=b'{"id":"' + event.id.encode() + b'",' + body[1:],
+        topics=event.topics,
+        type=event.type,
+    )
+
+
+class ChangeLog:
+    """One per process (app key ``CHANGE_LOG``): reads the log for every puller and
+    stream."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        base_url: str,
+        *,
+        window_items: int = WINDOW_ITEMS,
+        window_bytes: int = WINDOW_BYTES,
+        scan_limit: int = SCAN_LIMIT,
+    ) -> None:
+        self.storage = storage
+        self.base_url = base_url
+        self.window_items = window_items
+        self.window_bytes = window_bytes
+        self.scan_limit = scan_limit
+        self._closing = False
+        self._head = 0
+        # The window: every event with floor < seq <= tail, rendered, in order.
+        self._window: deque[Item] = deque()
+        self._seqs: deque[int] = deque()
+        self._window_size = 0
+        self._floor = 0
+        self._tail = 0
+        self._extending = asyncio.Lock()
+        self._older: OrderedDict[int, Item] = OrderedDict()
+        # Watching: the head is known (no query) only while watched and not stale.
+        self._unwatch: Callable[[], None] | None = None
+        self._stale = True
+        self._moved = asyncio.Event()
+        self._refreshing: asyncio.Task[None] | None = None
+        self._waiters = 0
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def start(self) -> None:
+        self._head = self._floor = self._tail = await self._read_head()
+
+    async def stop(self) -> None:
+        """Wake every waiter (they answer at once) and stop watching. Idempotent."""
+        self._closing = True
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self._moved.set()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
+            self._refreshing = None
+
+    async def head(self) -> int:
+        """The latest seq (no query while watched and nothing new was signalled)."""
+        if self._unwatch is None:
+            # Unwatched, nothing signals a commit: read it (never a read begun earlier,
+            # which could miss a write the caller saw committed).
+            await self._refresh_now()
+        elif self._stale:
+            await self._refresh_shared()
+        return self._head
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        """True as soon as the head is past ``after``; False at ``timeout`` or stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._watch()
+        self._waiters += 1
+        try:
+            while True:
+                if self._closing:
+                    return False
+                if self._stale:
+                    await self._refresh_shared()
+                if self._head > after:
+                    return True
+                if self._closing:
+                    return False
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                moved = self._moved
+                try:
+                    async with asyncio.timeout(min(remaining, SAFETY_POLL)):
+                        await moved.wait()
+                except TimeoutError:
+                    # A wake-up lost (a dropped LISTEN connection): look anyway.
+                    self._stale = True
+        finally:
+            self._waiters -= 1
+
+    async def read(self, after: int, flt: EventFilter, limit: int) -> Page:
+        """Up to ``limit`` items after ``after`` that ``flt`` matches, looking at no
+        more than ``scan_limit`` events."""
+        head = await self.head()
+        if after >= head:
+            return Page([], after, False)
+        if after >= self._floor:
+            if self._tail < head:
+                await self._extend(head)
+            if after >= self._floor:
+                return self._from_window(after, flt, limit, head)
+        return await self._from_storage(after, flt, limit, head)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _from_window(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
+        start = bisect.bisect_right(self._seqs, after)
+        items: list[Item] = []
+        last = after
+        window = self._window
+        end = min(len(window), start + self.scan_limit)
+        index = start
+        while index < end:
+            item = window[index]
+            index += 1
+            last = item.seq
+            if item.matches(flt):
+                items.append(item)
+                if len(items) >= limit:
+                    break
+        if index >= len(window):
+            # Every event up to the tail is in the window: the position is the tail.
+            last = max(last, self._tail)
+        return Page(items, last, last < head)
+
+    async def _from_storage(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
+        if flt == EVERYTHING:
+            events = await self.storage.list_events(after=after, limit=limit, with_data=True)
+            items = [self._rendered(e) for e in events]
+            last = items[-1].seq if items else after
+            if len(items) < limit:
+                last = max(last, head)
+            return Page(items, last, last < head)
+        picked: list[Event] = []
+        last = after
+        scanned = 0
+        while len(picked) < limit and scanned < self.scan_limit:
+            chunk = min(_SCAN_CHUNK, self.scan_limit - scanned)
+            heads = await self.storage.list_events(after=last, limit=chunk, with_data=False)
+            for event in heads:
+                last = event.seq
+                scanned += 1
+                if flt.matches(event):
+                    picked.append(event)
+                    if len(picked) >= limit:
+                        break
+            if len(heads) < chunk:
+                if len(picked) < limit:
+                    last = max(last, head)
+                break
+        items = await self._bodies(picked)
+        return Page(items, last, last < head)
+
+    async def _bodies(self, events: Iterable[Event]) -> list[Item]:
+        events = list(events)
+        missing = [e.seq for e in events if e.seq not in self._older]
+        full = await self.storage.get_events(missing) if missing else {}
+        items = []
+        for event in events:
+            item = self._older.get(event.seq)
+            if item is None:
+                item = self._rendered(full[event.seq])
+            else:
+                self._older.move_to_end(event.seq)
+            items.append(item)
+        return items
+
+    def _rendered(self, event: Event) -> Item:
+        item = self._older.get(event.seq)
+        if item is not None:
+            self._older.move_to_end(event.seq)
+            return item
+        item = render(event, self.base_url)
+        self._older[event.seq] = item
+        if len(self._older) > OLDER_CACHE_ITEMS:
+            self._older.popitem(last=False)
+        return item
+
+    async def _extend(self, head: int) -> None:
+        """Read and render the events after the window's tail (once, for every reader
+        waiting on the lock), up to ``window_items`` of them."""
+        async with self._extending:
+            if self._tail >= head:
+                return
+            events = await self.storage.list_events(
+                after=self._tail, limit=self.window_items, with_data=True
+            )
+            for event in events:
+                item = self._older.pop(event.seq, None) or render(event, self.base_url)
+                self._window.append(item)
+                self._seqs.append(item.seq)
+                self._window_size += len(item.body)
+            if events:
+                self._tail = events[-1].seq
+            if len(events) < self.window_items:
+                self._tail = max(self._tail, head)
+            while self._window and (
+                len(self._window) > self.window_items or self._window_size > self.window_bytes
+            ):
+                dropped = self._window.popleft()
+                self._seqs.popleft()
+                self._window_size -= len(dropped.body)
+                self._floor = dropped.seq
+            if not self._window:
+                self._floor = self._tail
+
+    # -- watching --------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        if self._unwatch is None and not self._closing:
+            self._unwatch = self.storage.watch_events(self._on_wake)
+            self._stale = True
+
+    def _on_wake(self) -> None:
+        self._stale = True
+        if self._waiters and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh(), name="syndicate-changelog")
+
+    async def _refresh_shared(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh(), name="syndicate-changelog")
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
+        try:
+            while self._stale and not self._closing:
+                await self._refresh_now()
+        except Exception:
+            logger.exception("reading the change log's head failed")
+            self._stale = True
+
+    async def _refresh_now(self) -> None:
+        self._stale = False
+        head = await self._read_head()
+        if head > self._head:
+            self._head = head
+            moved, self._moved = self._moved, asyncio.Event()
+            moved.set()
+
+    async def _read_head(self) -> int:
+        state = self.storage.cached_feed_state(None)
+        if state is None:
+            state = await self.storage.feed_state(None)
+        return state.seq
+
+
+CHANGE_LOG = web.AppKey("change_log", ChangeLog)
+
+
+# -- what a request asks for -----------------------------------------------------------
+
+
+def _values(request: web.Request, name: str) -> list[str] | None:
+    """A list parameter, comma-separated and/or repeated; None when absent."""
+    raw = request.query.getall(name, [])
+    if not raw:
+        return None
+    values = [v.strip() for part in raw for v in part.split(",")]
+    if not all(values):
+        raise invalid(name, "holds an empty name (a stray comma?); leave it out instead")
+    return values
+
+
+async def parse_filter(request: web.Request) -> EventFilter:
+    """``topics=`` and ``types=``: 422 naming the field for an unknown topic or type.
+    ``topics=*`` (or none given): every topic."""
+    topics = _values(request, "topics")
+    types = _values(request, "types")
+    topic_set: frozenset[str] | None = None
+    if topics is not None and EVERY_TOPIC not in topics:
+        bad = [t for t in topics if not valid_topic(t)]
+        if bad:
+            raise invalid("topics", f"not a topic slug: {bad[0][:80]!r}")
+        known = {t.slug for t in await request.app[STORAGE].list_topics()}
+        unknown = sorted(set(topics) - known)
+        if unknown:
+            raise invalid("topics", f"no such topic: {', '.join(unknown)[:160]}")
+        topic_set = frozenset(topics)
+    type_set: frozenset[str] | None = None
+    if types is not None:
+        unknown = sorted(set(types) - set(EVENT_TYPES))
+        if unknown:
+            raise invalid(
+                "types",
+                f"unknown event type {unknown[0][:80]!r} (one of {', '.join(EVENT_TYPES)})",
+            )
+        type_set = frozenset(types)
+    return EventFilter(topic_set, type_set)
+
+
+def cursor_for(seq: int) -> str:
+    """The opaque cursor of a position in the log."""
+    return CURSOR_PREFIX + _base36(seq)
+
+
+def _base36(value: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rest = divmod(value, 36)
+        out = digits[rest] + out
+        if not value:
+            return out
+
+
+def _gone(field: str, what: str, since: str, resume: str) -> Problem:
+    return Problem(
+        410,
+        f"{field}: {what} is older than the change log keeps; resync from "
+        f"GET /api/articles?updated_since={since} (every article changed since then, "
+        f"deleted ones included), then follow GET /api/events?after={resume}",
+        errors=[{"field": field, "message": "older than the retained change log"}],
+    )
+
+
+def _id_time(event_id: str) -> datetime:
+    value = uuid.UUID(event_id.removeprefix("msg_"))
+    return datetime.fromtimestamp(int(value.hex[:12], 16) / 1000, UTC)
+
+
+async def _oldest_kept(log: ChangeLog, horizon: int) -> Event | None:
+    kept = await log.storage.list_events(after=horizon, limit=1, with_data=False)
+    return kept[0] if kept else None
+
+
+async def resolve_after(request: web.Request, raw: str | None, *, field: str = "after") -> int:
+    """The seq to read after. Absent or empty: the oldest retained event (the
+    horizon). A cursor this service issued, or an event id (``msg_...``, as in
+    ``webhook-id``). Malformed or unknown cursor: 400 naming ``field``; an event
+    id not stored: 404 (410 when it is older than the oldest event kept); a
+    position already pruned: 410 whose detail says how to resync."""
+    log = request.app[CHANGE_LOG]
+    storage = log.storage
+    horizon = await storage.event_horizon()
+    if raw is None or raw == "":
+        return horizon
+    raw = raw.strip()
+    if raw.startswith("msg_"):
+        if not _EVENT_ID.fullmatch(raw):
+            raise Problem(
+                400,
+                f"{field}: {raw[:80]!r} is not an event id (msg_ and 32 hex digits)",
+                errors=[{"field": field, "message": "not an event id"}],
+            )
+        event = await storage.find_event(raw)
+        if event is not None:
+            return event.seq
+        oldest = await _oldest_kept(log, horizon) if horizon else None
+        made = _id_time(raw)
+        if horizon and (oldest is None or made < _id_time(oldest.id)):
+            # The id says when it was made: its changes, and all since, are to resync.
+            since = format_time((made - RESYNC_MARGIN).replace(microsecond=0))
+            raise _gone(field, f"event {raw}", since, cursor_for(await log.head()))
+        raise Problem(
+            404,
+            f"{field}: no event {raw} in this change log (an id from another deployment?)",
+            errors=[{"field": field, "message": "no such event"}],
+        )
+    match = _CURSOR.fullmatch(raw)
+    if match is None:
+        raise Problem(
+            400,
+            f"{field}: {raw[:80]!r} is neither a cursor this service issued nor an event id",
+            errors=[{"field": field, "message": "malformed cursor"}],
+        )
+    seq = int(match.group(1), 36)
+    if seq > await log.head():
+        raise Problem(
+            400,
+            f"{field}: {raw[:80]!r} is not a cursor this service issued (it is past the end "
+            "of the change log)",
+            errors=[{"field": field, "message": "unknown cursor"}],
+        )
+    if seq < horizon:
+        since = "<the timestamp of the last event you read>"
+        raise _gone(field, "the cursor", since, cursor_for(await log.head()))
+    return seq

@@ -1,0 +1,137 @@
+"""``GET /api/events``: the change log as an API, for partners that pull instead of
+being pushed to (a firewall, no public endpoint, an hourly batch, an outage longer
+than the retry schedule). Items are the webhook bodies with their ids, read through
+the process's ``ChangeLog``; ``wait=`` long-polls."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+
+from aiohttp import web
+
+from syndicate.content.responses import EventList
+from syndicate.content.validation import invalid
+from syndicate.core.names import EVENT_TYPES, TOPIC_SLUG
+from syndicate.web.auth import authenticate
+from syndicate.web.changelog import CHANGE_LOG, Page, cursor_for, parse_filter, resolve_after
+from syndicate.web.operations import ANY_TOKEN, ApiRoutes
+from syndicate.web.requests import query_param
+
+routes = ApiRoutes()
+
+DEFAULT_EVENTS_LIMIT = 100
+MAX_EVENTS_LIMIT = 1_000
+#: The longest long-poll, seconds.
+MAX_WAIT = 30.0
+
+_TOPIC = rf"(\*|{TOPIC_SLUG})"
+_TYPE = "(" + "|".join(re.escape(t) for t in EVENT_TYPES) + ")"
+#: ``after``, ``topics`` and ``types``, as the stream takes them too.
+EVENT_QUERY: dict[str, dict[str, object]] = {
+    "after": {
+        "type": "string",
+        "minLength": 1,
+        "description": "Read after this position: a next_cursor, or an event id (msg_..., "
+        "as sent in webhook-id). Left out: from the oldest event kept.",
+    },
+    "topics": {
+        "type": "string",
+        "description": "Comma-separated topic slugs (or *): only events of these topics.",
+        "pattern": rf"^{_TOPIC}(,{_TOPIC})*$",
+    },
+    "types": {
+        "type": "string",
+        "description": f"Comma-separated event types ({', '.join(EVENT_TYPES)}).",
+        "pattern": rf"^{_TYPE}(,{_TYPE})*$",
+    },
+}
+
+
+def _limit(request: web.Request) -> int:
+    raw = query_param(request, "limit")
+    if raw is None:
+        return DEFAULT_EVENTS_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_EVENTS_LIMIT:
+        raise invalid("limit", f"must be a whole number from 1 to {MAX_EVENTS_LIMIT}")
+    return int(raw)
+
+
+def _wait(request: web.Request) -> float:
+    raw = query_param(request, "wait")
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise invalid("wait", f"{raw[:40]!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_WAIT):
+        raise invalid("wait", f"must be from 0 to {MAX_WAIT:g} seconds")
+    return seconds
+
+
+def _answer(page: Page, last: int) -> web.Response:
+    events = b",".join(item.body for item in page.items)
+    more = b"true" if page.more else b"false"
+    body = b'{"events":[%s],"next_cursor":"%s","has_more":%s}' % (
+        events,
+        cursor_for(last).encode(),
+        more,
+    )
+    return web.Response(
+        body=body,
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.operation(
+    "get",
+    "/api/events",
+    "Read the change log",
+    ANY_TOKEN,
+    {200: EventList},
+    query={
+        **EVENT_QUERY,
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_EVENTS_LIMIT,
+            "default": DEFAULT_EVENTS_LIMIT,
+        },
+        "wait": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_WAIT,
+            "default": 0,
+            "description": "Long-poll: with nothing to answer, wait up to this many "
+            "seconds for an event.",
+        },
+    },
+    errors=(400, 401, 403, 404, 410, 422),
+)
+async def list_events(request: web.Request) -> web.Response:
+    await authenticate(request, "operator", "partner")
+    limit = _limit(request)
+    wait = _wait(request)
+    flt = await parse_filter(request)
+    after = await resolve_after(request, query_param(request, "after"))
+    log = request.app[CHANGE_LOG]
+    page = await log.read(after, flt, limit)
+    if page.items or wait <= 0:
+        return _answer(page, page.last_seq)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    position = page.last_seq
+    while not page.items:
+        remaining = deadline - loop.time()
+        if remaining <= 0 or log.closing:
+            break
+        # A filtered scan that stopped at its bound (more) reads on at once.
+        if not page.more and not await log.wait(position, remaining):
+            break
+        page = await log.read(position, flt, limit)
+        position = page.last_seq
+    return _answer(page, position)

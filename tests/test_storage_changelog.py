@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -219,29 +220,35 @@ async def listening(store: Storage, writer: Storage | None = None) -> Watcher:
 
 async def test_watch_wakes_at_once_for_this_process_writes(store: Storage) -> None:
     watcher = await listening(store)
-    for n, write in enumerate(
-        [
-            lambda: store.put_article(draft("x"), now=T0),
-            lambda: store.put_articles([draft("y"), draft("z")], now=T0),
-            lambda: store.delete_article("x", now=T0 + MINUTE),
-            lambda: store.put_article(draft("s", published_at=T0 + MINUTE), now=T0),
-            lambda: store.publish_due(now=T0 + MINUTE),
-        ]
-    ):
+    writes: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("put", lambda: store.put_article(draft("x"), now=T0)),
+        ("batch", lambda: store.put_articles([draft("y"), draft("z")], now=T0)),
+        ("delete", lambda: store.delete_article("x", now=T0 + MINUTE)),
+        ("publish_due", lambda: store.publish_due(now=T0 + MINUTE)),
+    ]
+    # Scheduled: no event until publish_due announces it.
+    await store.put_article(draft("s", published_at=T0 + MINUTE), now=T0)
+    for name, write in writes:
         before = (await store.feed_state(None)).seq
         await write()
         written = time.time()
         head = (await store.feed_state(None)).seq
-        if head == before:
-            continue  # the scheduled write: no event
-        assert await watcher.head_reaches(head) - written < WAKE_WITHIN, n
+        assert head > before, name
+        assert await watcher.head_reaches(head) - written < WAKE_WITHIN, name
     watcher.stop()
 
 
-async def test_watch_hears_a_second_storage_on_the_same_database(database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "fast_paths"), [("sqlite", True), ("sqlite", False), ("postgres", True)]
+)
+async def test_watch_hears_a_second_storage_on_the_same_database(
+    database_url: str, fast_paths: bool
+) -> None:
     """A second storage is another process as far as the first can tell: its writes
-    come through the database (SQLite: the WAL header; PostgreSQL: NOTIFY)."""
-    reader, writer = await open_storage(database_url), await open_storage(database_url)
+    come through the database (SQLite: the WAL header, or PRAGMA data_version without
+    the fast path; PostgreSQL: NOTIFY)."""
+    reader = await open_storage(database_url, fast_paths=fast_paths)
+    writer = await open_storage(database_url, fast_paths=fast_paths)
     try:
         watcher = await listening(reader, writer)
         for n in range(5):
@@ -322,11 +329,11 @@ async def test_unwatch_stops_calls_and_the_last_one_stops_listening(
         await kept.head_reaches((await store.feed_state(None)).seq)
         assert gone.calls == calls
         if backend == "postgres":
-            assert await listeners(database_url) == 1
+            assert await listeners(database_url, 1) == 1
         kept.stop()
         assert await tasks_back_to(tasks)
         if backend == "postgres":
-            assert await listeners(database_url) == 0
+            assert await listeners(database_url, 0) == 0
         # Watching again starts again.
         again = await listening(store)
         again.stop()
@@ -343,8 +350,10 @@ async def tasks_back_to(count: int) -> bool:
     return True
 
 
-async def listeners(dsn: str) -> int:
-    """Connections LISTENing for events on the database (their last statement)."""
+async def listeners(dsn: str, expected: int) -> int:
+    """Connections LISTENing for events on the database (by their last statement),
+    waited for (5 s at most) to come to ``expected``: a connection closing or
+    killed lingers a moment after its client has let go."""
     conn = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + 5
@@ -353,8 +362,7 @@ async def listeners(dsn: str) -> int:
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND query LIKE 'LISTEN %syndicate_events%'"
             )
-            # A closing connection lingers a moment after its client has let go.
-            if count <= 1 or time.monotonic() > deadline:
+            if count == expected or time.monotonic() > deadline:
                 return count
             await asyncio.sleep(0.01)
     finally:
@@ -387,3 +395,35 @@ async def test_close_with_watchers_open(database_url: str) -> None:
     calls = watcher.calls
     watcher.stop()  # after close: harmless
     assert watcher.calls == calls
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_lost_listen_connection_is_polled_over_then_replaced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("storage.postgres._event_watch.RETRY_SECONDS", 0.3)
+    monkeypatch.setattr("storage.postgres._event_watch.FALLBACK_INTERVAL", 0.05)
+    reader, writer = await open_storage(database_url), await open_storage(database_url)
+    admin = await asyncpg.connect(database_url)
+    try:
+        watcher = await listening(reader, writer)
+        with caplog.at_level(logging.WARNING, logger="storage.events"):
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN %syndicate_events%'"
+            )
+            assert await listeners(database_url, 0) == 0
+            # Down: watchers are woken by polling, and read the head themselves.
+            await writer.put_article(draft("while-down"), now=T0)
+            await watcher.head_reaches((await writer.feed_state(None)).seq, within=2)
+        assert any("LISTEN connection was lost" in r.message for r in caplog.records)
+        # Back: a new LISTEN connection, and wake-ups within the bound again.
+        assert await listeners(database_url, 1) == 1
+        await writer.put_article(draft("back"), now=T0)
+        written = time.time()
+        assert await watcher.head_reaches((await writer.feed_state(None)).seq) - written < 0.5
+        watcher.stop()
+    finally:
+        await admin.close()
+        await writer.close()
+        await reader.close()

@@ -38,12 +38,7 @@ CLOSE_TIMEOUT: Final = 5.0
 Connect = Callable[[], Awaitable["asyncpg.Connection[asyncpg.Record]"]]
 
 
-def listen(
-    connect: Connect,
-    *,
-    fallback_interval: float = FALLBACK_INTERVAL,
-    retry_seconds: float = RETRY_SECONDS,
-) -> Notice:
+def listen(connect: Connect) -> Notice:
     """The ``Notice`` task (``storage._event_watch``): LISTEN, fire on each
     notification; poll while the connection is down."""
 
@@ -52,13 +47,13 @@ def listen(
             started = time.monotonic()
             await _listen_once(connect, fire)
             # Down: the watchers poll until the next try.
-            retry_at = started + retry_seconds
+            retry_at = started + RETRY_SECONDS
             while True:
                 fire()
                 left = retry_at - time.monotonic()
                 if left <= 0:
                     break
-                await asyncio.sleep(min(fallback_interval, left))
+                await asyncio.sleep(min(FALLBACK_INTERVAL, left))
 
     return notice
 

@@ -56,7 +56,7 @@ SAFETY_POLL = 1.0
 #: Heads read from storage at once while scanning.
 _SCAN_CHUNK = 1_000
 CURSOR_PREFIX = "cur_"
-_CURSOR = re.compile(r"cur_([0-9a-z]{1,13})")
+_CURSOR = re.compile(r"cur_([0-9a-f]{1,15})")
 _EVENT_ID = re.compile(r"msg_[0-9a-f]{32}")
 #: How far before a pruned event's id time a resync starts (the id is made a moment
 #: after the article's ``updated_at``).
@@ -413,17 +413,7 @@ async def parse_filter(request: web.Request) -> EventFilter:
 
 def cursor_for(seq: int) -> str:
     """The opaque cursor of a position in the log."""
-    return CURSOR_PREFIX + _base36(seq)
-
-
-def _base36(value: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        value, rest = divmod(value, 36)
-        out = digits[rest] + out
-        if not value:
-            return out
+    return f"{CURSOR_PREFIX}{seq:x}"
 
 
 def _gone(field: str, what: str, since: str, resume: str) -> Problem:
@@ -486,7 +476,7 @@ async def resolve_after(request: web.Request, raw: str | None, *, field: str = "
             f"{field}: {raw[:80]!r} is neither a cursor this service issued nor an event id",
             errors=[{"field": field, "message": "malformed cursor"}],
         )
-    seq = int(match.group(1), 36)
+    seq = int(match.group(1), 16)
     if seq > await log.head():
         raise Problem(
             400,

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
 
-from storage import ArticleNotFound
+from storage import ArticleNotFound, ListCursor
 from storage.records import ArticleDraft, PutResult, default_topic_title
 from syndicate.content.articles import BadCursor, decode_cursor, draft_off_loop, encode_cursor
 from syndicate.content.ingest import store_batch, tally
-from syndicate.content.models import ArticleIn, BatchIn, TopicIn, valid_article_id
+from syndicate.content.models import (
+    TIME_PATTERN,
+    ArticleIn,
+    BatchIn,
+    TopicIn,
+    UtcTime,
+    valid_article_id,
+)
 from syndicate.content.responses import ArticleList, ArticleOut, BatchResult, TopicList, TopicOut
 from syndicate.content.text import ContentTooComplex
-from syndicate.content.validation import invalid, validate
+from syndicate.content.validation import invalid, validate, validation_errors
 from syndicate.core.errors import Problem
 from syndicate.core.names import ALL_TOPICS_SLUG, TOPIC_SLUG_PATTERN, valid_topic
 from syndicate.core.settings import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Settings
@@ -100,6 +109,14 @@ async def create_article(request: web.Request) -> web.Response:
             "description": "scheduled: the articles waiting for their published_at "
             "(operators only)",
         },
+        "updated_since": {
+            "type": "string",
+            "format": "date-time",
+            "pattern": TIME_PATTERN,
+            "description": "Every article changed at or after this time (RFC 3339), "
+            "deleted ones included (status deleted), oldest change first: what a partner "
+            "resyncs from when its place in the change log is gone (410 from /api/events).",
+        },
         **PAGE,
     },
     errors=(401, 403, 404, 422),
@@ -113,10 +130,28 @@ async def list_articles(request: web.Request) -> web.Response:
     if status == "scheduled" and token.role != "operator":
         raise Problem(403, "only an operator token lists scheduled articles")
     topic = query_param(request, "topic")
+    since = query_param(request, "updated_since")
+    if since is not None:
+        if topic is not None or "status" in request.query:
+            field = "topic" if topic is not None else "status"
+            raise invalid(field, "cannot be combined with updated_since")
+        return await _list_changed(request, since)
     if topic is not None:
         if not valid_topic(topic):
             raise invalid("topic", "not a topic slug")
         await storage.get_topic(topic)
+    limit, before = _page(request)
+    page = await storage.list_articles(
+        topic=topic, limit=limit + 1, before=before, scheduled=status == "scheduled"
+    )
+    base_url = request.app[SETTINGS].base_url
+    next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
+    articles = [ArticleOut.of(a, base_url) for a in page[:limit]]
+    return model_response(ArticleList(articles=articles, next_cursor=next_cursor))
+
+
+def _page(request: web.Request) -> tuple[int, ListCursor | None]:
+    """``limit`` and the decoded ``cursor`` of a listing."""
     raw_limit = query_param(request, "limit") or str(DEFAULT_PAGE_SIZE)
     try:
         limit = int(raw_limit)
@@ -124,18 +159,34 @@ async def list_articles(request: web.Request) -> web.Response:
         raise invalid("limit", f"{raw_limit!r} is not a whole number") from None
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise invalid("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
-    before = None
     cursor = query_param(request, "cursor")
-    if cursor is not None:
-        try:
-            before = decode_cursor(cursor)
-        except BadCursor as exc:
-            raise invalid("cursor", str(exc)) from None
-    page = await storage.list_articles(
-        topic=topic, limit=limit + 1, before=before, scheduled=status == "scheduled"
+    if cursor is None:
+        return limit, None
+    try:
+        return limit, decode_cursor(cursor)
+    except BadCursor as exc:
+        raise invalid("cursor", str(exc)) from None
+
+
+_TIME: TypeAdapter[Any] = TypeAdapter(UtcTime)
+
+
+async def _list_changed(request: web.Request, raw_since: str) -> web.Response:
+    """``updated_since=``: live and deleted articles changed since then, oldest change
+    first; the cursor is the (updated_at, id) of the last one listed."""
+    try:
+        since = _TIME.validate_python(raw_since)
+    except ValidationError as exc:
+        raise invalid("updated_since", validation_errors(exc)[0]["message"]) from None
+    limit, after = _page(request)
+    page = await request.app[STORAGE].list_changed_articles(
+        since=since, after=after, limit=limit + 1
     )
     base_url = request.app[SETTINGS].base_url
-    next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
+    next_cursor = None
+    if len(page) > limit:
+        last = page[limit - 1]
+        next_cursor = encode_cursor(replace(last, published_at=last.updated_at))
     articles = [ArticleOut.of(a, base_url) for a in page[:limit]]
     return model_response(ArticleList(articles=articles, next_cursor=next_cursor))
 

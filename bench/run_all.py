@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, SQLite first, then 2-4 and 6 on PostgreSQL when reachable.
+"""`make bench`: every benchmark, SQLite first, then 2-4, 6 and 7 on PostgreSQL when reachable.
 
 Each one runs in its own process and prints its table. Nothing is written unless the run
 is recorded (`make bench RECORD=1`, i.e. `python -m bench.run_all --record`): then every
@@ -24,11 +24,13 @@ PLAN = [
     ["bench.fanout", "--backend", "sqlite"],
     ["bench.latency", "--backend", "sqlite"],
     ["bench.isolation", "--backend", "sqlite"],
+    ["bench.stream", "--backend", "sqlite"],
     ["bench.scale"],
     ["bench.ingest", "--backend", "postgres"],
     ["bench.fanout", "--backend", "postgres"],
     ["bench.latency", "--backend", "postgres"],
     ["bench.isolation", "--backend", "postgres"],
+    ["bench.stream", "--backend", "postgres"],
 ]
 TIME_LIMIT = 900
 

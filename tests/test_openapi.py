@@ -349,6 +349,7 @@ async def test_every_documented_answer_is_what_the_service_sends(
         at=ids,
         json={"since": "2020-01-01T00:00:00Z"},
     )
+    await api.call("GET", "/api/subscriptions/{id}/status", 200, at=ids)
     await api.call("DELETE", "/api/subscriptions/{id}", 204, at=ids)
     await api.call("GET", "/healthz", 200)
     await api.call("GET", "/readyz", 200)

@@ -94,16 +94,20 @@ class Sender:
             await self._session.close()
             self._session = None
 
-    async def get(self, url: str) -> tuple[int | None, str]:
-        """A GET (WebSub verification): status (None when none came) and body text."""
+    async def get(self, url: str) -> tuple[int | None, str, str | None]:
+        """A GET (WebSub verification): status (None when none came), body text, and
+        why no answer came (None when one did)."""
         assert self._session is not None, "Sender.start() first"
         try:
             async with self._session.get(url, allow_redirects=False) as response:
                 body = await _read_capped(response, MAX_RESPONSE_READ)
-                return response.status, body.decode("utf-8", "replace")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                return response.status, body.decode("utf-8", "replace"), None
+        except TimeoutError:
+            logger.info("GET failed", extra={"url": url, "error": "timed out"})
+            return None, "", "timed out"
+        except (aiohttp.ClientError, OSError) as exc:
             logger.info("GET failed", extra={"url": url, "error": str(exc)})
-            return None, ""
+            return None, "", f"{type(exc).__name__}: {exc}"[:500]
 
     async def send(self, request: OutboundRequest) -> Attempt:
         assert self._session is not None, "Sender.start() first"

@@ -41,7 +41,15 @@ from publicsuffixlist import PublicSuffixList
 
 import feeds
 from storage import Storage, StorageError, TopicNotFound
-from storage.records import Article, Delivery, Event, Subscription, utcnow
+from storage.records import (
+    Article,
+    Delivery,
+    Event,
+    Subscription,
+    Verification,
+    VerificationResult,
+    utcnow,
+)
 from syndicate.content import render
 from syndicate.core.names import ALL_TOPICS_SLUG, EVERY_TOPIC, valid_topic
 from syndicate.core.rate import RateLimiter
@@ -108,6 +116,19 @@ def with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def not_confirmed_detail(status: int | None, error: str | None, *, tries: int) -> str:
+    """What the callback answered to the last of ``tries`` verification GETs that
+    did not confirm (never its body: the status page is public)."""
+    times = "" if tries == 1 else f" (after {tries} tries)"
+    if status is None:
+        return f"no answer: {error or 'the request failed'}{times}"
+    if 200 <= status < 300:
+        return f"answered HTTP {status} without echoing hub.challenge"
+    if 300 <= status < 400:
+        return f"answered HTTP {status} (redirects are not followed)"
+    return f"answered HTTP {status}{times}"
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -267,7 +288,7 @@ class Hub:
             try:
                 await self.storage.get_topic(topic.slug)
             except TopicNotFound:
-                await self.deny(topic, callback, "the topic no longer exists")
+                await self.deny(topic, callback, "the topic no longer exists", mode=mode)
                 return
         if (
             mode == "subscribe"
@@ -279,7 +300,7 @@ class Hub:
                     "websub subscription denied",
                     extra={"limit": refusal.limit, "callback": callback, "topic": topic.url},
                 )
-                await self.deny(topic, callback, refusal.reason)
+                await self.deny(topic, callback, refusal.reason, mode=mode)
                 return
         challenge = secrets.token_urlsafe(32)
         params = {"hub.mode": mode, "hub.topic": topic.url, "hub.challenge": challenge}
@@ -287,7 +308,7 @@ class Hub:
             params["hub.lease_seconds"] = str(lease)
         confirmed = False
         for attempt in range(VERIFY_ATTEMPTS):
-            status, body = await self.sender.get(with_query(callback, params))
+            status, body, error = await self.sender.get(with_query(callback, params))
             if status is not None and 200 <= status < 300:
                 confirmed = body == challenge
                 break
@@ -296,11 +317,14 @@ class Hub:
             await asyncio.sleep(0.5 * (attempt + 1))
         if not confirmed:
             logger.info("websub intent not confirmed", extra={"callback": callback})
+            detail = not_confirmed_detail(status, error, tries=attempt + 1)
+            await self._record(mode, topic, callback, "not_confirmed", detail)
             return
         existing = await self.storage.find_websub_subscription(callback, topic.url)
         if mode == "unsubscribe":
             if existing is not None:
                 await self.storage.delete_subscription(existing.id)
+            await self._record(mode, topic, callback, "confirmed", "")
             return
         expires = utcnow() + timedelta(seconds=lease)
         if existing is None:
@@ -324,6 +348,14 @@ class Hub:
                     "failing_since": None,
                 },
             )
+        await self._record(mode, topic, callback, "confirmed", f"lease of {lease} s")
+
+    async def _record(
+        self, mode: str, topic: Topic, callback: str, result: VerificationResult, detail: str
+    ) -> None:
+        """Keep the outcome for ``GET /hub/status``."""
+        verification = Verification(callback, topic.url, mode, utcnow(), result, detail)
+        await self.storage.record_verification(verification)
 
     async def _subscriptions_full(self, callback: str, topic: Topic) -> Refusal | None:
         """The stored-subscription limit a new subscription would pass, if any (two
@@ -338,7 +370,9 @@ class Hub:
             return Refusal("websub_max_per_topic", 0, "too many subscriptions for this topic")
         return None
 
-    async def deny(self, topic: Topic, callback: str, reason: str) -> None:
+    async def deny(self, topic: Topic, callback: str, reason: str, *, mode: str) -> None:
+        """Tell the subscriber its ``mode`` request is denied, and keep that."""
+        await self._record(mode, topic, callback, "denied", reason)
         params = {"hub.mode": "denied", "hub.topic": topic.url, "hub.reason": reason}
         await self.sender.get(with_query(callback, params))
 

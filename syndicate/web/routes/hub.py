@@ -1,7 +1,14 @@
-"""``POST /hub``: the WebSub hub's endpoint (the hub itself is delivery.websub).
+"""``POST /hub``: the WebSub hub's endpoint (the hub itself is delivery.websub), and
+``GET /hub/status``: how one (callback, topic) pair is doing.
 
-Answers are text/plain, as WebSub subscribers expect: 202 at once for a
+``POST /hub`` answers text/plain, as WebSub subscribers expect: 202 at once for a
 (un)subscription, whose verification of intent follows in the background.
+
+``GET /hub/status?hub.topic=&hub.callback=`` is public (subscribers have no token):
+an HTML page, or JSON (``HubStatusOut``; errors as problem+json) for a client that
+asks for ``application/json``. It shows the subscription's state and lease, whether
+notifications are signed (never the secret), the last verification of intent and the
+last 20 notification attempts (never response bodies or headers).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from storage import TopicNotFound
+from storage.records import Subscription, format_time, utcnow
+from syndicate.content.responses import AttemptOut, HubState, HubStatusOut, VerificationOut
 from syndicate.core.errors import Problem
 from syndicate.core.names import ALL_TOPICS_SLUG
 from syndicate.delivery.egress import EgressRefused, check_url
@@ -28,7 +37,10 @@ from syndicate.delivery.websub import (
 )
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.limits import client_key, enforce
+from syndicate.web.operations import model_response
+from syndicate.web.problems import problem_response
 from syndicate.web.requests import body_deadline, body_too_slow
+from syndicate.web.routes.pages import _error, _page
 
 logger = logging.getLogger(
     "syndicate.websub"
@@ -36,6 +48,10 @@ logger = logging.getLogger(
 
 routes = web.RouteTableDef()
 HUB = web.AppKey("hub", Hub)
+#: Notification attempts a status page lists, newest first.
+STATUS_ATTEMPTS = 20
+#: A status changes with every notification: never kept by a cache.
+STATUS_CACHE_CONTROL = "no-store"
 
 
 def _text(status: int, reason: str) -> web.Response:
@@ -138,3 +154,119 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     yield
     await hub.close()
+
+
+# -- GET /hub/status -------------------------------------------------------------------
+
+
+def wants_json(request: web.Request) -> bool:
+    """Whether ``Accept`` prefers ``application/json`` to HTML (browsers, and curl's
+    ``*/*``, get the page)."""
+    best = {"json": 0.0, "html": 0.0}
+    for part in request.headers.get("Accept", "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        kind = {"application/json": "json", "application/problem+json": "json"}.get(
+            media.lower(), "html" if media.lower() in ("text/html", "text/*", "*/*") else None
+        )
+        if kind is not None:
+            best[kind] = max(best[kind], quality)
+    return best["json"] > 0 and best["json"] > best["html"]
+
+
+def _status_error(
+    request: web.Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    if wants_json(request):
+        errors = None if field is None else [{"field": field, "message": detail}]
+        problem = Problem(status, detail, errors=errors, headers=headers)
+        response = problem_response(problem, request)
+    else:
+        response = _error(request, status, title, detail)
+        response.headers.update(headers or {})
+    response.headers["Cache-Control"] = STATUS_CACHE_CONTROL
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+def _bad_parameter(request: web.Request) -> tuple[str, str] | None:
+    """The first missing or unusable query parameter and why, if any."""
+    base_url = request.app[SETTINGS].base_url
+    topic = request.query.get("hub.topic", "")
+    callback = request.query.get("hub.callback", "")
+    if not topic:
+        return "hub.topic", "hub.topic is required: the feed URL subscribed to"
+    if parse_topic(base_url, topic) is None:
+        return "hub.topic", f"hub.topic must be a feed of this hub ({base_url}/feeds/...)"
+    if not callback:
+        return "hub.callback", "hub.callback is required: the callback URL as subscribed"
+    scheme = urlsplit(callback).scheme.lower() if not CONTROL_CHARS.search(callback) else ""
+    if len(callback) > MAX_CALLBACK_LENGTH or scheme not in ("http", "https"):
+        return "hub.callback", "hub.callback must be an absolute http(s) URL"
+    return None
+
+
+def _state(sub: Subscription | None) -> HubState:
+    if sub is None:
+        return "unsubscribed"
+    if sub.status == "active" and sub.lease_expires_at and sub.lease_expires_at <= utcnow():
+        return "expired"
+    return sub.status
+
+
+@routes.get("/hub/status")
+async def hub_status(request: web.Request) -> web.Response:
+    try:
+        # A bucket of its own per client: reading status never spends subscriptions'.
+        enforce(request, "hub-status:" + client_key(request))
+    except Problem as problem:
+        return _status_error(
+            request, 429, "Too many requests", problem.detail, headers=problem.headers
+        )
+    bad = _bad_parameter(request)
+    if bad is not None:
+        field, detail = bad
+        return _status_error(request, 400, "Bad request", detail, field=field)
+    topic, callback = request.query["hub.topic"], request.query["hub.callback"]
+    storage = request.app[STORAGE]
+    # The verification first: the hub records it after the change it made, which a
+    # read of the subscription afterwards then sees.
+    verification = await storage.get_verification(callback, topic)
+    sub = await storage.find_websub_subscription(callback, topic)
+    if sub is None and verification is None:
+        detail = "this hub has no subscription and no verification of intent for that pair"
+        return _status_error(request, 404, "No such subscription", detail)
+    attempts = [] if sub is None else await storage.list_attempts(sub.id, limit=STATUS_ATTEMPTS)
+    status = HubStatusOut(
+        topic=topic,
+        callback=callback,
+        subscribed=sub is not None,
+        state=_state(sub),
+        lease_expires_at=format_time(sub.lease_expires_at)
+        if sub is not None and sub.lease_expires_at
+        else None,
+        secret_set=bool(sub is not None and sub.secret),
+        subscribed_at=None if sub is None else format_time(sub.created_at),
+        last_verification=None if verification is None else VerificationOut.of(verification),
+        recent_attempts=[AttemptOut.of(a) for a in attempts],
+    )
+    if wants_json(request):
+        response = model_response(status)
+    else:
+        response = _page(request, "hub_status.html", pair=status)
+    response.headers["Cache-Control"] = STATUS_CACHE_CONTROL
+    response.headers["Vary"] = "Accept"
+    return response

@@ -13,12 +13,15 @@ from storage import DeliveryNotFound, SubscriptionNotFound
 from storage.records import Subscription, Token, format_time, utcnow
 from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
 from syndicate.content.responses import (
+    AttemptOut,
+    DayStatsOut,
     DeliveryList,
     DeliveryOut,
     PingResult,
     RecoverResult,
     SubscriptionList,
     SubscriptionOut,
+    SubscriptionStatusOut,
     SubscriptionWithSecret,
 )
 from syndicate.content.validation import invalid, validate
@@ -40,6 +43,11 @@ from syndicate.web.operations import (
 from syndicate.web.requests import query_param, read_json
 
 routes = ApiRoutes()
+#: What a status page shows: the last RECENT_ATTEMPTS attempts, and statistics over
+#: the last STATS_WINDOW, of at most STATS_MAX_ATTEMPTS attempts (the latest).
+RECENT_ATTEMPTS = 20
+STATS_WINDOW = timedelta(days=1)
+STATS_MAX_ATTEMPTS = 10_000
 #: Delivery ids are 64-bit database integers: past this, no row (and no cursor) can be.
 MAX_ROW_ID = 2**63 - 1
 
@@ -61,6 +69,7 @@ _SUBSCRIPTION_LINKS = {
         "/api/subscriptions/{id}/test",
         "/api/subscriptions/{id}/deliveries",
         "/api/subscriptions/{id}/recover",
+        "/api/subscriptions/{id}/status",
     )
 }
 _RETRY_LINK = {
@@ -355,3 +364,46 @@ async def recover(request: web.Request) -> web.Response:
     count = await request.app[STORAGE].recover_deliveries(sub.id, since=body.since)
     request.app[DELIVERY].dispatcher.wake()
     return model_response(RecoverResult(recovered=count, since=format_time(body.since)), status=202)
+
+
+@routes.operation(
+    "get",
+    "/api/subscriptions/{id}/status",
+    "How a subscription is doing",
+    ANY_TOKEN,
+    {200: SubscriptionStatusOut},
+    errors=(401, 404),
+)
+async def subscription_status(request: web.Request) -> web.Response:
+    """State, failure window, next attempt, the last 20 attempts, and the success rate
+    and p50/p99 latency of the last 24 hours (at most the latest 10,000 attempts)."""
+    token = await authenticate(request, "operator", "partner")
+    sub = await _owned(request, token)
+    storage = request.app[STORAGE]
+    day = await storage.list_attempts(
+        sub.id, since=utcnow() - STATS_WINDOW, limit=STATS_MAX_ATTEMPTS
+    )
+    # The day's list holds the recent ones, unless the day had fewer than 20.
+    recent = (
+        day[:RECENT_ATTEMPTS]
+        if len(day) >= RECENT_ATTEMPTS
+        else await storage.list_attempts(sub.id, limit=RECENT_ATTEMPTS)
+    )
+    next_attempt = await storage.next_attempt_at(sub.id)
+    # Read again, after the attempts: an outcome recorded meanwhile is then in both
+    # (its attempt and the failure window are written in one transaction).
+    try:
+        sub = await storage.get_subscription(sub.id)
+    except SubscriptionNotFound:
+        raise Problem(404, f"no subscription {sub.id!r}") from None
+    return model_response(
+        SubscriptionStatusOut(
+            id=sub.id,
+            state=sub.status,
+            failing_since=format_time(sub.failing_since) if sub.failing_since else None,
+            last_success_at=format_time(sub.last_success_at) if sub.last_success_at else None,
+            next_attempt_at=format_time(next_attempt) if next_attempt else None,
+            last_day=DayStatsOut.of(day),
+            recent_attempts=[AttemptOut.of(a) for a in recent],
+        )
+    )

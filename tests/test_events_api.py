@@ -19,6 +19,8 @@ from receiver import Receiver, respond_with
 from test_delivery import subscribe, verify
 
 from storage import Storage, open_storage
+from storage.records import ArticleDraft, utcnow
+from syndicate.web.changelog import ChangeLog, EventFilter, render
 
 FAST = {
     "allow_private_targets": True,
@@ -37,6 +39,20 @@ def article(article_id: str, topics: list[str] | None = None, **extra: Any) -> d
         "published_at": "2026-11-20T08:00:00Z",
         **extra,
     }
+
+
+def draft(article_id: str, topics: tuple[str, ...] = ("liver-health",)) -> ArticleDraft:
+    return ArticleDraft(
+        id=article_id,
+        guid=f"tag:example.org,2026:article/{article_id}",
+        slug=article_id,
+        title=f"Title {article_id}",
+        summary="Summary",
+        content="<p>Body</p>",
+        content_type="html",
+        topics=topics,
+        published_at=utcnow(),
+    )
 
 
 async def post(client: Client, body: dict[str, Any]) -> None:
@@ -307,3 +323,42 @@ async def test_a_long_poll_times_out_empty_with_its_cursor(service: Client) -> N
     assert body["events"] == [] and body["next_cursor"] != head["next_cursor"]
     after = await events(service, f"?after={body['next_cursor']}")
     assert after["events"] == []
+
+
+# -- the change log's reader, on its own -----------------------------------------------
+
+
+async def test_the_window_and_storage_serve_the_same_items(store: Storage) -> None:
+    """A window of 3 items: pages read from it, from storage behind it, and across
+    the two are the log in order, filtered or not, each body rendered as pushed."""
+    for n in range(10):
+        topics = ("liver-health",) if n % 3 else ("diabetes",)
+        await store.put_article(draft(f"w{n}", topics=topics))
+    stored = await store.list_events()
+    log = ChangeLog(store, "http://example.org", window_items=3)
+    await log.start()
+    try:
+        for n in range(10, 14):
+            await store.put_article(draft(f"w{n}"))
+        stored = await store.list_events()
+        everything = EventFilter()
+        diabetes = EventFilter(topics=frozenset({"diabetes"}))
+        for flt in (everything, diabetes):
+            for limit in (1, 2, 5):
+                got, after = [], 0
+                for _ in range(50):
+                    page = await log.read(after, flt, limit)
+                    assert len(page.items) <= limit
+                    got += page.items
+                    after = page.last_seq
+                    if not page.more:
+                        break
+                want = [e for e in stored if flt.matches(e)]
+                assert [i.id for i in got] == [e.id for e in want], (flt, limit)
+                assert [i.body for i in got] == [render(e, log.base_url).body for e in want]
+                assert after == stored[-1].seq
+        assert await log.head() == stored[-1].seq
+        assert not await log.wait(stored[-1].seq, 0.05)
+    finally:
+        await log.stop()
+    assert not await log.wait(0, 1), "a stopped log answers at once"

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,9 +43,12 @@ from syndicate.web.appkeys import STORAGE
 
 logger = logging.getLogger(__name__)
 
-#: Items kept rendered in the window of recent events, at most (count and bytes).
-WINDOW_ITEMS = 2_000
-WINDOW_BYTES = 32 * 1024 * 1024
+#: Items kept rendered in the window of recent events, at most (count and bytes):
+#: a partner paging through the last day or so reads memory, not the database.
+WINDOW_ITEMS = 50_000
+WINDOW_BYTES = 64 * 1024 * 1024
+#: Events read into the window at once (a backlog comes in several reads).
+EXTEND_CHUNK = 5_000
 #: Rendered bodies of older events kept for pullers paging the same range.
 OLDER_CACHE_ITEMS = 2_000
 #: Event heads a filtered read looks at, at most, before it answers (moving the
@@ -138,8 +141,8 @@ class ChangeLog:
         self._closing = False
         self._head = 0
         # The window: every event with floor < seq <= tail, rendered, in order.
-        self._window: deque[Item] = deque()
-        self._seqs: deque[int] = deque()
+        self._window: list[Item] = []
+        self._seqs: list[int] = []
         self._window_size = 0
         self._floor = 0
         self._tail = 0
@@ -218,7 +221,8 @@ class ChangeLog:
         if after >= head:
             return Page([], after, False)
         if after >= self._floor:
-            if self._tail < head:
+            ahead = len(self._seqs) - bisect.bisect_right(self._seqs, after)
+            if self._tail < head and ahead < limit:
                 await self._extend(head)
             if after >= self._floor:
                 return self._from_window(after, flt, limit, head)
@@ -305,9 +309,8 @@ class ChangeLog:
         async with self._extending:
             if self._tail >= head:
                 return
-            events = await self.storage.list_events(
-                after=self._tail, limit=self.window_items, with_data=True
-            )
+            chunk = min(self.window_items, EXTEND_CHUNK)
+            events = await self.storage.list_events(after=self._tail, limit=chunk)
             for event in events:
                 item = self._older.pop(event.seq, None) or render(event, self.base_url)
                 self._window.append(item)
@@ -315,15 +318,18 @@ class ChangeLog:
                 self._window_size += len(item.body)
             if events:
                 self._tail = events[-1].seq
-            if len(events) < self.window_items:
+            if len(events) < chunk:
                 self._tail = max(self._tail, head)
-            while self._window and (
-                len(self._window) > self.window_items or self._window_size > self.window_bytes
+            drop = 0
+            excess = len(self._window) - self.window_items
+            while drop < len(self._window) and (
+                drop < excess or self._window_size > self.window_bytes
             ):
-                dropped = self._window.popleft()
-                self._seqs.popleft()
-                self._window_size -= len(dropped.body)
-                self._floor = dropped.seq
+                self._window_size -= len(self._window[drop].body)
+                drop += 1
+            if drop:
+                self._floor = self._seqs[drop - 1]
+                del self._window[:drop], self._seqs[:drop]
             if not self._window:
                 self._floor = self._tail
 

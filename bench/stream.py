@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     p50 = h.median([r[0] for r in streamed])
     p99 = h.median([r[1] for r in streamed])
     last = h.median([r[2] for r in streamed])
-    pull, base_pull = h.median(ours), h.median(raw)
-    ratio = pull / base_pull
+    # The first pass renders every event for the first time in this process (what a
+    # partner catching up on old events meets); later ones find them rendered.
+    cold, cold_raw = ours[0], raw[0]
+    warm, warm_raw = h.median(ours[1:] or ours), h.median(raw[1:] or raw)
     h.report(
         title,
         f"python -m bench.stream --backend {args.backend}",
@@ -249,11 +251,18 @@ def main(argv: list[str] | None = None) -> None:
                 h.verdict(p99, TARGET_P99_MS, at_most=True),
             ],
             [
-                f"pull {EVENTS:,} events, limit={PAGE} (events/s)",
-                f"{pull:,.0f}",
-                f"raw SELECT {base_pull:,.0f}",
-                f"{ratio:.2f}x (>= {TARGET_PULL}x)",
-                h.verdict(ratio, TARGET_PULL),
+                f"pull {EVENTS:,} events, limit={PAGE}, first pass (events/s)",
+                f"{cold:,.0f}",
+                f"raw SELECT {cold_raw:,.0f}",
+                f"{cold / cold_raw:.2f}x (>= {TARGET_PULL}x)",
+                h.verdict(cold / cold_raw, TARGET_PULL),
+            ],
+            [
+                f"pull {EVENTS:,} events, limit={PAGE}, later passes (events/s)",
+                f"{warm:,.0f}",
+                f"raw SELECT {warm_raw:,.0f}",
+                f"{warm / warm_raw:.2f}x (>= {TARGET_PULL}x)",
+                h.verdict(warm / warm_raw, TARGET_PULL),
             ],
         ],
         [

@@ -49,6 +49,8 @@ RETRY_MS = 2000
 RETRY_AFTER = 10
 #: Items read (and written) at once while catching up.
 PAGE_SIZE = 500
+#: How often a waiting stream looks whether its client is still connected, seconds.
+LIVENESS = 1.0
 #: Seconds a stream's last comment at shutdown has to reach a client that is not reading.
 SHUTDOWN_GRACE = 1.0
 HEARTBEAT = b": heartbeat\n\n"
@@ -233,8 +235,10 @@ class _Sender:
                 if silence >= self.heartbeat:
                     await self.write(HEARTBEAT)
                 elif not self.streams.closing:
+                    # At most LIVENESS apart, so a client that left frees its slot
+                    # within a second, not at the next heartbeat.
                     with _Interruptible(self.entry):
-                        await log.wait(after, self.heartbeat - silence)
+                        await log.wait(after, min(self.heartbeat - silence, LIVENESS))
                 if self.gone():
                     return None
             return SHUTDOWN

@@ -14,11 +14,16 @@ import asyncio
 import json
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from conftest import FIXTURES, Client
+
+from storage import Storage
+from storage.records import DeliveryOutcome, Verification, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 VNU_JAR = ROOT / ".venv" / "vnu" / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
@@ -148,7 +153,7 @@ async def _load(
 
 
 async def _pages(
-    client: Client, topics: list[dict[str, Any]], articles: list[dict[str, Any]]
+    client: Client, store: Storage, topics: list[dict[str, Any]], articles: list[dict[str, Any]]
 ) -> dict[str, str]:
     """Path -> HTML of every kind of page there is."""
     stored = await _load(client, topics, articles)
@@ -164,7 +169,59 @@ async def _pages(
     wanted["/articles/no-such-article"] = 404
     wanted["/topics/no-such-topic"] = 404
     wanted["/topics/hard-cases?before=garbage"] = 400
+    wanted.update(await _hub_statuses(client, store))
     return {path: await _fetch(client, path, status) for path, status in wanted.items()}
+
+
+async def _hub_statuses(client: Client, store: Storage) -> dict[str, int]:
+    """/hub/status pages: a subscribed pair with a notification attempt, a pair whose
+    verification failed (callback and detail with markup in them), an unknown pair."""
+    topic = f"{client.base_url}/feeds/hard-cases.atom"
+    subscribed, failed = (
+        'http://127.0.0.1:9/cb?a=<b>&c="d"',
+        "http://127.0.0.1:9/x?<i>=1",
+    )
+    now = utcnow()
+    for callback, result, detail in (
+        (subscribed, "confirmed", ""),
+        (failed, "not_confirmed", "answered HTTP 200 without echoing <hub.challenge>"),
+    ):
+        await store.record_verification(
+            Verification(callback, topic, "subscribe", now, result, detail)
+        )
+    sub = await store.create_subscription(
+        id="sub_html_validity",
+        kind="websub",
+        url=subscribed,
+        topics=["hard-cases"],
+        events=[],
+        secret="s3cret",
+        lease_expires_at=now + timedelta(days=1),
+        topic_url=topic,
+    )
+    seq = (await store.list_events(after=0, limit=1, with_data=False))[0].seq
+    await store.create_deliveries(seq, [sub.id])
+    claimed = await store.claim_deliveries(worker="vnu", limit=1, lease=timedelta(seconds=30))
+    await store.complete_deliveries(
+        [
+            DeliveryOutcome(
+                delivery_id=claimed[0].id,
+                subscription_id=sub.id,
+                status="failed",
+                succeeded=False,
+                next_attempt_at=now + timedelta(minutes=5),
+                status_code=503,
+                error="HTTP 503 <oops>",
+                latency_ms=12.5,
+            )
+        ],
+        worker="vnu",
+        disable_after=timedelta(days=5),
+    )
+    return {
+        f"/hub/status?{urlencode({'hub.topic': topic, 'hub.callback': callback})}": status
+        for callback, status in ((subscribed, 200), (failed, 200), ("http://127.0.0.1:9/no", 404))
+    }
 
 
 async def _validate(files: list[Path]) -> list[dict[str, Any]]:
@@ -182,12 +239,13 @@ async def _validate(files: list[Path]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_every_page_passes_the_nu_html_checker(
-    client: Client, seed_articles: list[dict[str, Any]], tmp_path: Path
+    client: Client, store: Storage, seed_articles: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     _checker()
     topics, articles = corpus()
-    pages = await _pages(client, topics, seed_articles + articles)
+    pages = await _pages(client, store, topics, seed_articles + articles)
     assert any('<p class="updated"' in html for html in pages.values())
+    assert any("HTTP 503 &lt;oops&gt;" in html for html in pages.values())  # /hub/status
     files: dict[str, str] = {}
     for number, (path, html) in enumerate(pages.items()):
         file = tmp_path / f"page-{number:03d}.html"

@@ -26,10 +26,12 @@ logger = logging.getLogger(__name__)
 #: Seconds between two pruning rounds, and before the first.
 PRUNE_INTERVAL = 3600.0
 START_DELAY = 60.0
-#: Rows deleted per transaction (short transactions: writers are not held up).
-PRUNE_BATCH = 10_000
+#: Rows deleted per transaction. Pruning holds the write lock: measured on 200,000
+#: events, 10,000 at a time held it 90-180 ms on either backend (a stream's whole
+#: latency budget is 250 ms), 1,000 at a time 5 ms (SQLite) to 26 ms (PostgreSQL).
+PRUNE_BATCH = 1_000
 #: Batches one round deletes at most (the next round goes on).
-MAX_BATCHES = 100
+MAX_BATCHES = 1_000
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ SERVE_ONLY = frozenset(
         "header_timeout",
         "keepalive_timeout",
         "body_timeout",
+        "stream_max_per_token",
+        "stream_max",
+        "stream_heartbeat",
+        "stream_write_timeout",
+        "stream_max_buffer",
     }
 )
 
@@ -82,6 +87,11 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) 
         "disable_after": "disable a webhook failing this long without success (default 5d)",
         "secret_grace": "how long a rotated-out signing secret stays valid (default 24h)",
         "event_retention": "how long the change log keeps events (default 30d)",
+        "stream_max_per_token": "event streams open at once per token (default 5)",
+        "stream_max": "event streams open at once in all (default 1000)",
+        "stream_heartbeat": "seconds of silence before a stream sends a comment (default 15)",
+        "stream_write_timeout": "seconds a stream client has to take what was sent (default 10)",
+        "stream_max_buffer": "bytes a stream client may leave waiting (default 1 MiB)",
         "allow_private_targets": "allow private/loopback subscription targets (dev only)",
         "websub_lease_default": "WebSub lease when none is asked, seconds (default 10 days)",
         "websub_lease_min": "shortest WebSub lease granted, seconds (default 1 hour)",

@@ -137,3 +137,52 @@ async def test_sigterm_ends_streams_with_a_last_comment_and_serve_stops_promptly
             serve.kill()
             await serve.wait()
     assert lines[-2:] == [": server shutting down, reconnect with Last-Event-ID", ""]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_long_poll_answers_within_100_ms_of_a_write_by_another_process(
+    backend: str, tmp_path: Path, postgres_server: PostgresServer | None
+) -> None:
+    """Two real serve processes on one database: a long-poll waiting on A answers a
+    write made through B (SQLite: seen in the WAL header; PostgreSQL: LISTEN/NOTIFY),
+    timed from B's 201 (the commit) to A's answer."""
+    async with fresh_database(backend, tmp_path / "db.sqlite", postgres_server) as url:
+        operator, partner = await tokens_for(url)
+        ports = [free_port(), free_port()]
+        a, b = [await start("serve", "--port", str(p), database_url=url) for p in ports]
+        latencies: list[float] = []
+        try:
+            poll_url = f"http://127.0.0.1:{ports[0]}/api/events"
+            write_url = f"http://127.0.0.1:{ports[1]}/api/articles"
+            reader = {"Authorization": f"Bearer {partner}"}
+            writer = {"Authorization": f"Bearer {operator}"}
+            async with aiohttp.ClientSession() as http:
+                async with http.get(poll_url, headers=reader) as r:
+                    cursor = (await r.json())["next_cursor"]
+                for n in range(5):
+
+                    async def poll(after: str) -> tuple[dict[str, Any], float]:
+                        params = {"after": after, "wait": "10"}
+                        async with http.get(poll_url, params=params, headers=reader) as r:
+                            assert r.status == 200, await r.text()
+                            page = await r.json()
+                        return page, time.monotonic()
+
+                    waiting = asyncio.create_task(poll(cursor))
+                    await asyncio.sleep(0.3)  # the poll is in and waiting
+                    assert not waiting.done()
+                    async with http.post(write_url, json=article(n), headers=writer) as r:
+                        assert r.status == 201
+                        committed = time.monotonic()
+                    page, answered = await asyncio.wait_for(waiting, timeout=5)
+                    assert [e["data"]["id"] for e in page["events"]] == [f"a{n}"]
+                    latencies.append(answered - committed)
+                    cursor = page["next_cursor"]
+        finally:
+            for process in (a, b):
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.wait_for(process.wait(), timeout=20)
+    print(f"{backend}: commit -> long-poll answer (ms):", [round(x * 1000) for x in latencies])
+    assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
+    assert max(latencies) < 0.25, latencies

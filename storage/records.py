@@ -275,6 +275,11 @@ class Event:
     topics: tuple[str, ...]
     data: dict[str, Any]
     created_at: datetime
+    #: The webhook body (``{"type", "timestamp", "data"}``, UTF-8 JSON) as rendered
+    #: when the event was written (``Storage.set_event_renderer``); None for an event
+    #: written without a renderer, or read without it. Same bytes as rendering
+    #: ``data`` would give.
+    body: bytes | None = None
 
 
 @dataclass(frozen=True)

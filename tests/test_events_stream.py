@@ -315,3 +315,20 @@ async def test_a_client_that_stops_reading_is_ended_with_a_last_message_and_resu
     async with sse(client, partner, headers={"Last-Event-ID": got[-1]}) as events:
         rest = await take(events, len(ids) - len(got))
     assert got + [e.id for e in rest] == ids
+
+
+async def test_a_stream_of_a_revoked_token_ends(
+    start_server: ServerFactory, tokens: dict[str, str], store: Storage
+) -> None:
+    client = await start_server(stream_heartbeat=0.1)
+    reader, writer = await raw_stream(client, tokens["partner"])
+    try:
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"retry: 2000\n")
+            await store.revoke_token("test-partner")
+            rest = await reader.readuntil(b"\r\n0\r\n\r\n")  # the chunked body's end
+    finally:
+        writer.close()
+    assert b'event: close\ndata: {"reason":"token revoked"}\n\n' in rest
+    async with client.request("GET", STREAM, token=tokens["partner"]) as r:
+        await expect_problem(r, 401)

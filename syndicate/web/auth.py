@@ -50,6 +50,15 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
+async def still_valid(request: web.Request) -> bool:
+    """Is the request's token still unrevoked? For responses that last (an event
+    stream): a token revoked while one is open must not go on reading."""
+    secret = _bearer(request)
+    if secret is None:
+        return False
+    return await request.app[STORAGE].get_token_by_hash(hash_token(secret)) is not None
+
+
 async def authenticate(request: web.Request, *roles: Role) -> Token:
     """The request's token, which must hold one of ``roles``: 401 without a
     valid one, 403 when it holds another role."""

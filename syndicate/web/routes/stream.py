@@ -17,7 +17,9 @@ resumes by id, losing nothing):
   lets more than ``stream_max_buffer`` bytes wait, gets ``event: close`` (reason
   "slow consumer") after what it was sent, and the connection is closed once it
   takes that, or cut ``stream_write_timeout`` later;
-- shutdown (SIGTERM): every stream writes a last comment and ends at once.
+- shutdown (SIGTERM): every stream writes a last comment and ends at once;
+- a token revoked while its stream is open: ``event: close`` (reason "token
+  revoked") within ``TOKEN_RECHECK`` seconds (or the heartbeat interval).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import storage
 from syndicate.core.errors import Problem
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS
-from syndicate.web.auth import authenticate
+from syndicate.web.auth import authenticate, still_valid
 from syndicate.web.changelog import CHANGE_LOG, ChangeLog, EventFilter, parse_filter, resolve_after
 from syndicate.web.middleware import REQUEST_ID_HEADER, request_id
 from syndicate.web.operations import ANY_TOKEN, ApiRoutes
@@ -60,6 +62,10 @@ SLOW = (
     b"event: close\n"
     b'data: {"reason":"slow consumer","resume":"reconnect with Last-Event-ID"}\n\n'
 )
+REVOKED = b': the token was revoked\nevent: close\ndata: {"reason":"token revoked"}\n\n'
+#: How often an open stream looks whether its token was revoked, seconds at most (the
+#: heartbeat interval when shorter).
+TOKEN_RECHECK = 10.0
 UNAVAILABLE = b": the database is unavailable, reconnect with Last-Event-ID\n\n"
 FAILED = b": the stream failed, reconnect with Last-Event-ID\n\n"
 
@@ -213,6 +219,8 @@ class _Sender:
         self.write_timeout = settings.stream_write_timeout
         self.max_buffer = settings.stream_max_buffer
         self.last_write = time.monotonic()
+        self.recheck = min(TOKEN_RECHECK, self.heartbeat)
+        self.checked = time.monotonic()
 
     async def run(self, log: ChangeLog, after: int, flt: EventFilter) -> bytes | None:
         """Send until the client leaves (None: nothing more can reach it), is too
@@ -220,6 +228,14 @@ class _Sender:
         try:
             await self.write(f"retry: {RETRY_MS}\n\n".encode())
             while not (self.streams.closing or log.closing):
+                if time.monotonic() - self.checked >= self.recheck:
+                    self.checked = time.monotonic()
+                    if not await still_valid(self.request):
+                        logger.info(
+                            "stream ended: token revoked",
+                            extra={"request_id": request_id(self.request)},
+                        )
+                        return REVOKED
                 page = await log.read(after, flt, PAGE_SIZE)
                 if page.items:
                     await self.write(

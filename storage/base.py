@@ -34,6 +34,7 @@ from .records import (
     DeliveryStats,
     DeliveryStatus,
     Event,
+    EventType,
     FeedState,
     PutResult,
     Role,
@@ -48,6 +49,9 @@ from .records import (
 
 #: A position in an article listing: (published_at, id) of the last item seen.
 ListCursor = tuple[datetime, str]
+#: Renders an event's webhook body from its type, the article as the event's snapshot
+#: holds it, and the event's ``created_at`` (``Storage.set_event_renderer``).
+EventRenderer = Callable[[EventType, Article, datetime], bytes]
 
 
 class Storage(Protocol):
@@ -161,8 +165,23 @@ class Storage(Protocol):
     async def list_events(
         self, *, after: int = 0, limit: int = 100, with_data: bool = True
     ) -> list[Event]:
-        """Events with ``seq > after`` in order; with ``with_data=False`` their
-        ``data`` snapshots are left out (empty), for readers that only route them."""
+        """Events with ``seq > after`` in order, with their stored ``body`` (or None);
+        with ``with_data=False`` their ``data`` snapshots and bodies are left out
+        (empty, None), for readers that only route them."""
+
+    def set_event_renderer(self, render: EventRenderer | None) -> None:
+        """Store every event written from now on with ``render(type, article,
+        created_at)`` as its ``body`` (None: stop; bodies are then NULL). Set by each
+        process that writes events, before it writes, with the database's base URL.
+        The storage calls it inside its writes and never interprets the bytes: the
+        layers above own the format. Correctness never depends on it: a NULL body is
+        rendered from the snapshot when read, to the same bytes."""
+
+    async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """Events with ``seq > after`` in order, for readers that send their bodies
+        (the pull API, streams): each with its stored ``body`` and an empty ``data``,
+        or, where ``body`` is NULL, with its ``data`` snapshot. Read the cheapest way
+        the driver offers (no snapshot parsed where a body is stored)."""
 
     async def find_event(self, event_id: str) -> Event | None:
         """The event with that id (``Event.id``, as sent in ``webhook-id``), without

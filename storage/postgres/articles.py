@@ -18,7 +18,7 @@ import asyncpg
 
 from .. import _changes
 from .._group import PutRequest
-from ..base import ListCursor
+from ..base import EventRenderer, ListCursor
 from ..errors import (
     ArticleNotFound,
 )
@@ -71,6 +71,12 @@ def _article_columns(articles: Iterable[Article]) -> list[list[Any]]:
 
 
 class ArticlesMixin(PostgresBase):
+    #: Renders each event's body as it is written (``set_event_renderer``); None: NULL.
+    _event_renderer: EventRenderer | None = None
+
+    def set_event_renderer(self, render: EventRenderer | None) -> None:
+        self._event_renderer = render
+
     async def _write_puts(
         self,
         conn: _Conn,
@@ -149,8 +155,8 @@ class ArticlesMixin(PostgresBase):
         )
         owners.update((row["slug"], row["id"]) for row in rows)
 
-    @staticmethod
     def _statements(
+        self,
         writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
@@ -179,6 +185,7 @@ class ArticlesMixin(PostgresBase):
         touched = {t for event, a in writes if event is not None for t in a.topics}
         touched.update(t for i in indexed if not before[i].scheduled for t in before[i].topics)
         gaining = sorted(added)
+        render = self._event_renderer
         # Written in one go, the n-th write is the n-th article: the statement builds
         # its snapshot from the row (see write_articles).
         snapshots = (
@@ -201,6 +208,11 @@ class ArticlesMixin(PostgresBase):
             sorted(touched - added.keys()),
             _TO_CHAR_TIME,
             [new_event_id() for _ in writes],
+            # The webhook bodies ($34), made before the write lock when the write was
+            # prepared; NULL without a renderer, and for a write without an event.
+            [render(event, a, a.updated_at) if event is not None else None for event, a in writes]
+            if render is not None
+            else [None] * len(writes),
         )
         statements.append(("execute", Q["write_articles"], args))
         return statements

@@ -9,11 +9,14 @@ max(seq)) must never go back, or a reader's cursor would be ahead of it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from .._event_watch import EventWatch
 from ..base import ListCursor
+from ..jsoncodec import loads_stored
 from ..records import Article, Event
 from ._base import PostgresBase, Q
 from ._event_watch import listen
@@ -26,6 +29,27 @@ class ChangeLogMixin(PostgresBase):
     async def find_event(self, event_id: str) -> Event | None:
         row = await self._fetch_one(Q["find_event"], event_id)
         return None if row is None else self._event(row)
+
+    async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        rows = await self._fetch(Q["list_event_bodies"], after, limit)
+        new = object.__new__
+        events = []
+        for seq, event_id, event_type, article_id, topics, created_at, body, data in rows:
+            # Built without the frozen dataclass's __init__ (one object.__setattr__ per
+            # field): a page of a thousand is read per pull (see _records).
+            event = new(Event)
+            event.__dict__.update(
+                seq=seq,
+                id=event_id,
+                type=event_type,
+                article_id=article_id,
+                topics=_topics(topics),
+                data=_EMPTY if data is None else data,
+                created_at=created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
+                body=body,
+            )
+            events.append(event)
+        return events
 
     async def event_horizon(self) -> int:
         row = await self._fetch_one(Q["event_horizon"])
@@ -61,3 +85,13 @@ class ChangeLogMixin(PostgresBase):
         when, last_id = max((since, ""), after) if after is not None else (since, "")
         rows = await self._fetch(Q["list_changed_articles"], when, last_id, limit)
         return [self._article(r) for r in rows]
+
+
+@functools.lru_cache(maxsize=1024)
+def _topics(text: str) -> tuple[str, ...]:
+    """A stored topic list: the same few recur across events, each parsed once."""
+    return tuple(loads_stored(text))
+
+
+#: The ``data`` of an event read with its body (never modified by readers).
+_EMPTY: dict[str, Any] = {}

@@ -78,6 +78,7 @@ UPDATE topics t SET article_count = t.article_count - d.n
 --          same id): they exist already and are only marked. All are marked
 --          changed at the last event.
 -- $33      the events' ids (records.new_event_id), one per write like $19-$23.
+-- $34      the events' webhook bodies (or NULL), one per write like $19-$23.
 -- Foreign keys are checked at the end of the statement, so the topic rows may
 -- name articles and topics inserted by the same statement.
 -- A built snapshot is Article.to_json(): every column, times as format_time text.
@@ -108,7 +109,7 @@ WITH given AS (
            version = excluded.version, deleted_at = excluded.deleted_at,
            scheduled = excluded.scheduled
 ), logged AS (
-    INSERT INTO events (id, type, article_id, topics, data, created_at)
+    INSERT INTO events (id, type, article_id, topics, data, created_at, body)
     SELECT e.id, e.type, e.article_id, e.topics::jsonb,
            coalesce(e.data::jsonb, jsonb_build_object(
                'id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
@@ -120,10 +121,10 @@ WITH given AS (
                'created_at', to_char(a.created_at AT TIME ZONE 'UTC', $32),
                'version', a.version,
                'deleted_at', to_char(a.deleted_at AT TIME ZONE 'UTC', $32))),
-           e.created_at
+           e.created_at, e.body
       FROM unnest($33::text[], $19::text[], $20::text[], $21::text[], $22::text[],
-                  $23::timestamptz[])
-           WITH ORDINALITY AS e (id, type, article_id, topics, data, created_at, n)
+                  $23::timestamptz[], $34::bytea[])
+           WITH ORDINALITY AS e (id, type, article_id, topics, data, created_at, body, n)
       LEFT JOIN given AS a ON e.data IS NULL AND a.n = e.n
      WHERE e.type IS NOT NULL
      ORDER BY e.n
@@ -175,6 +176,13 @@ SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
 -- name: list_event_heads
 SELECT seq, id, type, article_id, topics, '{}'::jsonb AS data, created_at
+FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
+
+-- name: list_event_bodies
+-- Topics as text (storage/postgres/changelog.py parses each distinct list once); the
+-- snapshot only where no body is stored.
+SELECT seq, id, type, article_id, topics::text AS topics, created_at, body,
+       CASE WHEN body IS NULL THEN data END AS data
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
 -- name: insert_token

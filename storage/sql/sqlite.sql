@@ -50,15 +50,16 @@ ON CONFLICT (id) DO UPDATE
 SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 -- name: write_articles.insert_events
 -- Under the write lock the next seqs are known: write_articles.last_event_seq + 1, + 2, ...
-INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+INSERT INTO events (seq, id, type, article_id, topics, data, created_at, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
 -- name: write_articles.insert_events_from_articles
--- One event per article of ?2 (a JSON array of [event id, type, article id], the article
--- ids distinct), seqs from ?1, the snapshot made by SQLite from the article row just
--- written: the same text as dumps_text(Article.to_json()) (stored times are format_time
--- text; SQLite and orjson escape strings alike, pinned by tests/test_sqlite_events.py).
--- SQLite builds it with the GIL released, and the bodies are not bound a second time.
-INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
+-- One event per article of ?2 (a JSON array of [event id, type, article id, webhook
+-- body or null], the article ids distinct), seqs from ?1, the snapshot made by SQLite
+-- from the article row just written: the same text as dumps_text(Article.to_json())
+-- (stored times are format_time text; SQLite and orjson escape strings alike, pinned
+-- by tests/test_sqlite_events.py). SQLite builds it with the GIL released, and the
+-- articles' texts are not bound a second time.
+INSERT INTO events (seq, id, type, article_id, topics, data, created_at, body)
 SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        a.id, a.topics,
        json_object('id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
@@ -68,7 +69,7 @@ SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
                    'language', a.language, 'published_at', a.published_at,
                    'updated_at', a.updated_at, 'created_at', a.created_at,
                    'version', a.version, 'deleted_at', a.deleted_at),
-       a.updated_at
+       a.updated_at, json_extract(e.value, '$[3]')
   FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[2]')
  ORDER BY e.key;
 -- name: write_articles.add_topic_counts
@@ -116,6 +117,12 @@ UPDATE topics SET title = ?2, description = ?3, updated_at = ?4 WHERE slug = ?1;
 
 -- name: list_events
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+
+-- name: list_event_bodies
+-- Columns in the order storage/sqlite/changelog.py reads them (a plain tuple per row).
+SELECT seq, id, type, article_id, topics, created_at, body,
+       CASE WHEN body IS NULL THEN data END
+FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- name: list_event_heads
 SELECT seq, id, type, article_id, topics, '{}' AS data, created_at

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import _changes
 from .._group import PutRequest
-from ..base import ListCursor
+from ..base import EventRenderer, ListCursor
 from ..errors import (
     ArticleNotFound,
     StorageError,
@@ -63,6 +63,12 @@ class _Rows:
 
 
 class ArticlesMixin(SQLiteBase):
+    #: Renders each event's body as it is written (``set_event_renderer``); None: NULL.
+    _event_renderer: EventRenderer | None = None
+
+    def set_event_renderer(self, render: EventRenderer | None) -> None:
+        self._event_renderer = render
+
     def _write_puts(
         self,
         conn: sqlite3.Connection,
@@ -99,9 +105,8 @@ class ArticlesMixin(SQLiteBase):
         }
         return existing, cls._slug_owners(conn, [r.draft for r in requests])
 
-    @classmethod
     def _plan(
-        cls, requests: Sequence[PutRequest], state: _changes.State
+        self, requests: Sequence[PutRequest], state: _changes.State
     ) -> _changes.Prepared[_Rows]:
         existing, owners = state
         plans = _changes.plan_puts(
@@ -110,7 +115,7 @@ class ArticlesMixin(SQLiteBase):
         writes = [
             (p.event, p.article) for p in plans if isinstance(p, _changes.Change) and p.writes
         ]
-        rows = [cls._rows(writes, existing, max(r.now for r in requests))] if writes else []
+        rows = [self._rows(writes, existing, max(r.now for r in requests))] if writes else []
         return _changes.Prepared(state, plans, rows)
 
     @staticmethod
@@ -128,8 +133,8 @@ class ArticlesMixin(SQLiteBase):
             owners.update((row["slug"], row["id"]) for row in found)
         return owners
 
-    @staticmethod
     def _rows(
+        self,
         writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
@@ -149,6 +154,14 @@ class ArticlesMixin(SQLiteBase):
         # SQLite before 3.42 cuts json_extract's text at a NUL: such an id (the API
         # never lets one in) would not find its row.
         in_sql = len(final) == len(writes) and not any("\x00" in i for i in final)
+        render = self._event_renderer
+        # The bodies are JSON text (valid UTF-8); made here, before the write lock
+        # when the write was prepared.
+        bodies = (
+            [render(event, a, a.updated_at).decode() for event, a in announced]
+            if render is not None
+            else [None] * len(announced)
+        )
         return _Rows(
             articles=[article_params(a) for _, a in writes],
             events=[]
@@ -161,10 +174,16 @@ class ArticlesMixin(SQLiteBase):
                     dumps_text(a.topics),
                     dumps_text(a.to_json()),
                     format_time(a.updated_at),
+                    body,
                 )
-                for event, a in announced
+                for (event, a), body in zip(announced, bodies, strict=True)
             ],
-            from_articles=dumps_text([(new_event_id(), event, a.id) for event, a in announced])
+            from_articles=dumps_text(
+                [
+                    (new_event_id(), event, a.id, body)
+                    for (event, a), body in zip(announced, bodies, strict=True)
+                ]
+            )
             if in_sql
             else None,
             event_count=len(announced),
@@ -210,15 +229,14 @@ class ArticlesMixin(SQLiteBase):
         if rows.touched is not None:
             conn.execute(Q["write_articles.mark_topics_changed"], (last, stamp, rows.touched))
 
-    @classmethod
     def _apply(
-        cls,
+        self,
         conn: sqlite3.Connection,
         writes: Sequence[tuple[EventType | None, Article]],
         before: Mapping[str, Article],
         now: datetime,
     ) -> None:
-        cls._write_rows(conn, cls._rows(writes, before, now))
+        self._write_rows(conn, self._rows(writes, before, now))
 
     async def put_article(
         self, draft: ArticleDraft, *, create_only: bool = False, now: datetime | None = None

@@ -9,6 +9,7 @@ from syndicate.cli.common import CommandFailed, open_database
 from syndicate.cli.site import settle_base_url
 from syndicate.content.importer import ImportFileError, count_paths, import_paths
 from syndicate.core.settings import Settings
+from syndicate.delivery.webhooks import body_renderer
 
 
 async def import_command(
@@ -26,6 +27,7 @@ async def import_command(
     try:
         # GUIDs are minted with the database's base URL, as serve's are.
         settings = await settle_base_url(store, settings, given=base_url_given)
+        store.set_event_renderer(body_renderer(settings.base_url))
         report = await import_paths(
             store,
             args.paths,

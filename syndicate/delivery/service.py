@@ -21,6 +21,7 @@ from syndicate.delivery.liveness import Liveness
 from syndicate.delivery.retention import Retention
 from syndicate.delivery.scheduler import Scheduler
 from syndicate.delivery.sender import Sender
+from syndicate.delivery.webhooks import body_renderer
 
 if TYPE_CHECKING:
     from syndicate.delivery.metrics import Metrics
@@ -55,6 +56,8 @@ class DeliveryService:
         )
         self.scheduler = Scheduler(storage, on_published=self._wake_fanouts)
         self.retention = Retention(storage, settings)
+        self._storage = storage
+        self._base_url = settings.base_url
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -75,6 +78,9 @@ class DeliveryService:
             fanout.wake()
 
     async def start(self) -> None:
+        # Every process that writes events runs this (serve's app, the worker, whose
+        # scheduler publishes): each event is stored with its webhook body.
+        self._storage.set_event_renderer(body_renderer(self._base_url))
         await self.sender.start()
         # Registered before the first claim, so that no live process takes this one's
         # claims for a dead process's.

@@ -252,7 +252,7 @@ class ChangeLog:
 
     async def _from_storage(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
         if flt == EVERYTHING:
-            events = await self.storage.list_events(after=after, limit=limit, with_data=True)
+            events = await self.storage.list_event_bodies(after=after, limit=limit)
             items = [self._rendered(e) for e in events]
             last = items[-1].seq if items else after
             if len(items) < limit:
@@ -310,7 +310,7 @@ class ChangeLog:
             if self._tail >= head:
                 return
             chunk = min(self.window_items, EXTEND_CHUNK)
-            events = await self.storage.list_events(after=self._tail, limit=chunk)
+            events = await self.storage.list_event_bodies(after=self._tail, limit=chunk)
             for event in events:
                 item = self._older.pop(event.seq, None) or render(event, self.base_url)
                 self._window.append(item)

@@ -53,13 +53,13 @@ SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 INSERT INTO events (seq, id, type, article_id, topics, data, created_at, body)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?);
 -- name: write_articles.insert_events_from_articles
--- One event per article of ?2 (a JSON array of [event id, type, article id, webhook
--- body or null], the article ids distinct), seqs from ?1, the snapshot made by SQLite
--- from the article row just written: the same text as dumps_text(Article.to_json())
--- (stored times are format_time text; SQLite and orjson escape strings alike, pinned
--- by tests/test_sqlite_events.py). SQLite builds it with the GIL released, and the
--- articles' texts are not bound a second time.
-INSERT INTO events (seq, id, type, article_id, topics, data, created_at, body)
+-- One event per article of ?2 (a JSON array of [event id, type, article id], the article
+-- ids distinct), seqs from ?1, the snapshot made by SQLite from the article row just
+-- written: the same text as dumps_text(Article.to_json()) (stored times are format_time
+-- text; SQLite and orjson escape strings alike, pinned by tests/test_sqlite_events.py).
+-- SQLite builds it with the GIL released, and the bodies are not bound a second time.
+-- Only for writes without a webhook body to store (no renderer set).
+INSERT INTO events (seq, id, type, article_id, topics, data, created_at)
 SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        a.id, a.topics,
        json_object('id', a.id, 'guid', a.guid, 'slug', a.slug, 'title', a.title,
@@ -69,7 +69,7 @@ SELECT ?1 + e.key, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
                    'language', a.language, 'published_at', a.published_at,
                    'updated_at', a.updated_at, 'created_at', a.created_at,
                    'version', a.version, 'deleted_at', a.deleted_at),
-       a.updated_at, json_extract(e.value, '$[3]')
+       a.updated_at
   FROM json_each(?2) AS e CROSS JOIN articles AS a ON a.id = json_extract(e.value, '$[2]')
  ORDER BY e.key;
 -- name: write_articles.add_topic_counts

@@ -153,7 +153,17 @@ async def pull_ours(base: str, token: str) -> tuple[int, float]:
         return got, time.perf_counter() - started
 
 
-async def pull_raw(db: h.Database) -> tuple[int, float]:
+#: The raw baselines: every column (the issue's baseline; since events hold their
+#: webhook bodies too, that is the snapshot and the body), and the columns the pull API
+#: reads (``list_event_bodies``: the body, no snapshot).
+RAW_ALL = "SELECT * FROM events WHERE seq > {} ORDER BY seq LIMIT {}"
+RAW_SAME = (
+    "SELECT seq, id, type, article_id, topics, created_at, body FROM events "
+    "WHERE seq > {} ORDER BY seq LIMIT {}"
+)
+
+
+async def pull_raw(db: h.Database, query: str = RAW_ALL) -> tuple[int, float]:
     got = 0
     if db.kind == "postgres":
         import asyncpg
@@ -163,9 +173,7 @@ async def pull_raw(db: h.Database) -> tuple[int, float]:
             started = time.perf_counter()
             after = 0
             while True:
-                rows = await conn.fetch(
-                    "SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", after, PAGE
-                )
+                rows = await conn.fetch(query.format("$1", "$2"), after, PAGE)
                 got += len(rows)
                 if len(rows) < PAGE:
                     break
@@ -179,9 +187,7 @@ async def pull_raw(db: h.Database) -> tuple[int, float]:
         started = time.perf_counter()
         position = 0
         while True:
-            cursor = await lite.execute(
-                "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (position, PAGE)
-            )
+            cursor = await lite.execute(query.format("?", "?"), (position, PAGE))
             page = list(await cursor.fetchall())
             got += len(page)
             if len(page) < PAGE:

@@ -119,8 +119,10 @@ UPDATE topics SET title = ?2, description = ?3, updated_at = ?4 WHERE slug = ?1;
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- name: list_event_bodies
--- Columns in the order storage/sqlite/changelog.py reads them (a plain tuple per row).
-SELECT seq, id, type, article_id, topics, created_at, body,
+-- Columns in the order storage/sqlite/_rows.py reads them (a plain tuple per row); the
+-- body as a BLOB: the driver hands over its bytes as they are (text would be decoded,
+-- then encoded again).
+SELECT seq, id, type, article_id, topics, created_at, CAST(body AS BLOB),
        CASE WHEN body IS NULL THEN data END
 FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 

@@ -156,7 +156,7 @@ def event_bodies(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> l
             topics=_strings(topics),
             data=_EMPTY if data is None else loads_stored(data),
             created_at=parse_time(created_at),
-            body=None if body is None else body.encode(),
+            body=body,
         )
         events.append(event)
     return events

@@ -113,14 +113,8 @@ class Page:
 def render(event: Event, base_url: str) -> Item:
     """The event's item: its stored body with the id spliced in (no parse), else its
     snapshot rendered."""
-    body = event_body(event, base_url)
-    return Item(
-        event.seq,
-        event.id,
-        b'{"id":"' + event.id.encode() + b'",' + body[1:],
-        event.topics,
-        event.type,
-    )
+    body = b'{"id":"' + event.id.encode() + b'",' + event_body(event, base_url)[1:]
+    return Item(event.seq, event.id, body, event.topics, event.type)
 
 
 class ChangeLog:

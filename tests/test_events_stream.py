@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from conftest import Client, ServerFactory, expect_problem
 from httpx_sse import ServerSentEvent, aconnect_sse
 from receiver import Receiver
@@ -272,9 +274,38 @@ def dechunked(raw: bytes) -> tuple[bytes, bool]:
     return body, False
 
 
+BIG = "<p>" + "liver " * 20_000 + "</p>"  # ~120 KB per event
+
+
+async def fill_until_too_slow(
+    client: Client, caplog: pytest.LogCaptureFixture, *, written: int = 0
+) -> int:
+    """Write big events until the server logs the stream's client as too slow (up to
+    ~7 MB: more than the kernel's buffers take); returns how many were written."""
+    n = written
+    async with asyncio.timeout(20):
+        while not any("slow consumer" in r.getMessage() for r in caplog.records):
+            if n < written + 60:
+                await write(client, *(article(n + i, content=BIG) for i in range(5)))
+                n += 5
+            else:
+                await asyncio.sleep(0.02)
+    return n
+
+
+async def slot_taken(client: Client, token: str) -> bool:
+    """Is the token's one stream slot in use? (Opens and closes a stream if not.)"""
+    async with client.request("GET", STREAM, token=token) as r:
+        if r.status == 429:
+            return True
+        assert r.status == 200
+        return False
+
+
 async def test_a_client_that_stops_reading_is_ended_with_a_last_message_and_resumes(
-    start_server: ServerFactory, tokens: dict[str, str]
+    start_server: ServerFactory, tokens: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="syndicate.stream")
     client = await start_server(stream_write_timeout=1.0, stream_max_per_token=1)
     client.token = tokens["operator"]
     partner = tokens["partner"]
@@ -282,24 +313,9 @@ async def test_a_client_that_stops_reading_is_ended_with_a_last_message_and_resu
     reader, writer = await raw_stream(client, partner, rcvbuf=4096)
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-
-    async def held() -> bool:
-        async with client.request("GET", STREAM, token=partner) as r:
-            if r.status == 429:
-                return True
-            assert r.status == 200
-            return False  # the slow stream's slot is free: it was ended
-
-    big = "<p>" + "liver " * 20_000 + "</p>"  # ~120 KB per event
-    n = 0
-    async with asyncio.timeout(20):
-        while await held():
-            if n < 60:  # ~7 MB: more than the kernel's buffers take
-                await write(client, *(article(n + i, content=big) for i in range(5)))
-                n += 5
-            else:
-                await asyncio.sleep(0.02)
-        raw = await reader.read()  # to the end: the server closed it
+    await fill_until_too_slow(client, caplog)
+    async with asyncio.timeout(10):
+        raw = await reader.read()  # to the end: the server closes the connection
     writer.close()
     body, complete = dechunked(raw)
     assert complete, "the response ended cleanly"
@@ -315,6 +331,30 @@ async def test_a_client_that_stops_reading_is_ended_with_a_last_message_and_resu
     async with sse(client, partner, headers={"Last-Event-ID": got[-1]}) as events:
         rest = await take(events, len(ids) - len(got))
     assert got + [e.id for e in rest] == ids
+
+
+async def test_a_client_that_never_reads_again_is_cut_off(
+    start_server: ServerFactory, tokens: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """It does not take its last word either: the server frees the slot at once,
+    closes the connection, and what the kernel held for it is all the client gets."""
+    caplog.set_level(logging.INFO, logger="syndicate.stream")
+    client = await start_server(stream_write_timeout=0.5, stream_max_per_token=1)
+    client.token = tokens["operator"]
+    partner = tokens["partner"]
+    reader, writer = await raw_stream(client, partner, rcvbuf=4096)
+    await reader.readuntil(b"\r\n\r\n")
+    await fill_until_too_slow(client, caplog)
+    ended = asyncio.get_running_loop().time()
+    async with asyncio.timeout(5):
+        while await slot_taken(client, partner):
+            await asyncio.sleep(0.05)
+    assert asyncio.get_running_loop().time() - ended < 2
+    with contextlib.suppress(ConnectionError):  # a reset, if the server had to cut it
+        async with asyncio.timeout(5):
+            while await reader.read(2**16):
+                pass  # what the kernel had, then the end: the connection is closed
+    writer.close()
 
 
 async def test_a_stream_of_a_revoked_token_ends(

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -36,7 +37,14 @@ from syndicate.core.errors import Problem
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS
 from syndicate.web.auth import authenticate, still_valid
-from syndicate.web.changelog import CHANGE_LOG, ChangeLog, EventFilter, parse_filter, resolve_after
+from syndicate.web.changelog import (
+    CHANGE_LOG,
+    ChangeLog,
+    EventFilter,
+    Item,
+    parse_filter,
+    resolve_after,
+)
 from syndicate.web.middleware import REQUEST_ID_HEADER, request_id
 from syndicate.web.operations import ANY_TOKEN, ApiRoutes
 from syndicate.web.requests import query_param
@@ -55,6 +63,10 @@ PAGE_SIZE = 500
 LIVENESS = 1.0
 #: Seconds a stream's last comment at shutdown has to reach a client that is not reading.
 SHUTDOWN_GRACE = 1.0
+#: Bytes of events per write (a single larger event goes in a write of its own).
+CHUNK_BYTES = 64 * 1024
+#: How often a last word's delivery is looked at, seconds.
+DRAIN_POLL = 0.05
 HEARTBEAT = b": heartbeat\n\n"
 SHUTDOWN = b": server shutting down, reconnect with Last-Event-ID\n\n"
 SLOW = (
@@ -196,8 +208,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         sender = _Sender(request, response, streams, entry)
         last = await sender.run(request.app[CHANGE_LOG], after, flt)
-        streams.release(entry)
         if last is not None:
+            # Still counted against the caps meanwhile: a client that does not take
+            # its last word holds the connection (and its buffer) until cut off.
             await sender.last_word(last)
         return response
     finally:
@@ -219,6 +232,7 @@ class _Sender:
         self.write_timeout = settings.stream_write_timeout
         self.max_buffer = settings.stream_max_buffer
         self.last_write = time.monotonic()
+        self.writing: asyncio.Future[None] | None = None
         self.recheck = min(TOKEN_RECHECK, self.heartbeat)
         self.checked = time.monotonic()
 
@@ -238,12 +252,7 @@ class _Sender:
                         return REVOKED
                 page = await log.read(after, flt, PAGE_SIZE)
                 if page.items:
-                    await self.write(
-                        b"".join(
-                            b"id: " + item.id.encode() + b"\ndata: " + item.body + b"\n\n"
-                            for item in page.items
-                        )
-                    )
+                    await self.send(page.items)
                 after = page.last_seq
                 if page.more:
                     continue
@@ -284,6 +293,22 @@ class _Sender:
             logger.exception("stream failed", extra={"request_id": request_id(self.request)})
             return FAILED
 
+    async def send(self, items: Sequence[Item]) -> None:
+        """The items as SSE events, in writes of about ``CHUNK_BYTES``: each write
+        waits for the client to take the one before (aiohttp drains past 64 KiB), so
+        what waits in memory for a client is about one write, whatever the page."""
+        frames: list[bytes] = []
+        size = 0
+        for item in items:
+            frame = b"id: " + item.id.encode() + b"\ndata: " + item.body + b"\n\n"
+            frames.append(frame)
+            size += len(frame)
+            if size >= CHUNK_BYTES:
+                await self.write(b"".join(frames))
+                frames, size = [], 0
+        if frames:
+            await self.write(b"".join(frames))
+
     def gone(self) -> bool:
         transport = self.request.transport
         return transport is None or transport.is_closing()
@@ -297,28 +322,54 @@ class _Sender:
         waiting = transport.get_write_buffer_size()
         if waiting > self.max_buffer:
             raise _TooSlow(f"{waiting} bytes not taken by the client")
+        # The write runs as a task of its own that a timeout (or shutdown) does not
+        # cancel: a cancelled write leaves aiohttp's drain waiter cancelled, and every
+        # later write on the connection, the last word's included, then fails at once.
+        writing = asyncio.ensure_future(self.response.write(data))
+        writing.add_done_callback(_retrieve)
+        self.writing = writing
         with _Interruptible(self.entry):
-            try:
-                async with asyncio.timeout(self.write_timeout):
-                    await self.response.write(data)
-            except TimeoutError:
-                raise _TooSlow(f"not taken within {self.write_timeout:g} s") from None
+            done, _ = await asyncio.wait({writing}, timeout=self.write_timeout)
+        if not done:
+            raise _TooSlow(f"not taken within {self.write_timeout:g} s")
+        writing.result()  # a ConnectionError when the client left
         self.last_write = time.monotonic()
 
     async def last_word(self, data: bytes) -> None:
-        """Write ``data`` and end the response. A client that does not take it in
-        time (at shutdown: 1 s) is cut off."""
+        """Write ``data`` and end the response and the connection. A client that does
+        not take it in time (at shutdown: 1 s) is cut off, its buffer dropped."""
         transport = self.request.transport
         if transport is None or transport.is_closing():
             return
         grace = min(self.write_timeout, SHUTDOWN_GRACE) if data is SHUTDOWN else self.write_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # The connection ends with the stream: a client ended for being slow (or for a
+        # revoked token, or at shutdown) does not keep it, or what waits in it, idle.
+        self.response.force_close()
         try:
             async with asyncio.timeout(grace):
+                if self.writing is not None and not self.writing.done():
+                    await asyncio.shield(self.writing)  # what was sent goes first
                 await self.response.write_eof(data)
+            # write_eof hands the bytes to the transport without waiting for the client
+            # to take them: wait for that (to the same deadline), so a client that does
+            # not is cut off rather than kept with what waits for it.
+            while transport.get_write_buffer_size() and not transport.is_closing():
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                await asyncio.sleep(DRAIN_POLL)
         except TimeoutError:
             transport.abort()
         except ConnectionError:
             pass
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """A write that ends after its stream stopped waiting for it (the connection was
+    cut) has its exception taken here, not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Interruptible:

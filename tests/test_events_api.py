@@ -14,13 +14,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from conftest import Client, ServerFactory, error_fields, expect_problem
 from receiver import Receiver, respond_with
 from test_delivery import subscribe, verify
 
 from storage import Storage, open_storage
 from storage.records import ArticleDraft, utcnow
-from syndicate.web.changelog import ChangeLog, EventFilter, render
+from syndicate.web.appkeys import STORAGE
+from syndicate.web.changelog import CHANGE_LOG, ChangeLog, EventFilter, render
+from syndicate.web.eventquery import cursor_for, resolve_after
 
 FAST = {
     "allow_private_targets": True,
@@ -203,6 +207,10 @@ async def test_bad_input_is_a_problem_naming_the_field(
         ("?wait=-1", 422, "wait"),
         ("?wait=nan", 422, "wait"),
         ("?wait=soon", 422, "wait"),
+        ("?wait=1_0", 422, "wait"),
+        ("?wait=%EF%BC%95", 422, "wait"),  # a full-width 5
+        ("?after=cur_1&after=cur_2", 422, "after"),
+        ("?limit=5&limit=6", 422, "limit"),
         ("?since=2026-01-01", 422, "since"),
     ]
     for query, status, field in cases:
@@ -262,8 +270,10 @@ async def test_a_partner_down_for_the_whole_schedule_pulls_what_it_missed(
 # -- long-polls ----------------------------------------------------------------------
 
 
-async def _long_poll(client: Client, query: str) -> tuple[dict[str, Any], float]:
-    async with client.request("GET", f"/api/events{query}") as resp:
+async def _long_poll(
+    client: Client, query: str, *, token: str | None = None
+) -> tuple[dict[str, Any], float]:
+    async with client.request("GET", f"/api/events{query}", token=token) as resp:
         assert resp.status == 200, await resp.text()
         body: dict[str, Any] = await resp.json()
     return body, time.monotonic()
@@ -362,3 +372,91 @@ async def test_the_window_and_storage_serve_the_same_items(store: Storage) -> No
     finally:
         await log.stop()
     assert not await log.wait(0, 1), "a stopped log answers at once"
+
+
+# -- what an outside review found --------------------------------------------------------
+
+
+async def test_a_cursor_another_process_issued_is_taken_before_this_one_hears_of_it(
+    second_store: Storage, store: Storage
+) -> None:
+    """A client following next_cursor across processes (``--workers 2``, a load
+    balancer) got 400 "past the end of the change log" when the cursor came from a
+    process that had committed a write this one had not yet heard of: the refusal
+    was made on the head this process knew, not the database's."""
+
+    def draft(article_id: str) -> ArticleDraft:
+        return ArticleDraft(
+            article_id,
+            f"tag:x,2026:{article_id}",
+            article_id,
+            "T",
+            "S",
+            "<p>x</p>",
+            "html",
+            ("liver-health",),
+        )
+
+    await store.put_article(draft("first"))
+    log = ChangeLog(store, "http://127.0.0.1")
+    await log.start()
+    app = web.Application()
+    app[CHANGE_LOG], app[STORAGE] = log, store
+    try:
+        # Watched from now on: it answers from what it has heard (no query).
+        assert not await log.wait(await log.head(), 0)
+        await second_store.put_article(draft("elsewhere"))  # "another process"
+        head = (await second_store.feed_state(None)).seq
+        request = make_mocked_request("GET", "/api/events", app=app)
+        assert await resolve_after(request, cursor_for(head)) == head
+    finally:
+        await log.stop()
+
+
+async def test_an_event_id_from_far_in_the_future_is_not_found(service: Client) -> None:
+    """Its first 48 bits are a time past the year 9999: it was a 500."""
+    await post(service, article("first"))
+    for after in ("msg_ffffffffffffffffffffffffffffffff", "msg_e677d21fdc0000000000000000000000"):
+        async with service.request("GET", f"/api/events?after={after}") as resp:
+            body = await expect_problem(resp, 404)
+        assert body["errors"][0]["field"] == "after"
+
+
+async def test_a_page_is_bounded_in_bytes(service: Client) -> None:
+    """1,000 items of articles near the body limit were a gigabyte in one answer; a
+    page now ends past 4 MiB (one item at least) and the rest follows."""
+    big = "<p>" + "word " * 180_000 + "</p>"  # ~900 KB
+    for n in range(6):
+        await post(service, {**article(f"big{n}"), "content": big})
+    first = await events(service, "?limit=1000")
+    assert 1 <= len(first["events"]) < 6 and first["has_more"]
+    rest = await events(service, f"?limit=1000&after={first['next_cursor']}")
+    ids = [e["data"]["id"] for e in first["events"] + rest["events"]]
+    assert ids == [f"big{n}" for n in range(6)]
+    filtered = await all_events(service, "topics=liver-health", limit=1000)
+    assert [e["data"]["id"] for e in filtered] == ids
+
+
+async def test_long_polls_are_capped_per_token(service: Client, tokens: dict[str, str]) -> None:
+    """Uncapped, one partner token's long-polls held every file descriptor of the
+    server (an outside review: /healthz and the feeds unreachable for 30 s)."""
+    await post(service, article("first"))
+    head = (await events(service, ""))["next_cursor"]
+    partner = tokens["partner"]
+    waiting = [
+        asyncio.create_task(_long_poll(service, f"?wait=5&after={head}", token=partner))
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.3)  # all ten in and waiting
+    async with service.request("GET", f"/api/events?wait=5&after={head}", token=partner) as r:
+        body = await expect_problem(r, 429)
+        assert int(r.headers["Retry-After"]) > 0 and "10 long-polls" in body["detail"]
+    # A plain poll of this token is not held up.
+    async with service.request("GET", f"/api/events?after={head}", token=partner) as r:
+        assert r.status == 200
+    await post(service, article("second"))  # answers the ten
+    for task in waiting:
+        body, _ = await task
+        assert [e["data"]["id"] for e in body["events"]] == ["second"]
+    async with service.request("GET", f"/api/events?wait=0.1&after={head}", token=partner) as r:
+        assert r.status == 200

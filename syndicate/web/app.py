@@ -33,8 +33,8 @@ from syndicate.web.middleware import (
 )
 from syndicate.web.operations import QUERY_PARAMS, query_params
 from syndicate.web.problems import error_response, problem_response
+from syndicate.web.routes import events, hub, metrics, pages, sitemaps, stream
 from syndicate.web.routes import feeds as feed_http
-from syndicate.web.routes import hub, metrics, pages, sitemaps, stream
 
 
 def create_app(settings: Settings, *, storage: Storage | None = None) -> web.Application:
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     app[metrics.METRICS] = Metrics()
     app[RATE_LIMITER] = RateLimiter(settings.write_rate, settings.write_burst)
     stream.install(app)
+    app[events.LONG_POLLS] = events.LongPolls()
     if storage is not None:
         app[STORAGE] = storage
     else:

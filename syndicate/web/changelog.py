@@ -24,23 +24,16 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import re
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from aiohttp import web
 
 from storage import Storage
-from storage.records import Event, format_time
-from syndicate.content.validation import invalid
-from syndicate.core.errors import Problem
-from syndicate.core.names import EVENT_TYPES, EVERY_TOPIC, valid_topic
+from storage.records import Event
 from syndicate.delivery.webhooks import event_body
-from syndicate.web.appkeys import STORAGE
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +48,17 @@ OLDER_CACHE_ITEMS = 2_000
 #: Event heads a filtered read looks at, at most, before it answers (moving the
 #: cursor past what did not match).
 SCAN_LIMIT = 10_000
+#: A page's bodies, at most (a page holds at least one item, however big): with
+#: articles up to the body limit, 1,000 items could be a gigabyte.
+PAGE_BYTES = 4 * 1024 * 1024
+#: Events read from storage first, before their sizes say how many more fit.
+FIRST_READ = 50
+#: Reads of events without a stored body count this many bytes each.
+_UNSTORED_SIZE = 4096
 #: A waiter looks at the head this often even without a wake-up, seconds.
 SAFETY_POLL = 1.0
 #: Heads read from storage at once while scanning.
 _SCAN_CHUNK = 1_000
-CURSOR_PREFIX = "cur_"
-_CURSOR = re.compile(r"cur_([0-9a-f]{1,15})")
-_EVENT_ID = re.compile(r"msg_[0-9a-f]{32}")
-#: How far before a pruned event's id time a resync starts (the id is made a moment
-#: after the article's ``updated_at``).
-RESYNC_MARGIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -172,9 +166,10 @@ class ChangeLog:
                 await self._refreshing
             self._refreshing = None
 
-    async def head(self) -> int:
-        """The latest seq (no query while watched and nothing new was signalled)."""
-        if self._unwatch is None:
+    async def head(self, *, fresh: bool = False) -> int:
+        """The latest seq (no query while watched and nothing new was signalled;
+        ``fresh``: read from the database whatever this process knows)."""
+        if self._unwatch is None or fresh:
             # Unwatched, nothing signals a commit: read it (never a read begun earlier,
             # which could miss a write the caller saw committed).
             await self._refresh_now()
@@ -230,6 +225,7 @@ class ChangeLog:
     def _from_window(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
         start = bisect.bisect_right(self._seqs, after)
         items: list[Item] = []
+        size = 0
         last = after
         window = self._window
         end = min(len(window), start + self.scan_limit)
@@ -240,7 +236,8 @@ class ChangeLog:
             last = item.seq
             if item.matches(flt):
                 items.append(item)
-                if len(items) >= limit:
+                size += len(item.body)
+                if len(items) >= limit or size >= PAGE_BYTES:
                     break
         if index >= len(window):
             # Every event up to the tail is in the window: the position is the tail.
@@ -249,10 +246,10 @@ class ChangeLog:
 
     async def _from_storage(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
         if flt == EVERYTHING:
-            events = await self.storage.list_event_bodies(after=after, limit=limit)
+            events, cut = await self._read_bounded(after, limit, PAGE_BYTES)
             items = [self._rendered(e) for e in events]
             last = items[-1].seq if items else after
-            if len(items) < limit:
+            if not cut and len(items) < limit:
                 last = max(last, head)
             return Page(items, last, last < head)
         picked: list[Event] = []
@@ -273,21 +270,51 @@ class ChangeLog:
                     last = max(last, head)
                 break
         items = await self._bodies(picked)
+        if len(items) < len(picked):  # cut at PAGE_BYTES: read on from the last one
+            last = items[-1].seq
         return Page(items, last, last < head)
 
-    async def _bodies(self, events: Iterable[Event]) -> list[Item]:
-        events = list(events)
-        missing = [e.seq for e in events if e.seq not in self._older]
-        full = await self.storage.get_events(missing) if missing else {}
-        items = []
-        for event in events:
-            item = self._older.get(event.seq)
-            if item is None:
-                item = self._rendered(full[event.seq])
-            else:
-                self._older.move_to_end(event.seq)
-            items.append(item)
+    async def _bodies(self, events: list[Event]) -> list[Item]:
+        """The items of ``events``, in reads of ``FIRST_READ``, up to ``PAGE_BYTES``
+        (at least one)."""
+        items: list[Item] = []
+        size = 0
+        for start in range(0, len(events), FIRST_READ):
+            group = events[start : start + FIRST_READ]
+            missing = [e.seq for e in group if e.seq not in self._older]
+            full = await self.storage.get_events(missing) if missing else {}
+            for event in group:
+                item = self._older.get(event.seq)
+                if item is None:
+                    item = self._rendered(full[event.seq])
+                else:
+                    self._older.move_to_end(event.seq)
+                items.append(item)
+                size += len(item.body)
+                if size >= PAGE_BYTES:
+                    return items
         return items
+
+    async def _read_bounded(self, after: int, limit: int, budget: int) -> tuple[list[Event], bool]:
+        """Up to ``limit`` events after ``after`` with their bodies, read ``FIRST_READ``
+        first and then as many as their sizes say fit, stopping once ``budget`` bytes
+        are read (at least one event); True when the budget cut it short."""
+        events: list[Event] = []
+        size = 0
+        chunk = min(limit, FIRST_READ)
+        while chunk > 0:
+            got = await self.storage.list_event_bodies(after=after, limit=chunk)
+            for event in got:
+                events.append(event)
+                size += _UNSTORED_SIZE if event.body is None else len(event.body)
+                if size >= budget:
+                    return events, len(events) < limit or event is not got[-1]
+            if len(got) < chunk:
+                break
+            after = events[-1].seq
+            fits = int((budget - size) / (size / len(events))) + 1
+            chunk = min(limit - len(events), fits)
+        return events, False
 
     def _rendered(self, event: Event) -> Item:
         if event.body is not None:
@@ -310,7 +337,7 @@ class ChangeLog:
             if self._tail >= head:
                 return
             chunk = min(self.window_items, EXTEND_CHUNK)
-            events = await self.storage.list_event_bodies(after=self._tail, limit=chunk)
+            events, cut = await self._read_bounded(self._tail, chunk, self.window_bytes // 4)
             for event in events:
                 item = self._older.pop(event.seq, None) or render(event, self.base_url)
                 self._window.append(item)
@@ -318,7 +345,7 @@ class ChangeLog:
                 self._window_size += len(item.body)
             if events:
                 self._tail = events[-1].seq
-            if len(events) < chunk:
+            if not cut and len(events) < chunk:
                 self._tail = max(self._tail, head)
             drop = 0
             excess = len(self._window) - self.window_items
@@ -374,123 +401,3 @@ class ChangeLog:
 
 
 CHANGE_LOG = web.AppKey("change_log", ChangeLog)
-
-
-# -- what a request asks for -----------------------------------------------------------
-
-
-def _values(request: web.Request, name: str) -> list[str] | None:
-    """A list parameter, comma-separated and/or repeated; None when absent."""
-    raw = request.query.getall(name, [])
-    if not raw:
-        return None
-    values = [v.strip() for part in raw for v in part.split(",")]
-    if not all(values):
-        raise invalid(name, "holds an empty name (a stray comma?); leave it out instead")
-    return values
-
-
-async def parse_filter(request: web.Request) -> EventFilter:
-    """``topics=`` and ``types=``: 422 naming the field for an unknown topic or type.
-    ``topics=*`` (or none given): every topic."""
-    topics = _values(request, "topics")
-    types = _values(request, "types")
-    topic_set: frozenset[str] | None = None
-    if topics is not None and EVERY_TOPIC not in topics:
-        bad = [t for t in topics if not valid_topic(t)]
-        if bad:
-            raise invalid("topics", f"not a topic slug: {bad[0][:80]!r}")
-        known = {t.slug for t in await request.app[STORAGE].list_topics()}
-        unknown = sorted(set(topics) - known)
-        if unknown:
-            raise invalid("topics", f"no such topic: {', '.join(unknown)[:160]}")
-        topic_set = frozenset(topics)
-    type_set: frozenset[str] | None = None
-    if types is not None:
-        unknown = sorted(set(types) - set(EVENT_TYPES))
-        if unknown:
-            raise invalid(
-                "types",
-                f"unknown event type {unknown[0][:80]!r} (one of {', '.join(EVENT_TYPES)})",
-            )
-        type_set = frozenset(types)
-    return EventFilter(topic_set, type_set)
-
-
-def cursor_for(seq: int) -> str:
-    """The opaque cursor of a position in the log."""
-    return f"{CURSOR_PREFIX}{seq:x}"
-
-
-def _gone(field: str, what: str, since: str, resume: str) -> Problem:
-    return Problem(
-        410,
-        f"{field}: {what} is older than the change log keeps; resync from "
-        f"GET /api/articles?updated_since={since} (every article changed since then, "
-        f"deleted ones included), then follow GET /api/events?after={resume}",
-        errors=[{"field": field, "message": "older than the retained change log"}],
-    )
-
-
-def _id_time(event_id: str) -> datetime:
-    value = uuid.UUID(event_id.removeprefix("msg_"))
-    return datetime.fromtimestamp(int(value.hex[:12], 16) / 1000, UTC)
-
-
-async def _oldest_kept(log: ChangeLog, horizon: int) -> Event | None:
-    kept = await log.storage.list_events(after=horizon, limit=1, with_data=False)
-    return kept[0] if kept else None
-
-
-async def resolve_after(request: web.Request, raw: str | None, *, field: str = "after") -> int:
-    """The seq to read after. Absent or empty: the oldest retained event (the
-    horizon). A cursor this service issued, or an event id (``msg_...``, as in
-    ``webhook-id``). Malformed or unknown cursor: 400 naming ``field``; an event
-    id not stored: 404 (410 when it is older than the oldest event kept); a
-    position already pruned: 410 whose detail says how to resync."""
-    log = request.app[CHANGE_LOG]
-    storage = log.storage
-    horizon = await storage.event_horizon()
-    if raw is None or raw == "":
-        return horizon
-    raw = raw.strip()
-    if raw.startswith("msg_"):
-        if not _EVENT_ID.fullmatch(raw):
-            raise Problem(
-                400,
-                f"{field}: {raw[:80]!r} is not an event id (msg_ and 32 hex digits)",
-                errors=[{"field": field, "message": "not an event id"}],
-            )
-        event = await storage.find_event(raw)
-        if event is not None:
-            return event.seq
-        oldest = await _oldest_kept(log, horizon) if horizon else None
-        made = _id_time(raw)
-        if horizon and (oldest is None or made < _id_time(oldest.id)):
-            # The id says when it was made: its changes, and all since, are to resync.
-            since = format_time((made - RESYNC_MARGIN).replace(microsecond=0))
-            raise _gone(field, f"event {raw}", since, cursor_for(await log.head()))
-        raise Problem(
-            404,
-            f"{field}: no event {raw} in this change log (an id from another deployment?)",
-            errors=[{"field": field, "message": "no such event"}],
-        )
-    match = _CURSOR.fullmatch(raw)
-    if match is None:
-        raise Problem(
-            400,
-            f"{field}: {raw[:80]!r} is neither a cursor this service issued nor an event id",
-            errors=[{"field": field, "message": "malformed cursor"}],
-        )
-    seq = int(match.group(1), 16)
-    if seq > await log.head():
-        raise Problem(
-            400,
-            f"{field}: {raw[:80]!r} is not a cursor this service issued (it is past the end "
-            "of the change log)",
-            errors=[{"field": field, "message": "unknown cursor"}],
-        )
-    if seq < horizon:
-        since = "<the timestamp of the last event you read>"
-        raise _gone(field, "the cursor", since, cursor_for(await log.head()))
-    return seq

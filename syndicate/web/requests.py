@@ -43,10 +43,14 @@ def check_query(request: web.Request) -> None:
 
 
 def query_param(request: web.Request, name: str) -> str | None:
-    """A query parameter: None when absent, 422 when present but empty."""
+    """A query parameter: None when absent, 422 when present but empty, or given
+    more than once (which one was meant?)."""
     if name not in request.query:
         return None
-    value = request.query[name]
+    values = request.query.getall(name)
+    if len(values) > 1:
+        raise invalid(name, "is given more than once; give it once")
+    value = values[0]
     if not value:
         raise invalid(name, "must not be empty (leave the parameter out instead)")
     return value

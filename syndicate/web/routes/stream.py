@@ -37,14 +37,8 @@ from syndicate.core.errors import Problem
 from syndicate.core.settings import Settings
 from syndicate.web.appkeys import SETTINGS
 from syndicate.web.auth import authenticate, still_valid
-from syndicate.web.changelog import (
-    CHANGE_LOG,
-    ChangeLog,
-    EventFilter,
-    Item,
-    parse_filter,
-    resolve_after,
-)
+from syndicate.web.changelog import CHANGE_LOG, ChangeLog, EventFilter, Item
+from syndicate.web.eventquery import parse_filter, resolve_after
 from syndicate.web.middleware import REQUEST_ID_HEADER, request_id
 from syndicate.web.operations import ANY_TOKEN, ApiRoutes
 from syndicate.web.requests import query_param

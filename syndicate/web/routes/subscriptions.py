@@ -380,14 +380,11 @@ async def subscription_status(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
     storage = request.app[STORAGE]
+    # The recent ones first, then the day's: an attempt recorded in between is then
+    # counted in the day without being listed, never listed without being counted.
+    recent = await storage.list_attempts(sub.id, limit=RECENT_ATTEMPTS)
     day = await storage.list_attempts(
         sub.id, since=utcnow() - STATS_WINDOW, limit=STATS_MAX_ATTEMPTS
-    )
-    # The day's list holds the recent ones, unless the day had fewer than 20.
-    recent = (
-        day[:RECENT_ATTEMPTS]
-        if len(day) >= RECENT_ATTEMPTS
-        else await storage.list_attempts(sub.id, limit=RECENT_ATTEMPTS)
     )
     next_attempt = await storage.next_attempt_at(sub.id)
     # Read again, after the attempts: an outcome recorded meanwhile is then in both

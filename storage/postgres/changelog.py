@@ -17,7 +17,7 @@ from typing import Any
 from .._event_watch import EventWatch
 from ..base import ListCursor
 from ..jsoncodec import loads_stored
-from ..records import Article, Event
+from ..records import Article, Event, bare_event
 from ._base import PostgresBase, Q
 from ._event_watch import listen
 
@@ -32,24 +32,19 @@ class ChangeLogMixin(PostgresBase):
 
     async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         rows = await self._fetch(Q["list_event_bodies"], after, limit)
-        new = object.__new__
-        events = []
-        for seq, event_id, event_type, article_id, topics, created_at, body, data in rows:
-            # Built without the frozen dataclass's __init__ (one object.__setattr__ per
-            # field): a page of a thousand is read per pull (see _records).
-            event = new(Event)
-            event.__dict__.update(
-                seq=seq,
-                id=event_id,
-                type=event_type,
-                article_id=article_id,
-                topics=_topics(topics),
-                data=_EMPTY if data is None else data,
-                created_at=created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
-                body=body,
+        return [
+            bare_event(
+                seq,
+                event_id,
+                event_type,
+                article_id,
+                _topics(topics),
+                _EMPTY if data is None else data,
+                created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
+                body,
             )
-            events.append(event)
-        return events
+            for seq, event_id, event_type, article_id, topics, created_at, body, data in rows
+        ]
 
     async def event_horizon(self) -> int:
         row = await self._fetch_one(Q["event_horizon"])

@@ -20,6 +20,7 @@ from ..records import (
     Token,
     Topic,
     Worker,
+    bare_event,
     format_time,
     parse_time,
 )
@@ -142,24 +143,19 @@ def event_bodies(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> l
     is stored."""
     cursor = conn.execute(sql, params)
     cursor.row_factory = None
-    new = object.__new__
-    events = []
-    for seq, event_id, event_type, article_id, topics, created_at, body, data in cursor:
-        # Built without the frozen dataclass's __init__ (one object.__setattr__ per
-        # field): a page of a thousand is read per pull, and this is half its cost.
-        event = new(Event)
-        event.__dict__.update(
-            seq=seq,
-            id=event_id,
-            type=event_type,
-            article_id=article_id,
-            topics=_strings(topics),
-            data=_EMPTY if data is None else loads_stored(data),
-            created_at=parse_time(created_at),
-            body=body,
+    return [
+        bare_event(
+            seq,
+            event_id,
+            event_type,
+            article_id,
+            _strings(topics),
+            _EMPTY if data is None else loads_stored(data),
+            parse_time(created_at),
+            body,
         )
-        events.append(event)
-    return events
+        for seq, event_id, event_type, article_id, topics, created_at, body, data in cursor
+    ]
 
 
 #: The ``data`` of an event read with its body (never modified by readers).

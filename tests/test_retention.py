@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from conftest import ServerFactory, error_fields, expect_problem
+from test_event_ids import draft as event_draft
 
 from storage import Storage
 from storage.records import ArticleDraft, format_time, utcnow
@@ -22,19 +23,8 @@ RETENTION = 30 * 86400.0
 
 
 def draft(article_id: str, **changes: Any) -> ArticleDraft:
-    values: dict[str, Any] = {
-        "id": article_id,
-        "guid": f"tag:example.org,2026:article/{article_id}",
-        "slug": article_id,
-        "title": f"Title {article_id}",
-        "summary": "Summary",
-        "content": "<p>Body</p>",
-        "content_type": "html",
-        "topics": ("liver-health",),
-        "published_at": utcnow() - timedelta(days=50),
-        **changes,
-    }
-    return ArticleDraft(**values)
+    """test_event_ids' draft, published 50 days ago (older than the retention)."""
+    return event_draft(article_id, **{"published_at": utcnow() - timedelta(days=50), **changes})
 
 
 async def fanned_out(store: Storage) -> None:

@@ -47,6 +47,9 @@ from .records import (
     Worker,
 )
 
+#: An event as the change log's readers need it: (seq, id, type, topics, stored body).
+EventItem = tuple[int, str, str, tuple[str, ...], bytes | None]
+
 #: A position in an article listing: (published_at, id) of the last item seen.
 ListCursor = tuple[datetime, str]
 #: Renders an event's webhook body from its type, the article as the event's snapshot
@@ -182,6 +185,11 @@ class Storage(Protocol):
         (the pull API, streams): each with its stored ``body`` and an empty ``data``,
         or, where ``body`` is NULL, with its ``data`` snapshot. Read the cheapest way
         the driver offers (no snapshot parsed where a body is stored)."""
+
+    async def list_event_items(self, *, after: int = 0, limit: int = 100) -> list[EventItem]:
+        """(seq, id, type, topics, stored body or None) of the events with ``seq >
+        after``, in order, as plain tuples: the least a reader of the whole log needs
+        (no snapshot, no times, no ``Event`` made)."""
 
     async def find_event(self, event_id: str) -> Event | None:
         """The event with that id (``Event.id``, as sent in ``webhook-id``), without

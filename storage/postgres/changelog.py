@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._event_watch import EventWatch
-from ..base import ListCursor
+from ..base import EventItem, ListCursor
 from ..jsoncodec import loads_stored
 from ..records import Article, Event, bare_event
 from ._base import PostgresBase, Q
@@ -29,6 +29,13 @@ class ChangeLogMixin(PostgresBase):
     async def find_event(self, event_id: str) -> Event | None:
         row = await self._fetch_one(Q["find_event"], event_id)
         return None if row is None else self._event(row)
+
+    async def list_event_items(self, *, after: int = 0, limit: int = 100) -> list[EventItem]:
+        rows = await self._fetch(Q["list_event_items"], after, limit)
+        return [
+            (seq, event_id, event_type, _topics(topics), body)
+            for seq, event_id, event_type, topics, body in rows
+        ]
 
     async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         rows = await self._fetch(Q["list_event_bodies"], after, limit)

@@ -178,6 +178,9 @@ SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 SELECT seq, id, type, article_id, topics, '{}'::jsonb AS data, created_at
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
+-- name: list_event_items
+SELECT seq, id, type, topics::text, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
+
 -- name: list_event_bodies
 -- Topics as text (storage/postgres/changelog.py parses each distinct list once); the
 -- snapshot only where no body is stored.

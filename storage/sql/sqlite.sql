@@ -118,6 +118,10 @@ UPDATE topics SET title = ?2, description = ?3, updated_at = ?4 WHERE slug = ?1;
 -- name: list_events
 SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
+-- name: list_event_items
+-- The body as a BLOB: the driver hands over its bytes as they are.
+SELECT seq, id, type, topics, CAST(body AS BLOB) FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+
 -- name: list_event_bodies
 -- Columns in the order storage/sqlite/_rows.py reads them (a plain tuple per row); the
 -- body as a BLOB: the driver hands over its bytes as they are (text would be decoded,

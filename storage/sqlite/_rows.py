@@ -137,6 +137,18 @@ def _body(row: Row) -> bytes | None:
     return None if body is None else str(body).encode()
 
 
+def event_items(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any]
+) -> list[tuple[int, str, str, tuple[str, ...], bytes | None]]:
+    """The rows of ``list_event_items`` (on the reader's thread): plain tuples."""
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = None
+    return [
+        (seq, event_id, event_type, _strings(topics), body)
+        for seq, event_id, event_type, topics, body in cursor
+    ]
+
+
 def event_bodies(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Event]:
     """The rows of ``list_event_bodies`` as events (on the reader's thread): plain
     tuples, no dict or ``sqlite3.Row`` per row, and no snapshot parsed where a body

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from .._event_watch import EventWatch
-from ..base import ListCursor
+from ..base import EventItem, ListCursor
 from ..records import Article, Event, format_time
 from ._base import Q, SQLiteBase, on_thread, wrap_exceptions
 from ._event_watch import poll
-from ._rows import event_bodies, to_article, to_event
+from ._rows import event_bodies, event_items, to_article, to_event
 
 #: Above every seq: a bound that does not bind.
 _NO_BOUND = 2**62
@@ -31,6 +31,10 @@ class ChangeLogMixin(SQLiteBase):
     async def find_event(self, event_id: str) -> Event | None:
         async with self._read(Q["find_event"], (event_id,)) as rows:
             return to_event(rows[0]) if rows else None
+
+    async def list_event_items(self, *, after: int = 0, limit: int = 100) -> list[EventItem]:
+        with wrap_exceptions():
+            return await on_thread(self._reader, event_items, Q["list_event_items"], (after, limit))
 
     async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         with wrap_exceptions():

@@ -246,8 +246,7 @@ class ChangeLog:
 
     async def _from_storage(self, after: int, flt: EventFilter, limit: int, head: int) -> Page:
         if flt == EVERYTHING:
-            events, cut = await self._read_bounded(after, limit, PAGE_BYTES)
-            items = [self._rendered(e) for e in events]
+            items, cut = await self._read_items(after, limit, PAGE_BYTES)
             last = items[-1].seq if items else after
             if not cut and len(items) < limit:
                 last = max(last, head)
@@ -295,26 +294,35 @@ class ChangeLog:
                     return items
         return items
 
-    async def _read_bounded(self, after: int, limit: int, budget: int) -> tuple[list[Event], bool]:
-        """Up to ``limit`` events after ``after`` with their bodies, read ``FIRST_READ``
-        first and then as many as their sizes say fit, stopping once ``budget`` bytes
-        are read (at least one event); True when the budget cut it short."""
-        events: list[Event] = []
+    async def _read_items(self, after: int, limit: int, budget: int) -> tuple[list[Item], bool]:
+        """Up to ``limit`` items after ``after``, read ``FIRST_READ`` first and then as
+        many as their sizes say fit, stopping once ``budget`` bytes are read (at least
+        one item); True when the budget cut it short. Stored bodies become items with
+        no parse and no render (``list_event_items``); events without one are read
+        whole and rendered."""
+        items: list[Item] = []
         size = 0
         chunk = min(limit, FIRST_READ)
         while chunk > 0:
-            got = await self.storage.list_event_bodies(after=after, limit=chunk)
-            for event in got:
-                events.append(event)
-                size += _UNSTORED_SIZE if event.body is None else len(event.body)
+            rows = await self.storage.list_event_items(after=after, limit=chunk)
+            unstored = [seq for seq, _, _, _, body in rows if body is None]
+            full = await self.storage.get_events(unstored) if unstored else {}
+            for seq, event_id, event_type, topics, body in rows:
+                if body is None:
+                    item = self._rendered(full[seq])
+                else:
+                    spliced = b'{"id":"' + event_id.encode() + b'",' + body[1:]
+                    item = Item(seq, event_id, spliced, topics, event_type)
+                items.append(item)
+                size += len(item.body)
                 if size >= budget:
-                    return events, len(events) < limit or event is not got[-1]
-            if len(got) < chunk:
+                    return items, len(items) < limit or seq != rows[-1][0]
+            if len(rows) < chunk:
                 break
-            after = events[-1].seq
-            fits = int((budget - size) / (size / len(events))) + 1
-            chunk = min(limit - len(events), fits)
-        return events, False
+            after = items[-1].seq
+            fits = int((budget - size) / (size / len(items))) + 1
+            chunk = min(limit - len(items), fits)
+        return items, False
 
     def _rendered(self, event: Event) -> Item:
         if event.body is not None:
@@ -337,15 +345,15 @@ class ChangeLog:
             if self._tail >= head:
                 return
             chunk = min(self.window_items, EXTEND_CHUNK)
-            events, cut = await self._read_bounded(self._tail, chunk, self.window_bytes // 4)
-            for event in events:
-                item = self._older.pop(event.seq, None) or render(event, self.base_url)
+            items, cut = await self._read_items(self._tail, chunk, self.window_bytes // 4)
+            for item in items:
+                self._older.pop(item.seq, None)
                 self._window.append(item)
                 self._seqs.append(item.seq)
                 self._window_size += len(item.body)
-            if events:
-                self._tail = events[-1].seq
-            if not cut and len(events) < chunk:
+            if items:
+                self._tail = items[-1].seq
+            if not cut and len(items) < chunk:
                 self._tail = max(self._tail, head)
             drop = 0
             excess = len(self._window) - self.window_items

@@ -155,8 +155,8 @@ async def pull_ours(base: str, token: str) -> tuple[int, float]:
 
 
 #: The raw baselines: every column (the issue's baseline; since events hold their
-#: webhook bodies too, that is the snapshot and the body), and the columns the pull API
-#: reads (``list_event_bodies``: the body, no snapshot).
+#: webhook bodies too, that is the snapshot and the body), and the body beside the
+#: columns an event is listed with (no snapshot; ``list_event_items`` reads five of them).
 RAW_ALL = "SELECT * FROM events WHERE seq > {} ORDER BY seq LIMIT {}"
 RAW_SAME = (
     "SELECT seq, id, type, article_id, topics, created_at, body FROM events "
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             "Pull: each page's body decoded (orjson) for next_cursor; raw: the driver's "
             "rows (aiosqlite / asyncpg, one connection) of the same table: `SELECT *` "
             "(every column: since events store their webhook bodies, the snapshot and "
-            "the body), and the columns `list_event_bodies` reads (seq, id, type, "
+            "the body), and the body beside the event's listed columns (seq, id, type, "
             "article_id, topics, created_at, body). Per round ours/raw/raw same columns: "
             + ", ".join(
                 f"{a:,.0f}/{b:,.0f}/{c:,.0f}" for a, b, c in zip(ours, raw, same, strict=True)

@@ -180,12 +180,6 @@ class Storage(Protocol):
         layers above own the format. Correctness never depends on it: a NULL body is
         rendered from the snapshot when read, to the same bytes."""
 
-    async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        """Events with ``seq > after`` in order, for readers that send their bodies
-        (the pull API, streams): each with its stored ``body`` and an empty ``data``,
-        or, where ``body`` is NULL, with its ``data`` snapshot. Read the cheapest way
-        the driver offers (no snapshot parsed where a body is stored)."""
-
     async def list_event_items(self, *, after: int = 0, limit: int = 100) -> list[EventItem]:
         """(seq, id, type, topics, stored body or None) of the events with ``seq >
         after``, in order, as plain tuples: the least a reader of the whole log needs

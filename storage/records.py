@@ -282,33 +282,6 @@ class Event:
     body: bytes | None = None
 
 
-def bare_event(
-    seq: int,
-    event_id: str,
-    event_type: EventType,
-    article_id: str,
-    topics: tuple[str, ...],
-    data: dict[str, Any],
-    created_at: datetime,
-    body: bytes | None,
-) -> Event:
-    """An ``Event`` made without the frozen dataclass's ``__init__`` (one
-    ``object.__setattr__`` per field): the pull reads a thousand per page, and this
-    was half of turning a row into one."""
-    event = object.__new__(Event)
-    event.__dict__.update(
-        seq=seq,
-        id=event_id,
-        type=event_type,
-        article_id=article_id,
-        topics=topics,
-        data=data,
-        created_at=created_at,
-        body=body,
-    )
-    return event
-
-
 @dataclass(frozen=True)
 class Token:
     id: int

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from .._event_watch import EventWatch
 from ..base import EventItem, ListCursor
 from ..jsoncodec import loads_stored
-from ..records import Article, Event, bare_event
+from ..records import Article, Event
 from ._base import PostgresBase, Q
 from ._event_watch import listen
 
@@ -35,22 +34,6 @@ class ChangeLogMixin(PostgresBase):
         return [
             (seq, event_id, event_type, _topics(topics), body)
             for seq, event_id, event_type, topics, body in rows
-        ]
-
-    async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        rows = await self._fetch(Q["list_event_bodies"], after, limit)
-        return [
-            bare_event(
-                seq,
-                event_id,
-                event_type,
-                article_id,
-                _topics(topics),
-                _EMPTY if data is None else data,
-                created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC),
-                body,
-            )
-            for seq, event_id, event_type, article_id, topics, created_at, body, data in rows
         ]
 
     async def event_horizon(self) -> int:
@@ -93,7 +76,3 @@ class ChangeLogMixin(PostgresBase):
 def _topics(text: str) -> tuple[str, ...]:
     """A stored topic list: the same few recur across events, each parsed once."""
     return tuple(loads_stored(text))
-
-
-#: The ``data`` of an event read with its body (never modified by readers).
-_EMPTY: dict[str, Any] = {}

@@ -181,13 +181,6 @@ FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 -- name: list_event_items
 SELECT seq, id, type, topics::text, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
 
--- name: list_event_bodies
--- Topics as text (storage/postgres/changelog.py parses each distinct list once); the
--- snapshot only where no body is stored.
-SELECT seq, id, type, article_id, topics::text AS topics, created_at, body,
-       CASE WHEN body IS NULL THEN data END AS data
-FROM events WHERE seq > $1 ORDER BY seq LIMIT $2;
-
 -- name: insert_token
 INSERT INTO tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4)
 RETURNING *;

@@ -122,14 +122,6 @@ SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 -- The body as a BLOB: the driver hands over its bytes as they are.
 SELECT seq, id, type, topics, CAST(body AS BLOB) FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
--- name: list_event_bodies
--- Columns in the order storage/sqlite/_rows.py reads them (a plain tuple per row); the
--- body as a BLOB: the driver hands over its bytes as they are (text would be decoded,
--- then encoded again).
-SELECT seq, id, type, article_id, topics, created_at, CAST(body AS BLOB),
-       CASE WHEN body IS NULL THEN data END
-FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
-
 -- name: list_event_heads
 SELECT seq, id, type, article_id, topics, '{}' AS data, created_at
 FROM events WHERE seq > ? ORDER BY seq LIMIT ?;

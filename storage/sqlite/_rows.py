@@ -20,7 +20,6 @@ from ..records import (
     Token,
     Topic,
     Worker,
-    bare_event,
     format_time,
     parse_time,
 )
@@ -147,31 +146,6 @@ def event_items(
         (seq, event_id, event_type, _strings(topics), body)
         for seq, event_id, event_type, topics, body in cursor
     ]
-
-
-def event_bodies(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Event]:
-    """The rows of ``list_event_bodies`` as events (on the reader's thread): plain
-    tuples, no dict or ``sqlite3.Row`` per row, and no snapshot parsed where a body
-    is stored."""
-    cursor = conn.execute(sql, params)
-    cursor.row_factory = None
-    return [
-        bare_event(
-            seq,
-            event_id,
-            event_type,
-            article_id,
-            _strings(topics),
-            _EMPTY if data is None else loads_stored(data),
-            parse_time(created_at),
-            body,
-        )
-        for seq, event_id, event_type, article_id, topics, created_at, body, data in cursor
-    ]
-
-
-#: The ``data`` of an event read with its body (never modified by readers).
-_EMPTY: dict[str, Any] = {}
 
 
 def to_subscription(row: Row) -> Subscription:

@@ -18,7 +18,7 @@ from ..base import EventItem, ListCursor
 from ..records import Article, Event, format_time
 from ._base import Q, SQLiteBase, on_thread, wrap_exceptions
 from ._event_watch import poll
-from ._rows import event_bodies, event_items, to_article, to_event
+from ._rows import event_items, to_article, to_event
 
 #: Above every seq: a bound that does not bind.
 _NO_BOUND = 2**62
@@ -35,12 +35,6 @@ class ChangeLogMixin(SQLiteBase):
     async def list_event_items(self, *, after: int = 0, limit: int = 100) -> list[EventItem]:
         with wrap_exceptions():
             return await on_thread(self._reader, event_items, Q["list_event_items"], (after, limit))
-
-    async def list_event_bodies(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        with wrap_exceptions():
-            return await on_thread(
-                self._reader, event_bodies, Q["list_event_bodies"], (after, limit)
-            )
 
     async def event_horizon(self) -> int:
         async with self._read(Q["event_horizon"]) as rows:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from .records import (
     Article,
     ArticleDraft,
+    AttemptCount,
     Delivery,
     DeliveryAttempt,
     DeliveryOutcome,
@@ -36,6 +37,7 @@ from .records import (
     Event,
     EventType,
     FeedState,
+    PortalSession,
     PutResult,
     Role,
     Subscription,
@@ -105,6 +107,13 @@ class Storage(Protocol):
         With ``after`` instead: the ones strictly newer, OLDEST first. Scheduled
         articles are not live (``Article.live``). ``scheduled=True``: the scheduled
         (not deleted) articles instead, for the operator (with ``before`` only)."""
+
+    async def search_articles(
+        self, query: str, *, topic: str | None = None, limit: int = 50
+    ) -> list[Article]:
+        """Live and scheduled articles (not deleted) whose title contains ``query``
+        (case-insensitive for ASCII letters at least; ``%`` and ``_`` are plain
+        characters), in ``topic`` when given, newest first by (published_at, id)."""
 
     async def list_deleted(
         self, *, topic: str | None = None, since: datetime, limit: int = 50
@@ -221,10 +230,26 @@ class Storage(Protocol):
     # -- attempts and verifications (status pages) ------------------------------
 
     async def list_attempts(
-        self, subscription_id: str, *, since: datetime | None = None, limit: int = 20
+        self,
+        subscription_id: str,
+        *,
+        since: datetime | None = None,
+        limit: int = 20,
+        delivery_id: int | None = None,
     ) -> list[DeliveryAttempt]:
         """The subscription's recorded attempts, newest first, made at or after
-        ``since`` when given."""
+        ``since`` when given; only those of ``delivery_id`` when given."""
+
+    async def get_attempt(self, attempt_id: int) -> DeliveryAttempt | None:
+        """One recorded attempt (with its event id and type), if it is still kept."""
+
+    async def count_attempts(
+        self, *, since: datetime, bucket_seconds: int = 60
+    ) -> list[AttemptCount]:
+        """Attempts of every subscription made at or after ``since``, counted per
+        (``bucket_seconds``-wide bucket of ``attempted_at``, outcome, succeeded),
+        oldest bucket first. Buckets start at multiples of ``bucket_seconds`` since
+        the Unix epoch; empty buckets are left out."""
 
     async def next_attempt_at(self, subscription_id: str) -> datetime | None:
         """When the subscription's next attempt is due: the earliest
@@ -265,7 +290,56 @@ class Storage(Protocol):
         """Revoke the named live token and return it. ``None`` when no token ever had
         that name; ``TokenAlreadyRevoked`` when its tokens are all revoked already.
         (A name is unique among live tokens only: a revoked token's name may be
-        given to a new one.)"""
+        given to a new one.) Its portal sessions and unused portal links are deleted
+        in the same transaction."""
+
+    async def get_live_token(self, name: str) -> Token | None:
+        """The unrevoked token of that name, if any."""
+
+    # -- portal sessions and sign-in links ----------------------------------------
+
+    async def create_portal_session(
+        self,
+        *,
+        session_hash: str,
+        token_id: int,
+        expires_at: datetime,
+        now: datetime | None = None,
+    ) -> None:
+        """Store a session by the hash of its cookie, acting as the token ``token_id``."""
+
+    async def get_portal_session(
+        self, session_hash: str, *, now: datetime | None = None
+    ) -> PortalSession | None:
+        """The session with that hash if it has not expired at ``now`` and its token
+        is not revoked; None otherwise."""
+
+    async def delete_portal_session(self, session_hash: str) -> None:
+        """End one session (sign-out); nothing when there is none."""
+
+    async def delete_portal_sessions(self, token_id: int) -> int:
+        """End every session of a token; returns how many."""
+
+    async def create_portal_link(
+        self,
+        *,
+        link_hash: str,
+        token_id: int,
+        expires_at: datetime,
+        now: datetime | None = None,
+    ) -> None:
+        """Store a single-use sign-in link by the hash of its secret."""
+
+    async def use_portal_link(
+        self, link_hash: str, *, now: datetime | None = None
+    ) -> Token | None:
+        """Spend the link: in one statement, mark it used and return its token, if
+        the link exists, was never used, has not expired at ``now`` and its token is
+        not revoked. Two concurrent uses: exactly one gets the token."""
+
+    async def prune_portal(self, *, now: datetime | None = None, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` expired sessions and expired or used links;
+        returns how many rows went."""
 
     # -- subscriptions and deliveries ------------------------------------------
 
@@ -370,9 +444,16 @@ class Storage(Protocol):
         status: DeliveryStatus | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        event_type: EventType | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Delivery]:
         """A subscription's deliveries, newest (highest id) first, strictly
-        below ``before_id``; ``status`` filters when given."""
+        below ``before_id``; ``status``, the event's type, and ``created_at`` at or
+        after ``since`` / before ``until`` filter when given."""
+
+    async def list_failing_subscriptions(self, *, limit: int = 20) -> list[Subscription]:
+        """Subscriptions with a ``failing_since``, longest failing first."""
 
     async def complete_deliveries(
         self,

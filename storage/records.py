@@ -333,6 +333,9 @@ class DeliveryOutcome:
     error: str | None = None
     response_body: str | None = None
     latency_ms: float | None = None
+    #: When the request was signed and sent (its ``webhook-timestamp``); None when
+    #: none was sent (a delivery given up without a request).
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,35 @@ class DeliveryAttempt:
     #: The delivery's event id (``webhook-id``), as ``list_attempts`` reads it; None
     #: once the event was pruned.
     event_id: str | None = None
+    #: The attempt's own id (the portal's attempt pages link to it).
+    id: int = 0
+    #: The start of what the endpoint answered (the sender keeps at most 4 KiB).
+    response_body: str | None = None
+    #: When the request was signed and sent (its ``webhook-timestamp``).
+    sent_at: datetime | None = None
+    #: The delivery's event type, as ``list_attempts`` / ``get_attempt`` read it.
+    event_type: str | None = None
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """A signed-in portal session (stored by the hash of its cookie): the token it
+    acts as, live (a revoked token's sessions are gone), and when it ends."""
+
+    token: Token
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptCount:
+    """How many attempts of one outcome were recorded in one time bucket
+    (``Storage.count_attempts``): what the operator dashboard charts."""
+
+    bucket: datetime
+    outcome: DeliveryStatus
+    succeeded: bool
+    count: int
 
 
 VerificationResult = Literal["confirmed", "not_confirmed", "denied"]

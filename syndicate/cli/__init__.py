@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,8 +20,14 @@ from syndicate.cli import imports, serve, site, status, tokens
 from syndicate.cli.common import CommandFailed, fail, run
 from syndicate.content.importer import DEFAULT_IMPORT_BATCH
 from syndicate.core.logfmt import configure as configure_logging
-from syndicate.core.names import DELIVERY_STATUSES
-from syndicate.core.settings import FIELDS, Settings, SettingsError, load_settings
+from syndicate.core.names import DELIVERY_STATUSES, TOKEN_NAME, TOKEN_NAME_RULE
+from syndicate.core.settings import (
+    FIELDS,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+)
 from syndicate.web.openapi import document_bytes
 
 __all__ = ["build_parser", "main"]
@@ -155,18 +160,21 @@ def _name(value: str) -> str:
     return value
 
 
-#: A new token's name: it names the partner in subscriptions, logs and ``token list``,
-#: so no spaces, line breaks or control characters, and a length a table can show.
-TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-
-
 def _new_name(value: str) -> str:
     _name(value)
     if TOKEN_NAME.fullmatch(value) is None:
-        raise argparse.ArgumentTypeError(
-            "use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
-        )
+        raise argparse.ArgumentTypeError(TOKEN_NAME_RULE)
     return value
+
+
+def _ttl(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration (30m, 1h, 2d...)") from None
+    if not 60 <= seconds <= 7 * 86400:
+        raise argparse.ArgumentTypeError("must be between 1m and 7d")
+    return seconds
 
 
 def _positive(value: str) -> int:
@@ -215,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by name, at once")
     revoke.add_argument("name", type=_name)
     _add_one_shot_flags(revoke)
+
+    link = commands.add_parser(
+        "portal-link", help="print a single-use portal sign-in link for a partner token"
+    )
+    link.add_argument("partner", type=_name, help="the partner token's name")
+    link.add_argument(
+        "--ttl",
+        type=_ttl,
+        default=3600.0,
+        help="how long the link works unused: 1m to 7d, e.g. 30m or 1h (default 1h)",
+    )
+    _add_one_shot_flags(link)
 
     commands.add_parser("openapi", help="print the OpenAPI document of the JSON API")
 
@@ -290,6 +310,8 @@ def _dispatch(
         return run(settings, tokens.token_list(settings, create=create))
     if args.command == "token" and args.token_command == "revoke":
         return run(settings, tokens.token_revoke(settings, args.name, create=create))
+    if args.command == "portal-link":
+        return run(settings, tokens.portal_link(settings, args.partner, args.ttl, create=create))
     if args.command == "import":
         return run(settings, imports.import_command(settings, args, base_url_given=given))
     if args.command == "base-url" and args.base_url_command == "show":

@@ -1,14 +1,18 @@
-"""``syndicate token create|list|revoke``."""
+"""``syndicate token create|list|revoke`` and ``syndicate portal-link``."""
 
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import Any
 
 import storage as storage_pkg
 from syndicate.cli.common import open_database
+from syndicate.core.errors import Problem
+from syndicate.core.names import SITE_BASE_URL
 from syndicate.core.settings import Settings
 from syndicate.web.auth import create_token
+from syndicate.web.portal.links import create_link
 
 
 async def token_list(settings: Settings, *, create: bool = False) -> int:
@@ -58,4 +62,22 @@ async def token_create(settings: Settings, role: Any, name: str, *, create: bool
     finally:
         await store.close()
     print(secret)
+    return 0
+
+
+async def portal_link(settings: Settings, partner: str, ttl: float, *, create: bool = False) -> int:
+    """Print a single-use portal sign-in link for the partner token ``partner``, made
+    with the database's stored base URL (the one the service answers on)."""
+    store = await open_database(settings, create=create)
+    try:
+        base_url = await store.site_setting(SITE_BASE_URL) or settings.base_url
+        try:
+            url, expires_at = await create_link(store, base_url, partner, timedelta(seconds=ttl))
+        except Problem as exc:
+            print(f"syndicate: no portal link: {exc.detail}", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+    print(url)
+    print(f"single use; expires {expires_at:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
     return 0

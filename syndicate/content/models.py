@@ -295,3 +295,13 @@ class SubscriptionPatch(_Input):
 
 class RecoverIn(_Input):
     since: UtcTime = Field(description="RFC 3339; failed and dead deliveries since then.")
+
+
+class PortalLinkIn(_Input):
+    partner: str = Field(min_length=1, max_length=64, description="The partner token's name.")
+    ttl_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="How long the link works, unused: 60 s to 7 days (default 1 hour).",
+    )

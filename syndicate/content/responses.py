@@ -275,6 +275,12 @@ class RecoverResult(BaseModel):
     since: Timestamp
 
 
+class PortalLinkOut(BaseModel):
+    url: str = Field(description="Open it to sign in to the portal as the partner, once.")
+    partner: str
+    expires_at: Timestamp
+
+
 class HealthOut(BaseModel):
     status: str
     database: str | None = None

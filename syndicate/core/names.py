@@ -32,6 +32,13 @@ EVERY_TOPIC: Final = "*"
 #: that feed, the OPML entry. A URL name, so it is reserved: no topic may be called it.
 ALL_TOPICS_SLUG: Final = "all"
 
+#: A new token's name: it names the partner in subscriptions, logs and ``token list``,
+#: so no spaces, line breaks or control characters, and a length a table can show.
+TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+TOKEN_NAME_RULE: Final = (
+    "use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+)
+
 #: A subscription's topic: a slug or ``EVERY_TOPIC``.
 SUBSCRIPTION_TOPIC_PATTERN: Final = rf"^({re.escape(EVERY_TOPIC)}|{TOPIC_SLUG})$"
 

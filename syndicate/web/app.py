@@ -19,7 +19,7 @@ from syndicate.core.rate import RateLimiter
 from syndicate.core.settings import Settings
 from syndicate.delivery.metrics import Metrics
 from syndicate.delivery.service import DeliveryService
-from syndicate.web import openapi
+from syndicate.web import openapi, portal
 from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
 from syndicate.web.changelog import CHANGE_LOG, ChangeLog
 from syndicate.web.limits import RATE_LIMITER
@@ -70,6 +70,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None) -> web.App
     ]
     for table in [*openapi.API_TABLES, *others]:
         app.add_routes(_served(table))
+    portal.install(app)
     feed_http.add_feed_route(app, served(feed_http.feed, error_response), fast=settings.fast_paths)
     # Last, so only the unmatched; [\s\S]: a decoded path may hold a newline.
     app.add_routes(_served([web.route("*", r"/{path:[\s\S]*}", no_route)]))

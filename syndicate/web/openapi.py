@@ -23,7 +23,7 @@ from syndicate.content.responses import ProblemOut
 from syndicate.core.names import TOPIC_SLUG_PATTERN
 from syndicate.core.settings import Settings
 from syndicate.web.operations import OPERATOR, PUBLIC, ApiRoutes, Operation
-from syndicate.web.routes import articles, events, health, stream, subscriptions
+from syndicate.web.routes import articles, events, health, portal_links, stream, subscriptions
 
 VERSION = importlib.metadata.version("syndicate")
 PROBLEM = "application/problem+json"
@@ -35,6 +35,7 @@ API_TABLES: tuple[ApiRoutes, ...] = (
     subscriptions.routes,
     events.routes,
     stream.routes,
+    portal_links.routes,
     health.routes,
 )
 #: Every documented operation: the API's route tables' own.

@@ -68,11 +68,11 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 def error_response(request: web.Request, exc: Exception) -> web.StreamResponse | None:
     """The problem+json answer for an exception a handler raised; ``None`` for
     non-error HTTP exceptions (redirects), which aiohttp answers itself."""
-    problem = _problem_for(request, exc)
+    problem = problem_for(request, exc)
     return None if problem is None else problem_response(problem, request)
 
 
-def _problem_for(request: web.Request, exc: Exception) -> Problem | None:
+def problem_for(request: web.Request, exc: Exception) -> Problem | None:
     """The answer for an exception; None for non-error HTTP exceptions (redirects)."""
     retry = {"Retry-After": "5"}
     if isinstance(exc, Problem):

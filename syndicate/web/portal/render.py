@@ -1,0 +1,135 @@
+"""How every portal page is answered: Jinja2 templates under ``templates/portal/``,
+autoescaped, with a strict Content Security Policy (no script, no inline style: the
+one stylesheet is served from the package), never cached, never framed.
+
+Errors a portal handler raises (``Problem``, storage errors, anything unexpected)
+are answered as an HTML page of the portal, not problem+json: the reader is a person
+in a browser. Redirects (``web.HTTPSeeOther``) pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import web
+
+from syndicate.core.names import ALL_TOPICS_SLUG
+from syndicate.web.portal.session import page_context, set_form_cookie
+from syndicate.web.problems import problem_for
+
+PORTAL: Final = "/portal"
+STYLESHEET_PATH: Final = f"{PORTAL}/static/portal.css"
+#: No script at all; the stylesheet from this origin; images only as data: (the
+#: charts are inline SVG elements, which need no source); forms post only here.
+CSP: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_STYLESHEET = resources.files("syndicate").joinpath("static/portal.css").read_bytes()
+
+
+def _when(value: datetime | None) -> str:
+    """A time as the portal shows it: UTC, to the second."""
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _make_templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("syndicate", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["url_part"] = lambda value: quote(str(value), safe="")
+    env.globals["stylesheet"] = STYLESHEET_PATH
+    env.globals["portal"] = PORTAL
+    env.globals["all_topics"] = ALL_TOPICS_SLUG
+    return env
+
+
+TEMPLATES: Final = _make_templates()
+
+
+def page(
+    request: web.Request,
+    template: str,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    **context: Any,
+) -> web.Response:
+    """Render ``portal/<template>``. ``context`` gets ``viewer`` and ``csrf`` (the
+    signed-in session's, or None / the sign-in form's) and ``nav`` (the active
+    nav item) filled in when the handler did not give them."""
+    for key, value in page_context(request).items():
+        context.setdefault(key, value)
+    context.setdefault("nav", "")
+    context.setdefault("notice", None)
+    body = TEMPLATES.get_template(f"portal/{template}").render(**context)
+    response = web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        charset="utf-8",
+        headers={**PAGE_HEADERS, **(headers or {})},
+    )
+    set_form_cookie(request, response)
+    return response
+
+
+def see_other(location: str, *, notice: str | None = None) -> web.Response:
+    """A 303 to ``location`` (after a POST: a reload does not post again), with a
+    ``notice`` key the next page turns into a message of its own choosing. Returned,
+    not raised: cookies set on it are sent."""
+    if notice is not None:
+        joiner = "&" if "?" in location else "?"
+        location = f"{location}{joiner}{urlencode({'notice': notice})}"
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def notice_from(request: web.Request, messages: Mapping[str, str]) -> str | None:
+    """The message for the ``notice`` key a redirect carried, from the handler's own
+    table: a key nobody issued shows nothing (no text comes from the URL)."""
+    key = request.query.get("notice")
+    return None if key is None else messages.get(key)
+
+
+def error_page(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """The portal's answer for an exception a handler raised (``served``'s
+    ``on_error``): an HTML page with the problem's status and detail."""
+    problem = problem_for(request, exc)
+    if problem is None:
+        return None
+    return page(
+        request,
+        "error.html",
+        status=problem.status,
+        headers=problem.headers,
+        title=problem.title,
+        message=problem.detail,
+    )
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_STYLESHEET,
+        content_type="text/css",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )

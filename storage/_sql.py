@@ -52,3 +52,9 @@ def load_migrations(dialect: str) -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise ValueError(f"two {dialect} migrations share a number: {versions}")
     return found
+
+
+def like_contains(text: str) -> str:
+    """``text`` as a LIKE pattern's middle part with ``ESCAPE '\\'``: its own ``%``,
+    ``_`` and ``\\`` match themselves (a search for "50%" is not "50 and anything")."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

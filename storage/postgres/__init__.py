@@ -14,6 +14,7 @@ from .articles import ArticlesMixin
 from .attempts import AttemptsMixin
 from .changelog import ChangeLogMixin
 from .deliveries import DeliveriesMixin
+from .portal import PortalMixin
 from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
 from .tokens import TokensMixin
@@ -33,6 +34,7 @@ class PostgresStorage(
     SiteMixin,
     ChangeLogMixin,
     AttemptsMixin,
+    PortalMixin,
     Storage,
 ):
     """``Storage`` on PostgreSQL. Create with ``await PostgresStorage.open(dsn)``."""

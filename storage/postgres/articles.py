@@ -18,6 +18,7 @@ import asyncpg
 
 from .. import _changes
 from .._group import PutRequest
+from .._sql import like_contains
 from ..base import EventRenderer, ListCursor
 from ..errors import (
     ArticleNotFound,
@@ -275,6 +276,12 @@ class ArticlesMixin(PostgresBase):
                 Q["list_articles_in_topic"] if after is None else Q["list_articles_in_topic_after"]
             )
             rows = await self._fetch(query, topic, when, last_id, limit)
+        return [self._article(r) for r in rows]
+
+    async def search_articles(
+        self, query: str, *, topic: str | None = None, limit: int = 50
+    ) -> list[Article]:
+        rows = await self._fetch(Q["search_articles"], like_contains(query), topic, limit)
         return [self._article(r) for r in rows]
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:

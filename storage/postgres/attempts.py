@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ..records import DeliveryAttempt, Verification
+from ..records import AttemptCount, DeliveryAttempt, Verification
 from ._base import PostgresBase, Q
 
 #: Before every attempt: ``since=None``.
@@ -15,12 +15,33 @@ _EVER = datetime.min.replace(tzinfo=UTC)
 
 class AttemptsMixin(PostgresBase):
     async def list_attempts(
-        self, subscription_id: str, *, since: datetime | None = None, limit: int = 20
+        self,
+        subscription_id: str,
+        *,
+        since: datetime | None = None,
+        limit: int = 20,
+        delivery_id: int | None = None,
     ) -> list[DeliveryAttempt]:
-        rows = await self._fetch(
-            Q["list_attempts"], subscription_id, _EVER if since is None else since, limit
-        )
+        start = _EVER if since is None else since
+        if delivery_id is None:
+            rows = await self._fetch(Q["list_attempts"], subscription_id, start, limit)
+        else:
+            rows = await self._fetch(
+                Q["list_attempts.of_delivery"], subscription_id, start, limit, delivery_id
+            )
         return [self._record(DeliveryAttempt, r) for r in rows]
+
+    async def get_attempt(self, attempt_id: int) -> DeliveryAttempt | None:
+        row = await self._fetch_one(Q["get_attempt"], attempt_id)
+        return None if row is None else self._record(DeliveryAttempt, row)
+
+    async def count_attempts(
+        self, *, since: datetime, bucket_seconds: int = 60
+    ) -> list[AttemptCount]:
+        if bucket_seconds < 1:
+            raise ValueError(f"bucket_seconds must be at least 1, not {bucket_seconds}")
+        rows = await self._fetch(Q["count_attempts"], since, bucket_seconds)
+        return [self._record(AttemptCount, r) for r in rows]
 
     async def next_attempt_at(self, subscription_id: str) -> datetime | None:
         row = await self._fetch_one(Q["next_attempt_at"], subscription_id)

@@ -21,6 +21,8 @@ from ..records import (
     DeliveryStats,
     DeliveryStatus,
     Event,
+    EventType,
+    Subscription,
     SubscriptionKind,
     claim_scan,
     utcnow,
@@ -97,15 +99,33 @@ class DeliveriesMixin(PostgresBase):
         status: DeliveryStatus | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        event_type: EventType | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Delivery]:
         below = _ABOVE_ALL_IDS if before_id is None else before_id
-        if status is None:
+        if event_type is not None or since is not None or until is not None:
+            rows = await self._fetch(
+                Q["list_deliveries.filtered"],
+                subscription_id,
+                below,
+                limit,
+                status,
+                since,
+                until,
+                event_type,
+            )
+        elif status is None:
             rows = await self._fetch(Q["list_deliveries"], subscription_id, below, limit)
         else:
             rows = await self._fetch(
                 Q["list_deliveries_with_status"], subscription_id, below, limit, status
             )
         return [self._record(Delivery, r) for r in rows]
+
+    async def list_failing_subscriptions(self, *, limit: int = 20) -> list[Subscription]:
+        rows = await self._fetch(Q["list_failing_subscriptions"], limit)
+        return [self._subscription(r) for r in rows]
 
     async def complete_deliveries(
         self,
@@ -130,9 +150,10 @@ class DeliveriesMixin(PostgresBase):
             [o.latency_ms for o in outcomes],
             [o.succeeded for o in outcomes],
         )
+        sent = [o.sent_at for o in outcomes]
         cutoff = stamp - disable_after
         async with self._transaction() as conn:
-            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp)
+            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp, sent)
             candidates = [
                 r["id"]
                 for r in touched

@@ -73,6 +73,10 @@ class TokensMixin(PostgresBase):
     async def list_tokens(self) -> list[Token]:
         return [self._record(Token, r) for r in await self._fetch(Q["list_tokens"])]
 
+    async def get_live_token(self, name: str) -> Token | None:
+        row = await self._fetch_one(Q["get_live_token"], name)
+        return None if row is None else self._record(Token, row)
+
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
         async with self._transaction() as conn:
             row = await conn.fetchrow(Q["revoke_token"], now or utcnow(), name)

@@ -201,7 +201,21 @@ SELECT count(*) FROM tokens WHERE revoked_at IS NULL;
 SELECT * FROM tokens ORDER BY id;
 
 -- name: revoke_token
-UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING *;
+-- The token's portal sessions and unused links go in the same statement (a used link
+-- is no key to anything and goes with prune_portal).
+WITH revoked AS (
+    UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING *
+),
+sessions AS (
+    DELETE FROM portal_sessions WHERE token_id IN (SELECT id FROM revoked)
+),
+links AS (
+    DELETE FROM portal_links WHERE token_id IN (SELECT id FROM revoked) AND used_at IS NULL
+)
+SELECT * FROM revoked;
+
+-- name: get_live_token
+SELECT * FROM tokens WHERE name = $1 AND revoked_at IS NULL;
 
 -- name: revoke_token.last_revoked
 SELECT * FROM tokens WHERE name = $1 AND revoked_at IS NOT NULL
@@ -418,6 +432,26 @@ SELECT * FROM deliveries
  ORDER BY id DESC
  LIMIT $3;
 
+-- name: list_deliveries.filtered
+-- The portal's filters; without them list_deliveries(_with_status) reads the index
+-- alone. The event's type is the one column read from events.
+SELECT d.* FROM deliveries AS d
+ WHERE d.subscription_id = $1 AND d.id < $2
+   AND ($4::text IS NULL OR d.status = $4)
+   AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+   AND ($6::timestamptz IS NULL OR d.created_at < $6)
+   AND ($7::text IS NULL
+        OR EXISTS (SELECT 1 FROM events AS e WHERE e.seq = d.event_seq AND e.type = $7))
+ ORDER BY d.id DESC
+ LIMIT $3;
+
+-- name: list_failing_subscriptions
+-- Index subscriptions_failing.
+SELECT * FROM subscriptions
+ WHERE failing_since IS NOT NULL
+ ORDER BY failing_since, id
+ LIMIT $1;
+
 -- name: complete_deliveries
 -- The whole batch in one statement: record each attempt (deliveries gone since
 -- the claim drop out of the join) on its delivery and in delivery_attempts (the
@@ -427,9 +461,10 @@ SELECT * FROM deliveries
 -- subscriptions; the caller disables the ones past the window.
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[],
-                         $5::text[], $6::text[], $7::double precision[], $8::boolean[])
+                         $5::text[], $6::text[], $7::double precision[], $8::boolean[],
+                         $10::timestamptz[])
                AS o (id, status, next_attempt_at, status_code, error, response_body,
-                     latency_ms, succeeded)
+                     latency_ms, succeeded, sent_at)
 ),
 done AS (
     UPDATE deliveries AS d
@@ -446,12 +481,14 @@ done AS (
       FROM o
      WHERE d.id = o.id
     RETURNING d.id, d.subscription_id, o.status, o.succeeded, o.status_code, o.latency_ms,
-              o.error
+              o.error, o.response_body, o.sent_at
 ),
 attempted AS (
     INSERT INTO delivery_attempts (delivery_id, subscription_id, attempted_at, outcome,
-                                   succeeded, status_code, latency_ms, error)
-    SELECT id, subscription_id, $9, status, succeeded, status_code, latency_ms, error
+                                   succeeded, status_code, latency_ms, error, response_body,
+                                   sent_at)
+    SELECT id, subscription_id, $9, status, succeeded, status_code, latency_ms, error,
+           response_body, sent_at
       FROM done
 ),
 touched AS (
@@ -584,6 +621,16 @@ SELECT * FROM articles
  ORDER BY published_at DESC, id DESC
  LIMIT $4;
 
+-- name: search_articles
+-- Live and scheduled articles whose title contains $1 (escaped with '\' by the
+-- caller; ILIKE ignores case). No index can serve a "contains" (a trigram index
+-- could, with pg_trgm): the table is read.
+SELECT * FROM articles
+ WHERE deleted_at IS NULL AND title ILIKE '%' || $1 || '%' ESCAPE '\'
+   AND ($2::text IS NULL OR topics @> jsonb_build_array($2::text))
+ ORDER BY published_at DESC, id DESC
+ LIMIT $3;
+
 -- ---- change log (issue 21) ----
 
 -- name: find_event
@@ -634,15 +681,54 @@ UPDATE event_horizon SET seq = greatest(seq, $1);
 -- ---- attempts and verifications (issue 21) ----
 
 -- name: list_attempts
--- Newest first, with the event id of each (NULL once its delivery was pruned).
-SELECT a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
-       a.status_code, a.latency_ms, a.error, e.id AS event_id
+-- Newest first, with the event id and type of each (NULL once its delivery was pruned).
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
   FROM delivery_attempts AS a
   LEFT JOIN deliveries AS d ON d.id = a.delivery_id
   LEFT JOIN events AS e ON e.seq = d.event_seq
  WHERE a.subscription_id = $1 AND a.attempted_at >= $2
  ORDER BY a.attempted_at DESC, a.id DESC
  LIMIT $3;
+
+-- name: list_attempts.of_delivery
+-- One delivery's attempts, found in its subscription's (index
+-- delivery_attempts_subscription) no earlier than an hour before the delivery was
+-- made (another process's clock may be behind), not by an index of their own: that
+-- would be one more B-tree written per attempt, for a page seldom read. A pruned
+-- delivery's attempts are looked for in all of its subscription's.
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.subscription_id = $1
+   AND a.attempted_at >= greatest($2, (SELECT created_at - interval '1 hour'
+                                         FROM deliveries WHERE id = $4))
+   AND a.delivery_id = $4
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT $3;
+
+-- name: get_attempt
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.id = $1;
+
+-- name: count_attempts
+-- Index delivery_attempts_age (BRIN) finds the range.
+SELECT to_timestamp((floor(extract(epoch FROM attempted_at) / $2::bigint) * $2::bigint)
+                    ::double precision) AS bucket,
+       outcome, succeeded, count(*) AS count
+  FROM delivery_attempts
+ WHERE attempted_at >= $1
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3;
 
 -- name: next_attempt_at
 SELECT min(next_attempt_at) FROM deliveries
@@ -680,3 +766,53 @@ ON CONFLICT (callback, topic_url) DO UPDATE
 
 -- name: get_verification
 SELECT * FROM websub_verifications WHERE callback = $1 AND topic_url = $2;
+
+-- ---- the portal (issue 22) ----
+
+-- name: create_portal_session
+INSERT INTO portal_sessions (session_hash, token_id, created_at, expires_at)
+VALUES ($1, $2, $3, $4);
+
+-- name: get_portal_session
+-- Its token's columns, and the session's own times under other names.
+SELECT t.*, s.created_at AS session_created_at, s.expires_at AS session_expires_at
+  FROM portal_sessions AS s JOIN tokens AS t ON t.id = s.token_id
+ WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL;
+
+-- name: delete_portal_session
+DELETE FROM portal_sessions WHERE session_hash = $1;
+
+-- name: delete_portal_sessions
+WITH gone AS (DELETE FROM portal_sessions WHERE token_id = $1 RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: create_portal_link
+INSERT INTO portal_links (link_hash, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4);
+
+-- name: use_portal_link
+-- Spent in one statement: of two concurrent uses, the second waits for the first's
+-- row lock, then finds used_at set (READ COMMITTED re-checks the WHERE on the new
+-- row version) and returns nothing.
+UPDATE portal_links AS l SET used_at = $2
+  FROM tokens AS t
+ WHERE l.link_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2
+   AND t.id = l.token_id AND t.revoked_at IS NULL
+RETURNING t.*;
+
+-- name: prune_portal
+-- Expired sessions, then expired or used links (links live minutes and are few:
+-- read whole, not through an index), $2 rows at most in all.
+WITH sessions AS (
+    DELETE FROM portal_sessions
+     WHERE session_hash IN (SELECT session_hash FROM portal_sessions WHERE expires_at <= $1
+                             ORDER BY expires_at LIMIT $2)
+    RETURNING 1
+),
+links AS (
+    DELETE FROM portal_links
+     WHERE link_hash IN (SELECT link_hash FROM portal_links
+                          WHERE expires_at <= $1 OR used_at IS NOT NULL
+                          LIMIT greatest($2 - (SELECT count(*) FROM sessions), 0))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM links);

@@ -148,6 +148,16 @@ SELECT * FROM tokens ORDER BY id;
 -- name: revoke_token
 UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *;
 
+-- name: revoke_token.portal_sessions
+DELETE FROM portal_sessions WHERE token_id = ?;
+
+-- name: revoke_token.portal_links
+-- The unused ones; a used link is no key to anything and goes with prune_portal.
+DELETE FROM portal_links WHERE token_id = ? AND used_at IS NULL;
+
+-- name: get_live_token
+SELECT * FROM tokens WHERE name = ? AND revoked_at IS NULL;
+
 -- name: revoke_token.last_revoked
 SELECT * FROM tokens WHERE name = ? AND revoked_at IS NOT NULL
  ORDER BY revoked_at DESC, id DESC LIMIT 1;
@@ -328,6 +338,26 @@ SELECT * FROM deliveries
  ORDER BY id DESC
  LIMIT :limit;
 
+-- name: list_deliveries.filtered
+-- The portal's filters; without them list_deliveries(_with_status) reads the index
+-- alone. The event's type is the one column read from events.
+SELECT d.* FROM deliveries AS d
+ WHERE d.subscription_id = :subscription_id AND d.id < :before_id
+   AND (:status IS NULL OR d.status = :status)
+   AND (:since IS NULL OR d.created_at >= :since)
+   AND (:until IS NULL OR d.created_at < :until)
+   AND (:event_type IS NULL
+        OR EXISTS (SELECT 1 FROM events AS e WHERE e.seq = d.event_seq AND e.type = :event_type))
+ ORDER BY d.id DESC
+ LIMIT :limit;
+
+-- name: list_failing_subscriptions
+-- Index subscriptions_failing.
+SELECT * FROM subscriptions
+ WHERE failing_since IS NOT NULL
+ ORDER BY failing_since, id
+ LIMIT ?;
+
 -- name: complete_deliveries.owners
 -- {delivery id: subscription id} as one JSON object.
 SELECT json_group_object(id, subscription_id) FROM deliveries
@@ -474,6 +504,16 @@ SELECT * FROM articles
  ORDER BY published_at DESC, id DESC
  LIMIT ?4;
 
+-- name: search_articles
+-- Live and scheduled articles whose title contains :pattern (escaped with '\' by the
+-- caller; LIKE ignores the case of ASCII letters). No index can serve a "contains":
+-- the table is read, title first (the long content is not).
+SELECT * FROM articles
+ WHERE deleted_at IS NULL AND title LIKE '%' || :pattern || '%' ESCAPE '\'
+   AND (:topic IS NULL OR EXISTS (SELECT 1 FROM json_each(articles.topics) WHERE value = :topic))
+ ORDER BY published_at DESC, id DESC
+ LIMIT :limit;
+
 -- ---- change log (issue 21) ----
 
 -- name: find_event
@@ -522,26 +562,70 @@ UPDATE event_horizon SET seq = max(seq, ?);
 
 -- name: complete_deliveries.record_attempts
 -- :attempts: a JSON array of [delivery id, subscription id, outcome, succeeded,
--- status_code, latency_ms, error], one per outcome recorded, in order.
+-- status_code, latency_ms, error, response_body, sent_at], one per outcome recorded,
+-- in order.
 INSERT INTO delivery_attempts (delivery_id, subscription_id, attempted_at, outcome, succeeded,
-                               status_code, latency_ms, error)
+                               status_code, latency_ms, error, response_body, sent_at)
 SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[1]'), :now,
        json_extract(a.value, '$[2]'), json_extract(a.value, '$[3]'),
        json_extract(a.value, '$[4]'), json_extract(a.value, '$[5]'),
-       json_extract(a.value, '$[6]')
+       json_extract(a.value, '$[6]'), json_extract(a.value, '$[7]'),
+       json_extract(a.value, '$[8]')
   FROM json_each(:attempts) AS a
  ORDER BY a.key;
 
 -- name: list_attempts
--- Newest first, with the event id of each (NULL once its delivery was pruned).
-SELECT a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
-       a.status_code, a.latency_ms, a.error, e.id AS event_id
+-- Newest first, with the event id and type of each (NULL once its delivery was pruned).
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
   FROM delivery_attempts AS a
   LEFT JOIN deliveries AS d ON d.id = a.delivery_id
   LEFT JOIN events AS e ON e.seq = d.event_seq
  WHERE a.subscription_id = :subscription_id AND a.attempted_at >= :since
  ORDER BY a.attempted_at DESC, a.id DESC
  LIMIT :limit;
+
+-- name: list_attempts.of_delivery
+-- One delivery's attempts, found in its subscription's (index
+-- delivery_attempts_subscription) no earlier than an hour before the delivery was
+-- made (another process's clock may be behind), not by an index of their own: that
+-- would be one more B-tree written per attempt, for a page seldom read. A pruned
+-- delivery's attempts are looked for in all of its subscription's.
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.subscription_id = :subscription_id
+   AND a.attempted_at >= max(:since, coalesce(
+           (SELECT strftime('%Y-%m-%dT%H:%M:%S.000000Z', created_at, '-1 hour')
+              FROM deliveries WHERE id = :delivery_id), ''))
+   AND a.delivery_id = :delivery_id
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT :limit;
+
+-- name: get_attempt
+SELECT a.id, a.delivery_id, a.subscription_id, a.attempted_at, a.outcome, a.succeeded,
+       a.status_code, a.latency_ms, a.error, a.response_body, a.sent_at,
+       e.id AS event_id, e.type AS event_type
+  FROM delivery_attempts AS a
+  LEFT JOIN deliveries AS d ON d.id = a.delivery_id
+  LEFT JOIN events AS e ON e.seq = d.event_seq
+ WHERE a.id = ?;
+
+-- name: count_attempts
+-- Buckets by the whole seconds of the fixed-width text (strftime's own parse rounds
+-- to milliseconds: 59.9999 s would count in the next minute). Index
+-- delivery_attempts_age finds the range.
+SELECT CAST(strftime('%s', substr(attempted_at, 1, 19)) AS INTEGER) / :bucket * :bucket
+           AS bucket,
+       outcome, succeeded, count(*) AS count
+  FROM delivery_attempts
+ WHERE attempted_at >= :since
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3;
 
 -- name: next_attempt_at
 SELECT min(next_attempt_at) FROM deliveries
@@ -575,3 +659,47 @@ ON CONFLICT (callback, topic_url) DO UPDATE
 
 -- name: get_verification
 SELECT * FROM websub_verifications WHERE callback = ? AND topic_url = ?;
+
+-- ---- the portal (issue 22) ----
+
+-- name: create_portal_session
+INSERT INTO portal_sessions (session_hash, token_id, created_at, expires_at)
+VALUES (?, ?, ?, ?);
+
+-- name: get_portal_session
+-- Its token's columns, and the session's own times under other names.
+SELECT t.*, s.created_at AS session_created_at, s.expires_at AS session_expires_at
+  FROM portal_sessions AS s JOIN tokens AS t ON t.id = s.token_id
+ WHERE s.session_hash = ? AND s.expires_at > ? AND t.revoked_at IS NULL;
+
+-- name: delete_portal_session
+DELETE FROM portal_sessions WHERE session_hash = ?;
+
+-- name: delete_portal_sessions
+DELETE FROM portal_sessions WHERE token_id = ?;
+
+-- name: create_portal_link
+INSERT INTO portal_links (link_hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?);
+
+-- name: use_portal_link
+-- Spent in one statement: of two uses, the second finds used_at set. (SQLite's
+-- RETURNING cannot name another table: the token is read next, in the same
+-- transaction.)
+UPDATE portal_links SET used_at = :now
+ WHERE link_hash = :link_hash AND used_at IS NULL AND expires_at > :now
+   AND token_id IN (SELECT id FROM tokens WHERE revoked_at IS NULL)
+RETURNING token_id;
+
+-- name: use_portal_link.token
+SELECT * FROM tokens WHERE id = ?;
+
+-- name: prune_portal
+DELETE FROM portal_sessions
+ WHERE rowid IN (SELECT rowid FROM portal_sessions WHERE expires_at <= ?1
+                  ORDER BY expires_at LIMIT ?2);
+
+-- name: prune_portal.links
+-- Links live minutes and are few: read whole, not through an index.
+DELETE FROM portal_links
+ WHERE rowid IN (SELECT rowid FROM portal_links WHERE expires_at <= ?1 OR used_at IS NOT NULL
+                  LIMIT ?2);

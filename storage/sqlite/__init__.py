@@ -13,6 +13,7 @@ from .articles import ArticlesMixin
 from .attempts import AttemptsMixin
 from .changelog import ChangeLogMixin
 from .deliveries import DeliveriesMixin
+from .portal import PortalMixin
 from .site import SiteMixin
 from .subscriptions import SubscriptionsMixin
 from .tokens import TokensMixin
@@ -32,6 +33,7 @@ class SQLiteStorage(
     SiteMixin,
     ChangeLogMixin,
     AttemptsMixin,
+    PortalMixin,
     Storage,
 ):
     """``Storage`` on a SQLite file. Create with ``await SQLiteStorage.open(path)``."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import _changes
 from .._group import PutRequest
+from .._sql import like_contains
 from ..base import EventRenderer, ListCursor
 from ..errors import (
     ArticleNotFound,
@@ -305,6 +306,13 @@ class ArticlesMixin(SQLiteBase):
             )
             params = (topic, *params)
         async with self._read(query, params) as rows:
+            return [to_article(r) for r in rows]
+
+    async def search_articles(
+        self, query: str, *, topic: str | None = None, limit: int = 50
+    ) -> list[Article]:
+        params = {"pattern": like_contains(query), "topic": topic, "limit": limit}
+        async with self._read(Q["search_articles"], params) as rows:
             return [to_article(r) for r in rows]
 
     async def delete_article(self, article_id: str, *, now: datetime | None = None) -> Article:

@@ -4,11 +4,12 @@ attempts, in the transaction that records the outcomes."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from ..records import DeliveryAttempt, Verification, format_time, parse_time
+from ..records import AttemptCount, DeliveryAttempt, Verification, format_time, parse_time
 from ._base import Q, SQLiteBase
+from ._rows import text_time
 
 
 def _attempt(row: Any) -> DeliveryAttempt:
@@ -22,12 +23,21 @@ def _attempt(row: Any) -> DeliveryAttempt:
         latency_ms=row["latency_ms"],
         error=row["error"],
         event_id=row["event_id"],
+        id=row["id"],
+        response_body=row["response_body"],
+        sent_at=text_time(row["sent_at"]),
+        event_type=row["event_type"],
     )
 
 
 class AttemptsMixin(SQLiteBase):
     async def list_attempts(
-        self, subscription_id: str, *, since: datetime | None = None, limit: int = 20
+        self,
+        subscription_id: str,
+        *,
+        since: datetime | None = None,
+        limit: int = 20,
+        delivery_id: int | None = None,
     ) -> list[DeliveryAttempt]:
         params = {
             "subscription_id": subscription_id,
@@ -35,7 +45,32 @@ class AttemptsMixin(SQLiteBase):
             "since": "" if since is None else format_time(since),
             "limit": limit,
         }
-        return [_attempt(r) for r in await self._read_rows(Q["list_attempts"], params)]
+        if delivery_id is None:
+            query = Q["list_attempts"]
+        else:
+            query = Q["list_attempts.of_delivery"]
+            params["delivery_id"] = delivery_id
+        return [_attempt(r) for r in await self._read_rows(query, params)]
+
+    async def get_attempt(self, attempt_id: int) -> DeliveryAttempt | None:
+        async with self._read(Q["get_attempt"], (attempt_id,)) as rows:
+            return _attempt(rows[0]) if rows else None
+
+    async def count_attempts(
+        self, *, since: datetime, bucket_seconds: int = 60
+    ) -> list[AttemptCount]:
+        if bucket_seconds < 1:
+            raise ValueError(f"bucket_seconds must be at least 1, not {bucket_seconds}")
+        params = {"since": format_time(since), "bucket": bucket_seconds}
+        return [
+            AttemptCount(
+                bucket=datetime.fromtimestamp(r["bucket"], UTC),
+                outcome=r["outcome"],
+                succeeded=bool(r["succeeded"]),
+                count=r["count"],
+            )
+            for r in await self._read_rows(Q["count_attempts"], params)
+        ]
 
     async def next_attempt_at(self, subscription_id: str) -> datetime | None:
         async with self._read(Q["next_attempt_at"], (subscription_id,)) as rows:

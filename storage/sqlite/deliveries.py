@@ -19,6 +19,8 @@ from ..records import (
     DeliveryStats,
     DeliveryStatus,
     Event,
+    EventType,
+    Subscription,
     SubscriptionKind,
     claim_scan,
     format_time,
@@ -29,8 +31,10 @@ from ._bulk import distinct_rounds, fetch_all
 from ._rows import (
     outcome_values,
     text_time,
+    time_text,
     to_delivery,
     to_event,
+    to_subscription,
 )
 
 #: Above every delivery id: the "no cursor" upper bound.
@@ -47,6 +51,8 @@ def attempt_values(outcome: DeliveryOutcome, subscription_id: str) -> list[Any]:
         outcome.status_code,
         outcome.latency_ms,
         outcome.error,
+        outcome.response_body,
+        time_text(outcome.sent_at),
     ]
 
 
@@ -106,16 +112,29 @@ class DeliveriesMixin(SQLiteBase):
         status: DeliveryStatus | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        event_type: EventType | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Delivery]:
-        params = {
+        params: dict[str, Any] = {
             "subscription_id": subscription_id,
             "status": status,
             "before_id": _ABOVE_ALL_IDS if before_id is None else before_id,
             "limit": limit,
         }
-        query = Q["list_deliveries"] if status is None else Q["list_deliveries_with_status"]
+        if event_type is not None or since is not None or until is not None:
+            query = Q["list_deliveries.filtered"]
+            params.update(event_type=event_type, since=time_text(since), until=time_text(until))
+        elif status is None:
+            query = Q["list_deliveries"]
+        else:
+            query = Q["list_deliveries_with_status"]
         async with self._read(query, params) as rows:
             return [to_delivery(r) for r in rows]
+
+    async def list_failing_subscriptions(self, *, limit: int = 20) -> list[Subscription]:
+        async with self._read(Q["list_failing_subscriptions"], (limit,)) as rows:
+            return [to_subscription(r) for r in rows]
 
     async def complete_deliveries(
         self,

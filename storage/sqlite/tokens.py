@@ -62,9 +62,16 @@ class TokensMixin(SQLiteBase):
         async with self._read(Q["list_tokens"]) as rows:
             return [to_token(r) for r in rows]
 
+    async def get_live_token(self, name: str) -> Token | None:
+        async with self._read(Q["get_live_token"], (name,)) as rows:
+            return to_token(rows[0]) if rows else None
+
     async def revoke_token(self, name: str, *, now: datetime | None = None) -> Token | None:
         async with self._transaction() as conn:
             row = await self._one(conn, Q["revoke_token"], (format_time(now or utcnow()), name))
+            if row is not None:
+                await conn.execute(Q["revoke_token.portal_sessions"], (row["id"],))
+                await conn.execute(Q["revoke_token.portal_links"], (row["id"],))
         if row is not None:
             return to_token(row)
         async with self._read(Q["revoke_token.last_revoked"], (name,)) as rows:

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from storage import ArticleNotFound, ListCursor
-from storage.records import ArticleDraft, PutResult, default_topic_title
+from storage.records import Article, ArticleDraft, PutResult, Topic, default_topic_title
 from syndicate.content.articles import BadCursor, decode_cursor, draft_off_loop, encode_cursor
 from syndicate.content.ingest import store_batch, tally
 from syndicate.content.models import (
@@ -283,9 +283,16 @@ async def put_article(request: web.Request) -> web.Response:
 )
 async def delete_article(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
-    await request.app[STORAGE].delete_article(_path_id(request))
-    request.app[DELIVERY].notify(scheduled=False)
+    await remove_article(request.app, _path_id(request))
     return web.Response(status=204)
+
+
+async def remove_article(app: web.Application, article_id: str) -> Article:
+    """Tombstone an article (its ``article.deleted`` event is written with it, its
+    feeds change) and wake the fan-out: the API's DELETE and the portal's."""
+    article = await app[STORAGE].delete_article(article_id)
+    app[DELIVERY].notify(scheduled=False)
+    return article
 
 
 @routes.operation("get", "/api/topics", "List topics", ANY_TOKEN, {200: TopicList}, errors=(401,))
@@ -307,12 +314,23 @@ async def list_topics(request: web.Request) -> web.Response:
 async def put_topic(request: web.Request) -> web.Response:
     await authenticate(request, "operator")
     slug = request.match_info["slug"]
+    check_topic_slug(slug)
+    body = validate(TopicIn, await read_json(request))
+    topic, created = await save_topic(request.app, slug, body)
+    return model_response(TopicOut.of(topic), status=201 if created else 200)
+
+
+def check_topic_slug(slug: str) -> None:
+    """422 unless ``slug`` may name a topic one writes (``all`` is the feed of all)."""
     if not valid_topic(slug):
         raise invalid("slug", "not a topic slug (lower-case letters, digits and '-')")
     if slug == ALL_TOPICS_SLUG:
         raise invalid("slug", f"{ALL_TOPICS_SLUG!r} is reserved for the feed of every topic")
-    body = validate(TopicIn, await read_json(request))
-    topic, created = await request.app[STORAGE].put_topic(
+
+
+async def save_topic(app: web.Application, slug: str, body: TopicIn) -> tuple[Topic, bool]:
+    """Create or update a topic (no title: the slug humanized): the API's PUT and the
+    portal's edit form. Returns it and whether it was created."""
+    return await app[STORAGE].put_topic(
         slug, title=body.title or default_topic_title(slug), description=body.description
     )
-    return model_response(TopicOut.of(topic), status=201 if created else 200)

@@ -3,14 +3,11 @@ operators see and manage all."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-from typing import Any
+from datetime import datetime
 
 from aiohttp import web
 
-from storage import DeliveryNotFound, SubscriptionNotFound
-from storage.records import Subscription, Token, format_time, utcnow
+from storage.records import Subscription, Token, format_time
 from syndicate.content.models import RecoverIn, SubscriptionIn, SubscriptionPatch
 from syndicate.content.responses import (
     AttemptOut,
@@ -25,13 +22,10 @@ from syndicate.content.responses import (
     SubscriptionWithSecret,
 )
 from syndicate.content.validation import invalid, validate
-from syndicate.core.errors import Problem
 from syndicate.core.names import DELIVERY_STATUSES, DeliveryStatus
 from syndicate.core.settings import MAX_PAGE_SIZE
-from syndicate.delivery import webhooks
-from syndicate.delivery.egress import EgressRefused, check_url
-from syndicate.delivery.webhooks import new_subscription_id, signed_request
-from syndicate.web.appkeys import DELIVERY, SETTINGS, STORAGE
+from syndicate.web import subscriptionops as ops
+from syndicate.web.appkeys import STORAGE
 from syndicate.web.auth import authenticate
 from syndicate.web.operations import (
     ANY_TOKEN,
@@ -43,21 +37,6 @@ from syndicate.web.operations import (
 from syndicate.web.requests import query_param, read_json
 
 routes = ApiRoutes()
-#: What a status page shows: the last RECENT_ATTEMPTS attempts, and statistics over
-#: the last STATS_WINDOW, of at most STATS_MAX_ATTEMPTS attempts (the latest).
-RECENT_ATTEMPTS = 20
-STATS_WINDOW = timedelta(days=1)
-STATS_MAX_ATTEMPTS = 10_000
-#: Delivery ids are 64-bit database integers: past this, no row (and no cursor) can be.
-MAX_ROW_ID = 2**63 - 1
-
-
-def _row_id(text: str) -> int | None:
-    """A delivery id (or cursor) as we issue them: ASCII digits within 64 bits."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    value = int(text)
-    return value if value <= MAX_ROW_ID else None
 
 
 #: What an answer naming a subscription links to: every operation on it.
@@ -80,24 +59,9 @@ _RETRY_LINK = {
 }
 
 
-async def _check_target(request: web.Request, url: str) -> None:
-    allow = request.app[SETTINGS].allow_private_targets
-    try:
-        await check_url(url, allow_private=allow)
-    except EgressRefused as exc:
-        raise invalid("url", str(exc)) from None
-
-
 async def _owned(request: web.Request, token: Token) -> Subscription:
     """The subscription in the path, if this token may see it (404 otherwise)."""
-    subscription_id = request.match_info["id"]
-    try:
-        sub = await request.app[STORAGE].get_subscription(subscription_id)
-    except SubscriptionNotFound:
-        raise Problem(404, f"no subscription {subscription_id!r}") from None
-    if sub.kind != "webhook" or (token.role != "operator" and sub.owner != token.name):
-        raise Problem(404, f"no subscription {subscription_id!r}")
-    return sub
+    return await ops.owned(request.app, request.match_info["id"], token)
 
 
 @routes.operation(
@@ -113,25 +77,7 @@ async def _owned(request: web.Request, token: Token) -> Subscription:
 async def create_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     body = validate(SubscriptionIn, await read_json(request))
-    await _check_target(request, body.url)
-    limit = request.app[SETTINGS].max_subscriptions
-    if token.role != "operator":
-        owned = await request.app[STORAGE].list_subscriptions(
-            owner=token.name, kind="webhook", limit=limit
-        )
-        if len(owned) >= limit:
-            raise Problem(409, f"a partner may hold at most {limit} subscriptions")
-    secret = webhooks.new_secret()
-    sub = await request.app[STORAGE].create_subscription(
-        id=new_subscription_id(),
-        kind="webhook",
-        url=body.url,
-        topics=body.topics,
-        events=body.events or [],
-        secret=secret,
-        owner=token.name,
-        description=body.description,
-    )
+    sub, secret = await ops.create(request.app, token, body)
     return model_response(
         SubscriptionWithSecret.with_secret(sub, secret),
         status=201,
@@ -186,15 +132,7 @@ async def patch_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
     body = validate(SubscriptionPatch, await read_json(request))
-    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude_none=True)
-    if "url" in changes:
-        await _check_target(request, changes["url"])
-    if changes.get("status") == "active" and sub.status != "active":
-        changes["failing_since"] = None
-    if "events" in body.model_fields_set and body.events is None:
-        changes["events"] = []
-    updated = await request.app[STORAGE].update_subscription(sub.id, changes)
-    return model_response(SubscriptionOut.of(updated))
+    return model_response(SubscriptionOut.of(await ops.patch(request.app, sub, body)))
 
 
 @routes.operation(
@@ -223,16 +161,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    secret = webhooks.new_secret()
-    grace = timedelta(seconds=request.app[SETTINGS].secret_grace)
-    updated = await request.app[STORAGE].update_subscription(
-        sub.id,
-        {
-            "secret": secret,
-            "previous_secret": sub.secret,
-            "previous_secret_expires_at": utcnow() + grace,
-        },
-    )
+    updated, secret = await ops.rotate_secret(request.app, sub)
     return model_response(SubscriptionWithSecret.with_secret(updated, secret))
 
 
@@ -248,21 +177,7 @@ async def test_subscription(request: web.Request) -> web.Response:
     """Send a signed ``ping`` now and report what the endpoint answered."""
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    now = utcnow()
-    msg_id = f"msg_ping_{secrets.token_hex(8)}"
-    body = webhooks.encode(
-        {"type": "ping", "timestamp": format_time(now), "data": {"subscription_id": sub.id}}
-    )
-    attempt = await request.app[DELIVERY].sender.send(signed_request(sub, msg_id, body, now))
-    return model_response(
-        PingResult(
-            delivered=attempt.ok,
-            message_id=msg_id,
-            status_code=attempt.status,
-            latency_ms=attempt.latency_ms,
-            error=attempt.error,
-        )
-    )
+    return model_response(await ops.send_ping(request.app, sub))
 
 
 def _status(value: str | None) -> DeliveryStatus | None:
@@ -303,7 +218,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     before = None
     cursor = query_param(request, "cursor")
     if cursor is not None:
-        before = _row_id(cursor)
+        before = ops.row_id(cursor)
         if before is None:
             raise invalid("cursor", "not a cursor this service issued")
     page = await request.app[STORAGE].list_deliveries(
@@ -330,21 +245,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def retry_delivery(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    raw = request.match_info["delivery_id"]
-    storage = request.app[STORAGE]
-    not_found = Problem(404, f"no delivery {raw!r} for subscription {sub.id!r}")
-    delivery_id = _row_id(raw)
-    if delivery_id is None:
-        raise not_found
-    try:
-        delivery = await storage.get_delivery(delivery_id)
-    except DeliveryNotFound:
-        raise not_found from None
-    if delivery.subscription_id != sub.id:
-        raise not_found
-    delivery = await storage.retry_delivery(delivery.id)
-    request.app[DELIVERY].dispatcher.wake()
-    ids = await storage.get_event_ids([delivery.event_seq])
+    delivery = await ops.owned_delivery(request.app, sub, request.match_info["delivery_id"])
+    delivery = await ops.retry(request.app, delivery)
+    ids = await request.app[STORAGE].get_event_ids([delivery.event_seq])
     return model_response(DeliveryOut.of(delivery, ids[delivery.event_seq]), status=202)
 
 
@@ -361,8 +264,7 @@ async def recover(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
     body = validate(RecoverIn, await read_json(request))
-    count = await request.app[STORAGE].recover_deliveries(sub.id, since=body.since)
-    request.app[DELIVERY].dispatcher.wake()
+    count = await ops.recover(request.app, sub, body.since)
     return model_response(RecoverResult(recovered=count, since=format_time(body.since)), status=202)
 
 
@@ -379,28 +281,20 @@ async def subscription_status(request: web.Request) -> web.Response:
     and p50/p99 latency of the last 24 hours (at most the latest 10,000 attempts)."""
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    storage = request.app[STORAGE]
-    # The recent ones first, then the day's: an attempt recorded in between is then
-    # counted in the day without being listed, never listed without being counted.
-    recent = await storage.list_attempts(sub.id, limit=RECENT_ATTEMPTS)
-    day = await storage.list_attempts(
-        sub.id, since=utcnow() - STATS_WINDOW, limit=STATS_MAX_ATTEMPTS
-    )
-    next_attempt = await storage.next_attempt_at(sub.id)
-    # Read again, after the attempts: an outcome recorded meanwhile is then in both
-    # (its attempt and the failure window are written in one transaction).
-    try:
-        sub = await storage.get_subscription(sub.id)
-    except SubscriptionNotFound:
-        raise Problem(404, f"no subscription {sub.id!r}") from None
+    status = await ops.status(request.app, sub)
+    sub = status.subscription
     return model_response(
         SubscriptionStatusOut(
             id=sub.id,
             state=sub.status,
-            failing_since=format_time(sub.failing_since) if sub.failing_since else None,
-            last_success_at=format_time(sub.last_success_at) if sub.last_success_at else None,
-            next_attempt_at=format_time(next_attempt) if next_attempt else None,
-            last_day=DayStatsOut.of(day),
-            recent_attempts=[AttemptOut.of(a) for a in recent],
+            failing_since=_time(sub.failing_since),
+            last_success_at=_time(sub.last_success_at),
+            next_attempt_at=_time(status.next_attempt_at),
+            last_day=DayStatsOut.of(status.last_day),
+            recent_attempts=[AttemptOut.of(a) for a in status.recent],
         )
     )
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value else None

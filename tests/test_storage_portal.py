@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conftest import ServerFactory
+from receiver import Receiver, respond_with
+
 from storage import Storage
-from storage.records import ArticleDraft, DeliveryOutcome, Token
+from storage.records import ArticleDraft, DeliveryOutcome, Token, utcnow
+from syndicate.core.settings import Settings
+from syndicate.delivery.retention import Retention
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -286,6 +292,60 @@ async def test_attempts_keep_the_answer_and_when_it_was_sent(store: Storage) -> 
     kept = (await store.list_attempts("s1", delivery_id=pruned.id))[-1]
     assert (kept.event_id, kept.event_type) == (None, None)
     assert await store.get_attempt(kept.id) == kept
+
+
+async def test_a_real_delivery_records_when_it_was_signed_and_the_answer(
+    store: Storage, start_server: ServerFactory, tokens: dict[str, str], receiver: Receiver
+) -> None:
+    receiver.behaviours["/busy"] = respond_with(503)
+    client = await start_server(
+        allow_private_targets=True, retry_schedule=(3600.0,), delivery_timeout=2.0
+    )
+    body = {"url": receiver.url("/busy"), "topics": ["liver-health"]}
+    async with client.request(
+        "POST", "/api/subscriptions", json=body, token=tokens["partner"]
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        sub_id = (await resp.json())["id"]
+    article: dict[str, Any] = {
+        "id": "liver-1",
+        "title": "Fatty liver",
+        "content": "<p>About the liver.</p>",
+        "topics": ["liver-health"],
+    }
+    async with client.request(
+        "POST", "/api/articles", json=article, token=tokens["operator"]
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+
+    deadline = time.monotonic() + 10
+    while not (attempts := await store.list_attempts(sub_id)):
+        assert time.monotonic() < deadline, "no attempt recorded"
+        await asyncio.sleep(0.02)
+    (attempt,) = attempts
+    (request,) = receiver.at("/busy")
+    signed = datetime.fromtimestamp(int(request.headers["webhook-timestamp"]), UTC)
+    assert attempt.sent_at == signed <= attempt.attempted_at
+    assert (attempt.status_code, attempt.response_body) == (503, "answer 503")
+    assert attempt.event_id == request.headers["webhook-id"]
+    assert attempt.event_type == "article.published"
+    assert await store.get_attempt(attempt.id) == attempt
+
+
+async def test_the_retention_round_prunes_the_portal(store: Storage) -> None:
+    acme = await token(store)
+    now = utcnow()
+    for n, ends in enumerate([now - HOUR, now - HOUR, now - HOUR, now + HOUR]):
+        await store.create_portal_session(
+            session_hash=f"s{n}", token_id=acme.id, expires_at=ends, now=now - 2 * HOUR
+        )
+        await store.create_portal_link(
+            link_hash=f"l{n}", token_id=acme.id, expires_at=ends, now=now - 2 * HOUR
+        )
+    pruned = await Retention(store, Settings(), batch=2).run_once()
+    assert pruned.portal == 6
+    assert await store.get_portal_session("s3") is not None
+    assert await store.use_portal_link("l3") == acme
 
 
 async def test_count_attempts_per_bucket_and_outcome(store: Storage) -> None:

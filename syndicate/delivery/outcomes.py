@@ -67,6 +67,7 @@ class Outcomes:
             "error": storable(attempt.error),
             "response_body": storable(attempt.body),
             "latency_ms": attempt.latency_ms,
+            "sent_at": attempt.sent_at,
         }
         if attempt.ok:
             return DeliveryOutcome(status="delivered", succeeded=True, **common)  # type: ignore[arg-type]

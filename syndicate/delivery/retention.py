@@ -1,7 +1,8 @@
 """Retention of the change log: events (with their ended deliveries) and recorded
 delivery attempts older than ``event_retention`` are pruned in the background, at
 start and then every ``PRUNE_INTERVAL``, by every ``serve`` and ``worker`` (pruning
-is idempotent; two processes at it at once delete each row once).
+is idempotent; two processes at it at once delete each row once). Expired portal
+sessions and spent or expired sign-in links go in the same round.
 The first round waits ``START_DELAY`` after start: a process that starts prunes
 soon, but not while it (or a test) is getting up.
 
@@ -38,6 +39,7 @@ MAX_BATCHES = 1_000
 class Pruned:
     events: int
     attempts: int
+    portal: int = 0
 
 
 class Retention:
@@ -60,8 +62,9 @@ class Retention:
 
     async def run_once(self) -> Pruned:
         """Delete what is older than the retention, in batches; returns the counts."""
-        before = utcnow() - self.retention
-        events = attempts = 0
+        now = utcnow()
+        before = now - self.retention
+        events = attempts = portal = 0
         for _ in range(MAX_BATCHES):
             deleted = await self.storage.prune_events(before=before, limit=self.batch)
             events += deleted
@@ -72,12 +75,22 @@ class Retention:
             attempts += deleted
             if deleted < self.batch:
                 break
-        if events or attempts:
+        for _ in range(MAX_BATCHES):
+            deleted = await self.storage.prune_portal(now=now, limit=self.batch)
+            portal += deleted
+            if deleted < self.batch:
+                break
+        if events or attempts or portal:
             logger.info(
                 "pruned the change log",
-                extra={"events": events, "attempts": attempts, "before": before.isoformat()},
+                extra={
+                    "events": events,
+                    "attempts": attempts,
+                    "portal": portal,
+                    "before": before.isoformat(),
+                },
             )
-        return Pruned(events, attempts)
+        return Pruned(events, attempts, portal)
 
     async def run(self) -> None:
         await asyncio.sleep(self.start_delay)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -42,10 +43,22 @@ class Attempt:
     body: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    #: When the request was signed and sent: a webhook's ``webhook-timestamp``.
+    #: None when none was sent.
+    sent_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+def sent_at(headers: Mapping[str, str]) -> datetime:
+    """When a request is sent, as its partner can check it: the ``webhook-timestamp``
+    it was signed with (whole seconds), else (WebSub signs no time) now."""
+    stamp = headers.get("webhook-timestamp")
+    if stamp is not None and stamp.isascii() and stamp.isdigit():
+        return datetime.fromtimestamp(int(stamp), UTC)
+    return utcnow()
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -111,6 +124,7 @@ class Sender:
 
     async def send(self, request: OutboundRequest) -> Attempt:
         assert self._session is not None, "Sender.start() first"
+        sent = sent_at(request.headers)
         started = time.monotonic()
 
         def elapsed() -> float:
@@ -134,13 +148,14 @@ class Sender:
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), utcnow())
                     if response.status in (429, 503)
                     else None,
+                    sent_at=sent,
                 )
         except TimeoutError:
-            return Attempt(None, elapsed(), error=f"timed out after {elapsed() / 1000:.1f}s")
-        except aiohttp.ClientError as exc:
-            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
-        except OSError as exc:
-            return Attempt(None, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
+            error = f"timed out after {elapsed() / 1000:.1f}s"
+            return Attempt(None, elapsed(), error=error, sent_at=sent)
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            return Attempt(None, elapsed(), error=error, sent_at=sent)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:

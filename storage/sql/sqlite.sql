@@ -687,7 +687,8 @@ INSERT INTO portal_links (link_hash, token_id, created_at, expires_at) VALUES (?
 -- transaction.)
 UPDATE portal_links SET used_at = :now
  WHERE link_hash = :link_hash AND used_at IS NULL AND expires_at > :now
-   AND token_id IN (SELECT id FROM tokens WHERE revoked_at IS NULL)
+   AND EXISTS (SELECT 1 FROM tokens
+                WHERE tokens.id = portal_links.token_id AND tokens.revoked_at IS NULL)
 RETURNING token_id;
 
 -- name: use_portal_link.token

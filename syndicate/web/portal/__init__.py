@@ -7,6 +7,9 @@ subscriptions), signed in with a session cookie. No script, one stylesheet.
     signin    sign-in with a token or a single-use link, sign-out
     links     making single-use links (the CLI and the JSON API)
     partner   the partner's pages            operator  the operator's pages
+    partner_deliveries, partner_docs           (delivery log, attempts; catalogue, pull)
+    operator_articles, operator_tokens         (articles and topics; tokens)
+    charts    the dashboard's SVG chart
 """
 
 from __future__ import annotations
@@ -15,9 +18,26 @@ from aiohttp import web
 
 from syndicate.core.rate import RateLimiter
 from syndicate.web.middleware import served
-from syndicate.web.portal import operator, partner, render, signin
+from syndicate.web.portal import (
+    operator,
+    operator_articles,
+    operator_tokens,
+    partner,
+    partner_deliveries,
+    partner_docs,
+    render,
+    signin,
+)
 
-TABLES: tuple[web.RouteTableDef, ...] = (signin.routes, partner.routes, operator.routes)
+TABLES: tuple[web.RouteTableDef, ...] = (
+    signin.routes,
+    partner.routes,
+    partner_deliveries.routes,
+    partner_docs.routes,
+    operator.routes,
+    operator_articles.routes,
+    operator_tokens.routes,
+)
 
 
 def install(app: web.Application) -> None:

@@ -250,13 +250,24 @@ async def test_after_sign_in_only_portal_paths_are_followed(
 async def test_sessions_are_secure_cookies_behind_https(
     start_server: ServerFactory, tokens: dict[str, str], user: UserFactory
 ) -> None:
+    """Behind an https proxy (an https base URL) both cookies are ``Secure``. The test
+    talks plain http to the server, so it hands the form cookie back itself."""
     client = await start_server(base_url="https://portal.example")
     u = await user(client)
-    status, _, resp = await u.post_form(
-        "/portal/sign-in", "/portal/sign-in", {"token": tokens["partner"]}
-    )
-    assert status == 303
-    assert "Secure" in resp.headers["Set-Cookie"]
+    async with u.session.get(client.url("/portal/sign-in")) as resp:
+        form_cookie = resp.headers["Set-Cookie"]
+        csrf = csrf_of(await resp.text())
+    assert form_cookie.startswith("syndicate_form=") and "Secure" in form_cookie
+    async with u.session.post(
+        client.url("/portal/sign-in"),
+        data={"token": tokens["partner"], "csrf": csrf},
+        headers={"Cookie": f"syndicate_form={csrf}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        session_cookie = resp.headers["Set-Cookie"]
+    assert session_cookie.startswith("syndicate_session=") and "Secure" in session_cookie
+    assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie
 
 
 async def test_portal_pages_forbid_scripts_framing_and_caching(

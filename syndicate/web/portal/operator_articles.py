@@ -45,6 +45,16 @@ def _quoted(value: str) -> str:
     return quote(value, safe="")
 
 
+async def _topic_exists(storage: Storage, slug: str) -> bool:
+    if not valid_topic(slug):
+        return False
+    try:
+        await storage.get_topic(slug)
+    except TopicNotFound:
+        return False
+    return True
+
+
 async def _filter_errors(
     storage: Storage, query: str, topic: str, cursor: str | None
 ) -> tuple[dict[str, str], ListCursor | None]:
@@ -52,13 +62,8 @@ async def _filter_errors(
     errors: dict[str, str] = {}
     if len(query) > MAX_QUERY:
         errors["q"] = f"search at most {MAX_QUERY} characters of a title"
-    if topic:
-        try:
-            if not valid_topic(topic):
-                raise TopicNotFound(topic)
-            await storage.get_topic(topic)
-        except TopicNotFound:
-            errors["topic"] = "there is no such topic"
+    if topic and not await _topic_exists(storage, topic):
+        errors["topic"] = "there is no such topic"
     before = None
     if cursor is not None:
         try:

@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 from storage import Storage
 from syndicate.core.names import EVENT_TYPES
 from syndicate.web.auth import create_token
+from syndicate.web.portal.partner_deliveries import LOG_PAGE
 from syndicate.web.portal.partner_docs import catalogue
 
 FAST = {
@@ -251,7 +252,7 @@ async def test_a_post_without_the_csrf_token_is_refused(
 
 async def until_attempt(store: Storage, sub_id: str, count: int = 1) -> None:
     deadline = time.monotonic() + 10
-    while len(await store.list_attempts(sub_id)) < count:
+    while len(await store.list_attempts(sub_id, limit=count)) < count:
         assert time.monotonic() < deadline, "no attempt recorded"
         await asyncio.sleep(0.02)
 
@@ -442,3 +443,27 @@ async def test_every_partner_page_passes_the_nu_html_checker(
         if m["type"] == "error"
     ]
     assert errors == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_delivery_log_pages_keep_the_filters(
+    service: Client, receiver: Receiver, users: Users, tokens: dict[str, str], store: Storage
+) -> None:
+    user = await users(tokens["partner"])
+    path, _ = await add_endpoint(user, receiver.url("/hook"))
+    sub_id = path.rsplit("/", 1)[1]
+    count = LOG_PAGE + 1
+    items = [{**ARTICLE, "id": f"liver-{n}"} for n in range(count)]
+    async with service.request("POST", "/api/articles/batch", json={"articles": items}) as resp:
+        assert resp.status == 200, await resp.text()
+    await until_attempt(store, sub_id, count)
+    status, first = await user.get(f"{path}/deliveries?status=delivered")
+    assert status == 200 and first.count('class="state delivered"') == LOG_PAGE
+    (older,) = re.findall(r'href="([^"]*cursor=[^"]*)"', first)
+    older = html.unescape(older)
+    assert "status=delivered" in older
+    status, second = await user.get(older)
+    assert status == 200 and second.count('class="state delivered"') == 1
+    assert "cursor=" not in second
+    status, page = await user.get(f"{path}/deliveries?cursor=x")
+    assert status == 422 and "not one this portal made" in page

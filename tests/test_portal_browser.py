@@ -10,6 +10,7 @@ event loop with the browser.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,10 +18,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from browser_support import LAUNCH_ARGS, NARROW, Service, Tab, chromium_or_skip, running_service
 from playwright.async_api import Browser, async_playwright
 from receiver import Received, respond_with
 from standardwebhooks import Webhook
+
+from storage.records import DeliveryAttempt
+from syndicate.web.portal.render import CSP
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -86,6 +91,16 @@ async def _publish(service: Service, article: dict[str, Any] = ARTICLE) -> None:
     await service.api("POST", "/api/articles", json=article)
 
 
+async def _attempts(service: Service, subscription_id: str) -> list[DeliveryAttempt]:
+    """The endpoint's recorded attempts, once there is one."""
+    for _ in range(200):
+        attempts = await service.store.list_attempts(subscription_id)
+        if attempts:
+            return attempts
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no attempt at {subscription_id} after 10 s")
+
+
 def _verified(received: Received, secret: str) -> dict[str, Any]:
     payload: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
     return payload
@@ -97,6 +112,28 @@ def _button(tab: Tab, name: str) -> Any:
 
 def _link(tab: Tab, name: str) -> Any:
     return tab.page.get_by_role("link", name=re.compile(name, re.I))
+
+
+async def test_the_watch_sees_what_a_broken_page_would_do(
+    service: Service, browser: Browser
+) -> None:
+    # The check every test relies on, shown to work: under the portal's own CSP an
+    # inline style and a script are refused, and each refusal is reported.
+    async def broken(request: web.Request) -> web.Response:
+        html = '<!doctype html><title>x</title><p style="color:red">x</p><script>1</script>'
+        return web.Response(
+            text=html, content_type="text/html", headers={"Content-Security-Policy": CSP}
+        )
+
+    service.receiver.behaviours["/broken"] = broken
+    context = await browser.new_context()
+    try:
+        watched = await Tab.open(context, service.base)
+        await watched.goto(service.receiver.url("/broken"))
+        problems = "\n".join(watched.console_problems())
+    finally:
+        await context.close()
+    assert "inline style" in problems and "inline script" in problems, problems
 
 
 async def test_a_partner_signs_in_with_a_link_adds_an_endpoint_tests_it_and_rotates_its_secret(
@@ -209,11 +246,8 @@ async def test_partner_a_cannot_open_partner_bs_pages_by_url(
 ) -> None:
     theirs = await _endpoint(service, "partner-b", "/b")
     await _publish(service)
-    await service.receiver.wait_for(lambda: len(service.receiver.at("/b")) == 1)
-    deliveries = await service.api(
-        "GET", f"/api/subscriptions/{theirs['id']}/deliveries", token=service.partners["partner-b"]
-    )
-    delivery = deliveries["deliveries"][0]["id"]
+    attempts = await _attempts(service, theirs["id"])
+    delivery, attempt = attempts[0].delivery_id, attempts[0].id
 
     a = await tab()
     await a.sign_in(service.partners["partner-a"])
@@ -224,6 +258,7 @@ async def test_partner_a_cannot_open_partner_bs_pages_by_url(
         f"{base}/delete",
         f"{base}/deliveries",
         f"{base}/deliveries/{delivery}",
+        f"{base}/attempts/{attempt}",
         f"{base}/recover",
         f"{base}/status",
     ):
@@ -255,9 +290,7 @@ async def test_a_form_posted_from_another_origin_is_refused(
     # session cookie is sent) serves a page whose form posts to the portal.
     receiver = service.receiver
 
-    async def attack(request: Any) -> Any:
-        from aiohttp import web
-
+    async def attack(request: web.Request) -> web.Response:
         return web.Response(
             content_type="text/html",
             text='<!doctype html><title>x</title><form method="post" '
@@ -341,18 +374,22 @@ MAIN_OPERATOR_PAGES = [
 async def test_the_main_pages_fit_a_390_px_screen(service: Service, tab: TabFactory) -> None:
     sub = await _endpoint(service, "partner-a", "/narrow")
     await _publish(service)
-    await service.receiver.wait_for(lambda: len(service.receiver.at("/narrow")) == 1)
+    attempt = (await _attempts(service, sub["id"]))[0]
     endpoint = f"/portal/endpoints/{sub['id']}"
+    endpoint_pages = [
+        endpoint,
+        f"{endpoint}/deliveries",
+        f"{endpoint}/deliveries/{attempt.delivery_id}",
+        f"{endpoint}/attempts/{attempt.id}",
+        f"{endpoint}/status",
+    ]
     anonymous = await tab(NARROW)
     await anonymous.goto("/portal/sign-in")
     too_wide = {}
     if await anonymous.scroll_width() > NARROW:
         too_wide["/portal/sign-in"] = await anonymous.scroll_width()
     for token, pages in (
-        (
-            service.partners["partner-a"],
-            [*MAIN_PARTNER_PAGES, endpoint, f"{endpoint}/deliveries", f"{endpoint}/status"],
-        ),
+        (service.partners["partner-a"], [*MAIN_PARTNER_PAGES, *endpoint_pages]),
         (service.operator, MAIN_OPERATOR_PAGES),
     ):
         user = await tab(NARROW)

@@ -84,13 +84,13 @@ screenshots: $(STAMP) chromium
 	$(BIN)/python tools/screenshots.py --chromium $(CHROMIUM) --out screenshots
 
 lint: $(STAMP)
-	$(BIN)/ruff check syndicate feeds storage tests bench
-	$(BIN)/ruff format --check syndicate feeds storage tests bench
+	$(BIN)/ruff check syndicate feeds storage tests bench tools
+	$(BIN)/ruff format --check syndicate feeds storage tests bench tools
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix syndicate feeds storage tests bench
-	$(BIN)/ruff format syndicate feeds storage tests bench
+	$(BIN)/ruff check --fix syndicate feeds storage tests bench tools
+	$(BIN)/ruff format syndicate feeds storage tests bench tools
 
 openapi: $(STAMP)
 	$(BIN)/syndicate openapi > docs/openapi.json

@@ -72,6 +72,7 @@ SAMPLE_BODIES: dict[str, Any] = {
     "/api/subscriptions": {"url": "http://127.0.0.1:9/x", "topics": ["*"]},
     "/api/subscriptions/{id}": {"description": "changed"},
     "/api/subscriptions/{id}/recover": {"since": "2026-01-01T00:00:00Z"},
+    "/api/portal-links": {"partner": "test-partner"},
 }
 
 

@@ -355,6 +355,8 @@ async def test_every_documented_answer_is_what_the_service_sends(
         json={"since": "2020-01-01T00:00:00Z"},
     )
     await api.call("GET", "/api/subscriptions/{id}/status", 200, at=ids)
+    await api.call("POST", "/api/portal-links", 201, json={"partner": "test-partner"})
+    await api.call("POST", "/api/portal-links", 404, json={"partner": "nobody"})
     await api.call("DELETE", "/api/subscriptions/{id}", 204, at=ids)
     await api.call("GET", STREAM, 400, params={"after": "nonsense"})
     async with client.request("GET", STREAM) as response:  # its start: it never ends

@@ -4,14 +4,13 @@ jar, as a browser would."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from conftest import Client, ServerFactory, clean_env, expect_problem
+from conftest import Client, ServerFactory, expect_problem
 from portal_support import PortalUser, csrf_of
+from test_cli import run
 
 from storage import Storage
 from storage.records import utcnow
@@ -286,24 +285,11 @@ async def test_the_cli_prints_a_link_that_signs_the_partner_in(
     start_server: ServerFactory, database_url: str, tokens: dict[str, str], user: UserFactory
 ) -> None:
     client = await start_server()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syndicate",
-        "portal-link",
-        "test-partner",
-        "--ttl",
-        "30m",
-        "--database",
-        database_url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_env(),
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode()
-    url = out.decode().strip()
-    assert "/portal/link/" in url and "single use" in err.decode()
+    args = ("portal-link", "test-partner", "--database", database_url)
+    code, out, err = await run(*args, "--ttl", "30m")
+    assert code == 0, err
+    url = out.strip()
+    assert "/portal/link/" in url and "single use" in err
     secret = url.rsplit("/", 1)[1]
     u = await user(client)
     status, _, _ = await u.post_form(f"/portal/link/{secret}", "/portal/link", {"link": secret})
@@ -311,22 +297,10 @@ async def test_the_cli_prints_a_link_that_signs_the_partner_in(
     status, html = await u.get("/portal/")
     assert "test-partner (partner)" in html
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syndicate",
-        "portal-link",
-        "test-partner",
-        "--ttl",
-        "9d",
-        "--database",
-        database_url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_env(),
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 2 and "between 1m and 7d" in err.decode()
+    code, _, err = await run(*args, "--ttl", "9d")
+    assert code == 2 and "between 1m and 7d" in err
+    code, _, err = await run("portal-link", "test-operator", "--database", database_url)
+    assert code == 1 and "portal links are for partner tokens" in err
 
 
 async def test_an_operator_signs_in_with_its_token_and_lands_on_the_dashboard(

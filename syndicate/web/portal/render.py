@@ -21,6 +21,7 @@ from aiohttp import web
 from syndicate.core.names import ALL_TOPICS_SLUG
 from syndicate.web.portal.session import page_context, set_form_cookie
 from syndicate.web.problems import problem_for
+from syndicate.web.templating import environment
 
 PORTAL: Final = "/portal"
 STYLESHEET_PATH: Final = f"{PORTAL}/static/portal.css"
@@ -48,13 +49,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _make_templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("syndicate", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
     env.filters["when"] = _when
     env.filters["url_part"] = lambda value: quote(str(value), safe="")
     env.globals["stylesheet"] = STYLESHEET_PATH

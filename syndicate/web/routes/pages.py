@@ -35,6 +35,7 @@ from syndicate.web.pagemeta import (
     og_locale,
     script_json,
 )
+from syndicate.web.templating import environment
 
 routes = web.RouteTableDef()
 
@@ -130,13 +131,7 @@ def _lang_attrs(language: str, within: str | None = None) -> Markup:
 
 
 def _make_templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("syndicate", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
     env.filters["human_date"] = _human_date
     env.filters["html_time"] = iso_time
     env.filters["excerpt"] = excerpt

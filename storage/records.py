@@ -314,6 +314,13 @@ class Subscription:
     #: Whose share of the delivery slots this subscription's deliveries use: see owner_key().
     owner_key: str | None = None
 
+    def state_at(self, now: datetime) -> SubscriptionStatus | Literal["expired"]:
+        """What it is doing at ``now``: its status, or ``expired`` for an active one
+        whose lease has run out (it gets nothing until renewed)."""
+        if self.status == "active" and self.lease_expires_at and self.lease_expires_at <= now:
+            return "expired"
+        return self.status
+
 
 @dataclass(frozen=True)
 class DeliveryOutcome:

@@ -26,11 +26,8 @@ _KINDS: Final[dict[str, SubscriptionKind]] = {"webhook": "webhook", "websub": "w
 
 
 def state_of(sub: Subscription) -> str:
-    """What a subscription is doing now: its status, or ``expired`` for an active
-    WebSub subscription whose lease ran out (as ``/hub/status`` says it)."""
-    if sub.status == "active" and sub.lease_expires_at and sub.lease_expires_at <= utcnow():
-        return "expired"
-    return sub.status
+    """What a subscription is doing now, as ``/hub/status`` says it."""
+    return sub.state_at(utcnow())
 
 
 def hub_status_url(sub: Subscription) -> str:

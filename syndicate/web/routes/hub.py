@@ -220,11 +220,7 @@ def _bad_parameter(request: web.Request) -> tuple[str, str] | None:
 
 
 def _state(sub: Subscription | None) -> HubState:
-    if sub is None:
-        return "unsubscribed"
-    if sub.status == "active" and sub.lease_expires_at and sub.lease_expires_at <= utcnow():
-        return "expired"
-    return sub.status
+    return "unsubscribed" if sub is None else sub.state_at(utcnow())
 
 
 @routes.get("/hub/status")

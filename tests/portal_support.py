@@ -53,3 +53,31 @@ class PortalUser:
         )
         assert status == 303, (status, body[:500])
         assert resp.headers["Location"].startswith("/portal/")
+
+
+class Browsers:
+    """Browsers of one service, each with its own cookie jar, closed together:
+    ``async with Browsers(base) as browsers: user = await browsers.signed_in(token)``."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._opened: list[PortalUser] = []
+
+    async def __aenter__(self) -> Browsers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for user in self._opened:
+            await user.close()
+
+    async def new(self) -> PortalUser:
+        """A browser that has not signed in."""
+        user = PortalUser(self.base)
+        self._opened.append(user)
+        return user
+
+    async def signed_in(self, token: str) -> PortalUser:
+        """A browser signed in through the form with ``token``."""
+        user = await self.new()
+        await user.sign_in(token)
+        return user

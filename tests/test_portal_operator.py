@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Client, ServerFactory
-from portal_support import PortalUser, csrf_of
+from portal_support import Browsers, PortalUser, csrf_of
 from receiver import Receiver, respond_with
 from test_delivery import subscribe
 from test_websub import Subscriber, hub_post
@@ -43,17 +43,8 @@ async def service(start_server: ServerFactory, tokens: dict[str, str]) -> Client
 @pytest.fixture
 async def user(service: Client) -> AsyncIterator[UserFactory]:
     """``await user(token)``: a browser of its own, signed in with that token."""
-    made: list[PortalUser] = []
-
-    async def make(token: str) -> PortalUser:
-        u = PortalUser(service.base_url)
-        made.append(u)
-        await u.sign_in(token)
-        return u
-
-    yield make
-    for u in made:
-        await u.close()
+    async with Browsers(service.base_url) as browsers:
+        yield browsers.signed_in
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from conftest import Client, ServerFactory
-from portal_support import PortalUser, csrf_of
+from portal_support import Browsers, PortalUser, csrf_of
 from receiver import Receiver, respond_with
 from standardwebhooks import Webhook
 
@@ -60,17 +60,8 @@ async def service(start_server: ServerFactory, tokens: dict[str, str]) -> Client
 @pytest.fixture
 async def users(service: Client) -> AsyncIterator[Users]:
     """``await users(token)``: a browser signed in with that token."""
-    opened: list[PortalUser] = []
-
-    async def sign_in(token: str) -> PortalUser:
-        user = PortalUser(service.base_url)
-        opened.append(user)
-        await user.sign_in(token)
-        return user
-
-    yield sign_in
-    for user in opened:
-        await user.close()
+    async with Browsers(service.base_url) as browsers:
+        yield browsers.signed_in
 
 
 def secret_on(page: str) -> str:

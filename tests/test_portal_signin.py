@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import Client, ServerFactory, expect_problem
-from portal_support import PortalUser, csrf_of
+from portal_support import Browsers, PortalUser, csrf_of
 from test_cli import run
 
 from storage import Storage
@@ -21,16 +21,16 @@ UserFactory = Callable[[Client], Awaitable[PortalUser]]
 
 @pytest.fixture
 async def user() -> AsyncIterator[UserFactory]:
-    made: list[PortalUser] = []
+    """``await user(client)``: a browser of that service that has not signed in."""
+    browsers: list[Browsers] = []
 
     async def make(client: Client) -> PortalUser:
-        u = PortalUser(client.base_url)
-        made.append(u)
-        return u
+        browsers.append(Browsers(client.base_url))
+        return await browsers[-1].new()
 
     yield make
-    for u in made:
-        await u.close()
+    for b in browsers:
+        await b.__aexit__()
 
 
 async def _link(client: Client, partner: str = "test-partner", **body: object) -> str:

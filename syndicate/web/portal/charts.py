@@ -140,7 +140,12 @@ def attempts_chart(
     slot = PLOT_WIDTH / max(len(buckets), 1)
     for index, bucket in enumerate(buckets):
         x = _LEFT + index * slot
-        if index % 10 == 0 or index == len(buckets) - 1:
+        if index == len(buckets) - 1:  # the last ends at the right edge: not cut off
+            parts.append(
+                f'<text x="{_num(x + slot)}" y="{HEIGHT - 8}" text-anchor="end">'
+                f"{escape(_clock(bucket.start))}</text>"
+            )
+        elif index % 10 == 0 and index < len(buckets) - 5:
             parts.append(
                 f'<text x="{_num(x)}" y="{HEIGHT - 8}">{escape(_clock(bucket.start))}</text>'
             )

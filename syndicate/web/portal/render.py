@@ -9,7 +9,7 @@ in a browser. Redirects (``web.HTTPSeeOther``) pass through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from syndicate.core.names import ALL_TOPICS_SLUG
 from syndicate.web.portal.session import page_context, set_form_cookie
@@ -41,16 +42,28 @@ PAGE_HEADERS: Final = {
 _STYLESHEET = resources.files("syndicate").joinpath("static/portal.css").read_bytes()
 
 
-def _when(value: datetime | None) -> str:
-    """A time as the portal shows it: UTC, to the second."""
+def _when(value: datetime | None) -> Markup:
+    """A time as the portal shows it: UTC, to the second, in a ``<time>`` element
+    (machine-readable, and never broken across lines)."""
     if value is None:
-        return "—"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return Markup("—")
+    utc = value.astimezone(UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
+
+
+def _few(items: Sequence[str], shown: int = 3) -> str:
+    """A list in a table cell: the first ``shown``, then how many more."""
+    if len(items) <= shown + 1:
+        return ", ".join(items)
+    return f"{', '.join(items[:shown])} and {len(items) - shown} more"
 
 
 def _make_templates() -> jinja2.Environment:
     env = environment()
     env.filters["when"] = _when
+    env.filters["few"] = _few
     env.filters["url_part"] = lambda value: quote(str(value), safe="")
     env.globals["stylesheet"] = STYLESHEET_PATH
     env.globals["portal"] = PORTAL

@@ -317,7 +317,7 @@ async def _partner_forms(portal: _Portal, token: str, receiver: Receiver) -> lis
     ids = []
     for path in ("/ok", "/fail"):
         fields = {"url": receiver.url(path), "topics": "hard-cases", "description": AMP}
-        html = await portal.post(partner, new, "/portal/endpoints", fields)
+        html = await portal.post(partner, new, "/portal/endpoints", fields, 303)
         found = _ENDPOINT.search(html)
         assert found is not None and 'class="secret' in html, html
         ids.append(found.group(1))
@@ -334,7 +334,12 @@ async def _endpoint_pages(portal: _Portal, token: str, ids: list[str]) -> None:
         await portal.post(partner, f"{base}/edit", f"{base}/edit", {"url": "", "topics": ""}, 422)
         await portal.get(partner, f"{base}/delete")
         await portal.post(partner, base, f"{base}/test", {})
-        await portal.post(partner, base, f"{base}/rotate-secret", {})
+        page = await portal.get(partner, base)
+        replaces = re.search(r'name="replaces" value="([0-9a-f]+)"', page)
+        assert replaces is not None, page
+        fields = {"replaces": replaces.group(1)}
+        await portal.post(partner, base, f"{base}/rotate-secret", fields, 303)
+        await portal.post(partner, base, f"{base}/rotate-secret", fields, 409)
         log = await portal.get(partner, f"{base}/deliveries")
         await portal.get(partner, f"{base}/deliveries?status=failed&type=article.published")
         await portal.get(partner, f"{base}/deliveries?since={_SINCE}&until=2999-01-01T00:00:00")

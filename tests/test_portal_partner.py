@@ -76,12 +76,32 @@ def text_of(page: str) -> str:
 
 async def add_endpoint(user: PortalUser, url: str, **fields: Any) -> tuple[str, str]:
     """Create an endpoint through the form: (its portal path, the secret shown)."""
+    path, secret, _ = await add_endpoint_revealed(user, url, **fields)
+    return path, secret
+
+
+async def add_endpoint_revealed(user: PortalUser, url: str, **fields: Any) -> tuple[str, str, str]:
+    """Create an endpoint through the form: (its portal path, the secret shown, the
+    URL of the page that showed it)."""
     data = {"url": url, "topics": "liver-health", "description": "", **fields}
-    status, page, _ = await user.post_form("/portal/endpoints/new", "/portal/endpoints", data)
+    status, page, resp = await user.post_form("/portal/endpoints/new", "/portal/endpoints", data)
+    assert status == 303, page
+    reveal = resp.headers["Location"]
+    status, page = await user.get(reveal)
     assert status == 200, page
     links = [h for h in _HREF.findall(page) if re.fullmatch(r"/portal/endpoints/sub_\w+", h)]
     assert links, page
-    return links[0], secret_on(page)
+    return links[0], secret_on(page), reveal
+
+
+async def rotate(user: PortalUser, path: str) -> tuple[int, str, str]:
+    """Rotate the secret from the endpoint page, as its button does: (status, the page
+    answered, the fingerprint the form said it replaces)."""
+    _, page = await user.get(path)
+    found = re.search(r'name="replaces" value="([0-9a-f]+)"', page)
+    assert found is not None, page
+    status, answer, _ = await post(user, path, f"{path}/rotate-secret", replaces=found[1])
+    return status, answer, found[1]
 
 
 async def post(user: PortalUser, page: str, action: str, **fields: str) -> tuple[int, str, str]:
@@ -154,7 +174,7 @@ async def test_an_endpoint_from_creation_to_deletion(
     assert "enabled again" in page and 'class="state active"' in page
 
     # Rotate: a new secret shown once; both sign while the old one's grace lasts.
-    status, page, _ = await post(user, path, f"{path}/rotate-secret")
+    status, page, _ = await rotate(user, path)
     new_secret = secret_on(page)
     assert status == 200 and new_secret != secret and "not be shown again" in page
     assert "old secret keeps working for 24 hours" in text_of(page)

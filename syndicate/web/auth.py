@@ -50,6 +50,16 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
+async def touch(storage: Storage, token: Token) -> None:
+    """Record that ``token`` was used (its ``last_used_at``), at most once a minute per
+    process: by the API, and by the portal for the token a session acts as."""
+    now = time.monotonic()
+    key = (id(storage), token.id)
+    if now - _last_touch.get(key, -TOUCH_INTERVAL_SECONDS) >= TOUCH_INTERVAL_SECONDS:
+        _last_touch[key] = now
+        await storage.touch_token(token.id)
+
+
 async def still_valid(request: web.Request) -> bool:
     """Is the request's token still unrevoked? For responses that last (an event
     stream): a token revoked while one is open must not go on reading."""
@@ -78,11 +88,7 @@ async def authenticate(request: web.Request, *roles: Role) -> Token:
             raise Problem(401, "the token is not valid", headers=challenge)
         token = found
         request[_TOKEN_KEY] = token
-        now = time.monotonic()
-        key = (id(storage), token.id)
-        if now - _last_touch.get(key, -TOUCH_INTERVAL_SECONDS) >= TOUCH_INTERVAL_SECONDS:
-            _last_touch[key] = now
-            await storage.touch_token(token.id)
+        await touch(storage, token)
     if token.role not in roles:
         raise Problem(403, f"this needs a {' or '.join(roles)} token; yours is {token.role}")
     if token.role != "operator" and request.method not in ("GET", "HEAD"):

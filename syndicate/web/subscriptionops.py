@@ -10,6 +10,7 @@ They take the application (its storage, settings and delivery service) and raise
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,15 +55,24 @@ def row_id(text: str) -> int | None:
     return value if value <= MAX_ROW_ID else None
 
 
+#: Subscription ids as ``webhooks.new_subscription_id`` makes them (with room to spare).
+_SUBSCRIPTION_ID: Final = re.compile(r"sub_[0-9A-Za-z_-]{1,60}")
+
+
 async def owned(app: web.Application, subscription_id: str, token: Token) -> Subscription:
     """The webhook subscription, if ``token`` may see it: its owner's, or any for an
-    operator. 404 otherwise (another partner's id reads as one that does not exist)."""
+    operator. 404 otherwise (another partner's id reads as one that does not exist; an
+    id of another shape is not looked up)."""
+    shown = subscription_id if len(subscription_id) <= 40 else subscription_id[:40] + "…"
+    not_found = Problem(404, f"no subscription {shown!r}")
+    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+        raise not_found
     try:
         sub = await app[STORAGE].get_subscription(subscription_id)
     except SubscriptionNotFound:
-        raise Problem(404, f"no subscription {subscription_id!r}") from None
+        raise not_found from None
     if sub.kind != "webhook" or (token.role != "operator" and sub.owner != token.name):
-        raise Problem(404, f"no subscription {subscription_id!r}")
+        raise not_found
     return sub
 
 

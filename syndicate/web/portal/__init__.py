@@ -14,10 +14,15 @@ subscriptions), signed in with a session cookie. No script, one stylesheet.
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 from aiohttp import web
 
+from syndicate.content.validation import invalid
+from syndicate.core.errors import Problem
 from syndicate.core.rate import RateLimiter
-from syndicate.web.middleware import served
+from syndicate.web.middleware import Handler, served
 from syndicate.web.portal import (
     operator,
     operator_articles,
@@ -29,6 +34,8 @@ from syndicate.web.portal import (
     signin,
 )
 
+#: C0 controls, DEL and C1 controls.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 TABLES: tuple[web.RouteTableDef, ...] = (
     signin.routes,
     partner.routes,
@@ -41,17 +48,38 @@ TABLES: tuple[web.RouteTableDef, ...] = (
 
 
 def install(app: web.Application) -> None:
-    """Add the portal's routes (each answered through ``served`` with HTML errors)."""
+    """Add the portal's routes, each answered through ``served`` with HTML errors,
+    behind ``_sane``."""
     app[signin.SIGN_IN_LIMITER] = RateLimiter(signin.SIGN_IN_RATE, signin.SIGN_IN_BURST)
-    routes = [web.get(render.STYLESHEET_PATH, render.stylesheet)]
+    routes: list[web.RouteDef] = [
+        web.RouteDef("GET", render.STYLESHEET_PATH, render.stylesheet, {})
+    ]
     for table in TABLES:
         for route in table:
             assert isinstance(route, web.RouteDef), route
-            routes.append(web.RouteDef(route.method, route.path, route.handler, route.kwargs))
+            routes.append(route)
     app.add_routes(
         [
-            web.RouteDef(r.method, r.path, served(r.handler, render.error_page), r.kwargs)
+            web.RouteDef(r.method, r.path, served(_sane(r.handler), render.error_page), r.kwargs)
             for r in routes
-            if isinstance(r, web.RouteDef)
         ]
     )
+
+
+def _sane(handler: Handler) -> Handler:
+    """``handler``, for requests whose path parts and query values hold no control
+    character (NUL, which PostgreSQL cannot store or compare, among them): a path
+    with one names nothing here (404), a query value with one is refused naming it
+    (422). Handlers then never send such text to the database."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        for value in request.match_info.values():
+            if _CONTROL.search(value):
+                raise Problem(404, "no such page")
+        for name, value in request.query.items():
+            if _CONTROL.search(name) or _CONTROL.search(value):
+                raise invalid(name[:40], "must not hold control characters")
+        return await handler(request)
+
+    answer.__name__ = getattr(handler, "__name__", "handler")
+    return answer

@@ -9,7 +9,10 @@ may open every webhook endpoint; a partner only its own (any other id is a 404).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import time
 from typing import Any, Final
 
 from aiohttp import web
@@ -39,6 +42,30 @@ _NOTICES: Final = {
     "deleted": "The endpoint and its delivery log were deleted.",
 }
 _TOPIC_SEPARATORS: Final = re.compile(r"[\s,]+")
+#: How long the page that shows a new secret can be opened again (a reload, a
+#: back-and-forth) in the browser whose session made it.
+REVEAL_SECONDS: Final = 600
+
+
+def fingerprint(secret: str | None) -> str:
+    """Names a secret without showing it: what the rotate form says it replaces."""
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
+
+
+def _reveal_key(viewer: Viewer, sub: Subscription, until: int, rotated: bool) -> str:
+    """The seal on a reveal URL: this session, this endpoint, its secret as it is now,
+    until when. A later rotation, another browser or the end of the time voids it."""
+    message = f"reveal:{sub.id}:{fingerprint(sub.secret)}:{until}:{int(rotated)}"
+    return hmac.new(viewer.session_hash.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _reveal(viewer: Viewer, sub: Subscription, *, rotated: bool) -> web.Response:
+    """After a POST that made a secret: a 303 to the page that shows it (a reload
+    then shows it again instead of making another endpoint or secret)."""
+    until = int(time.time()) + REVEAL_SECONDS
+    key = _reveal_key(viewer, sub, until, rotated)
+    kind = "rotated" if rotated else "added"
+    return see_other(endpoint_path(sub, f"secret?{kind}=1&until={until}&key={key}"))
 
 
 def endpoint_path(sub: Subscription, *tail: str) -> str:
@@ -146,13 +173,41 @@ async def create_endpoint(request: web.Request) -> web.Response:
     typed = _typed(form)
     try:
         body = validate(SubscriptionIn, _as_json(typed))
-        sub, secret = await ops.create(request.app, viewer.token, body)
+        sub, _ = await ops.create(request.app, viewer.token, body)
     except Problem as problem:
         if problem.status not in (409, 422):
             raise
         errors = form_errors(problem, FORM_FIELDS)
         return _form_page(request, typed=typed, errors=errors, status=problem.status)
-    return page(request, "endpoint_secret.html", nav=NAV, sub=sub, secret=secret, rotated=False)
+    return _reveal(viewer, sub, rotated=False)
+
+
+@routes.get("/portal/endpoints/{id}/secret")
+async def show_secret(request: web.Request) -> web.Response:
+    """The secret just made, shown to the browser that made it for REVEAL_SECONDS."""
+    viewer, sub = await viewer_and_endpoint(request)
+    rotated = request.query.get("rotated") == "1"
+    raw_until = request.query.get("until", "")
+    until = int(raw_until) if raw_until.isascii() and raw_until.isdigit() else 0
+    key = request.query.get("key", "")
+    expected = _reveal_key(viewer, sub, until, rotated)
+    if until < time.time() or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise Problem(
+            410,
+            "This secret is no longer shown: a new secret is shown for 10 minutes, only "
+            "in the browser that made it, and only until the next rotation. If it is "
+            "lost, rotate the secret to get a new one.",
+            title="Secret no longer shown",
+        )
+    return page(
+        request,
+        "endpoint_secret.html",
+        nav=NAV,
+        sub=sub,
+        secret=sub.secret,
+        rotated=rotated,
+        grace_hours=request.app[SETTINGS].secret_grace / 3600,
+    )
 
 
 @routes.get("/portal/endpoints/{id}")
@@ -163,6 +218,7 @@ async def show_endpoint(request: web.Request) -> web.Response:
         "endpoint.html",
         nav=NAV,
         sub=sub,
+        secret_fingerprint=fingerprint(sub.secret),
         notice=notice_from(request, _NOTICES),
     )
 
@@ -223,18 +279,21 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 
 @routes.post("/portal/endpoints/{id}/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
-    _, sub = await viewer_and_endpoint(request)
-    await read_form(request)
-    updated, secret = await ops.rotate_secret(request.app, sub)
-    return page(
-        request,
-        "endpoint_secret.html",
-        nav=NAV,
-        sub=updated,
-        secret=secret,
-        rotated=True,
-        grace_hours=request.app[SETTINGS].secret_grace / 3600,
-    )
+    """Rotate the secret the form names (``replaces``, its fingerprint): a second click
+    or a resent form finds another secret there and rotates nothing, so the secret the
+    endpoint still checks keeps its grace period."""
+    viewer, sub = await viewer_and_endpoint(request)
+    form = await read_form(request)
+    if not hmac.compare_digest(form.get("replaces", "").encode(), fingerprint(sub.secret).encode()):
+        raise Problem(
+            409,
+            "The secret was rotated again since this page was shown (a second click, or a "
+            "resent form), so it was not rotated now: the secret shown after the first "
+            "rotation is the current one. Open the endpoint again to rotate it once more.",
+            title="Already rotated",
+        )
+    updated, _ = await ops.rotate_secret(request.app, sub)
+    return _reveal(viewer, updated, rotated=True)
 
 
 @routes.post("/portal/endpoints/{id}/test")

@@ -9,6 +9,7 @@ in a browser. Redirects (``web.HTTPSeeOther``) pass through.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -53,6 +54,21 @@ def _when(value: datetime | None) -> Markup:
     )
 
 
+#: What HTML may not carry as text: C0 controls but tab, line feed and carriage return,
+#: DEL, C1 controls, surrogates and the noncharacters U+FDD0..U+FDEF and U+xFFFE/F.
+_NOT_TEXT: Final = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
+    + "]"
+)
+
+
+def _printable(text: str | None) -> str | None:
+    """Text a partner's server sent (a response body, an error naming it), with what
+    HTML cannot show replaced by U+FFFD: the page stays valid whatever it answered."""
+    return None if text is None else _NOT_TEXT.sub("\ufffd", text)
+
+
 def _few(items: Sequence[str], shown: int = 3) -> str:
     """A list in a table cell: the first ``shown``, then how many more."""
     if len(items) <= shown + 1:
@@ -64,6 +80,7 @@ def _make_templates() -> jinja2.Environment:
     env = environment()
     env.filters["when"] = _when
     env.filters["few"] = _few
+    env.filters["printable"] = _printable
     env.filters["url_part"] = lambda value: quote(str(value), safe="")
     env.globals["stylesheet"] = STYLESHEET_PATH
     env.globals["portal"] = PORTAL

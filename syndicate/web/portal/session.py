@@ -29,7 +29,8 @@ from multidict import MultiDict, MultiDictProxy
 from storage.records import Role, Token, utcnow
 from syndicate.core.errors import Problem
 from syndicate.web.appkeys import SETTINGS, STORAGE
-from syndicate.web.auth import hash_token
+from syndicate.web.auth import hash_token, touch
+from syndicate.web.limits import client_key, enforce
 
 SESSION_COOKIE: Final = "syndicate_session"
 FORM_COOKIE: Final = "syndicate_form"
@@ -94,6 +95,7 @@ async def signed_in(request: web.Request) -> Viewer | None:
         return None
     viewer = Viewer(session.token, _csrf_of(secret), session_hash)
     request[VIEWER] = viewer
+    await touch(request.app[STORAGE], session.token)
     return viewer
 
 
@@ -181,7 +183,8 @@ def _same_site(request: web.Request) -> bool:
 async def read_form(request: web.Request) -> MultiDictProxy[str]:
     """A portal form's fields, after its CSRF check: 403 without the right token, or
     from another site. The token is the session's when signed in, else the form
-    cookie's."""
+    cookie's. A partner's forms spend its write rate limit, as its API writes do (429
+    beyond)."""
     ctype = request.content_type
     if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Problem(415, f"send a form (application/x-www-form-urlencoded), not {ctype}")
@@ -201,4 +204,7 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
             "go back, reload it and send it again",
             title="Form refused",
         )
+    if viewer is not None and viewer.role != "operator":
+        # A partner's form is a write like its API calls: the same buckets.
+        enforce(request, f"token:{viewer.token.id}", client_key(request))
     return fields

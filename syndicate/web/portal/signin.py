@@ -96,6 +96,7 @@ async def sign_in(request: web.Request) -> web.Response:
 
 @routes.get("/portal/link/{secret}")
 async def link_form(request: web.Request) -> web.Response:
+    await signed_in(request)  # a signed-in browser's form carries its session's token
     return page(request, "link.html", link=request.match_info["secret"], error=None)
 
 

@@ -76,13 +76,13 @@ async def tab(browser: Browser, service: Service) -> AsyncIterator[TabFactory]:
         pytest.fail("the browser reported problems:\n" + "\n".join(problems))
 
 
-async def _endpoint(service: Service, partner: str, path: str) -> dict[str, Any]:
+async def _endpoint(service: Service, partner: str, path: str, **more: Any) -> dict[str, Any]:
     """A webhook endpoint made through the JSON API (setup, not under test)."""
     sub: dict[str, Any] = await service.api(
         "POST",
         "/api/subscriptions",
         token=service.partners[partner],
-        json={"url": service.receiver.url(path), "topics": ["liver-health"]},
+        json={"url": service.receiver.url(path), "topics": ["liver-health"], **more},
     )
     return sub
 
@@ -373,6 +373,8 @@ MAIN_OPERATOR_PAGES = [
 
 async def test_the_main_pages_fit_a_390_px_screen(service: Service, tab: TabFactory) -> None:
     sub = await _endpoint(service, "partner-a", "/narrow")
+    # Unbroken text a partner may send: a 1,000-character URL, a 500-character word.
+    wide = await _endpoint(service, "partner-a", "/" + "w" * 1000, description="d" * 500)
     await _publish(service)
     attempt = (await _attempts(service, sub["id"]))[0]
     endpoint = f"/portal/endpoints/{sub['id']}"
@@ -382,6 +384,8 @@ async def test_the_main_pages_fit_a_390_px_screen(service: Service, tab: TabFact
         f"{endpoint}/deliveries/{attempt.delivery_id}",
         f"{endpoint}/attempts/{attempt.id}",
         f"{endpoint}/status",
+        f"/portal/endpoints/{wide['id']}",
+        f"/portal/endpoints/{wide['id']}/edit",
     ]
     anonymous = await tab(NARROW)
     await anonymous.goto("/portal/sign-in")

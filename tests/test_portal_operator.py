@@ -17,19 +17,15 @@ import pytest
 from conftest import Client, ServerFactory
 from portal_support import Browsers, PortalUser, csrf_of
 from receiver import Receiver, respond_with
+from test_delivery import FAST as DELIVERY_FAST
 from test_delivery import subscribe
 from test_websub import Subscriber, hub_post
 
 from storage import Storage
 from storage.records import utcnow
 
-FAST = {
-    "allow_private_targets": True,
-    # One failed attempt, then the retry waits an hour: the dashboard sees it pending.
-    "retry_schedule": (3600.0,),
-    "delivery_timeout": 2.0,
-    "delivery_connect_timeout": 1.0,
-}
+# One failed attempt, then the retry waits an hour: the dashboard sees it pending.
+FAST = {**DELIVERY_FAST, "retry_schedule": (3600.0,)}
 UserFactory = Callable[[str], Awaitable[PortalUser]]
 
 

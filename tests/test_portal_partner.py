@@ -20,6 +20,8 @@ from conftest import Client, ServerFactory
 from portal_support import Browsers, PortalUser, csrf_of
 from receiver import Receiver, respond_with
 from standardwebhooks import Webhook
+from test_delivery import ARTICLE
+from test_delivery import FAST as DELIVERY_FAST
 
 from storage import Storage
 from syndicate.core.names import EVENT_TYPES
@@ -27,20 +29,8 @@ from syndicate.web.auth import create_token
 from syndicate.web.portal.partner_deliveries import LOG_PAGE
 from syndicate.web.portal.partner_docs import catalogue
 
-FAST = {
-    "allow_private_targets": True,
-    # Failed deliveries wait an hour: the tests retry and recover them themselves.
-    "retry_schedule": (3600.0,),
-    "delivery_timeout": 2.0,
-    "delivery_connect_timeout": 1.0,
-}
-ARTICLE = {
-    "id": "liver-1",
-    "title": "Fatty liver",
-    "content": "<p>About the liver.</p>",
-    "topics": ["liver-health"],
-    "published_at": "2026-11-20T08:00:00Z",
-}
+#: Failed deliveries wait an hour: the tests retry and recover them themselves.
+FAST = {**DELIVERY_FAST, "retry_schedule": (3600.0,)}
 _SECRET = re.compile(r'class="secret[^"]*"[^>]*>([^<]+)<')
 _HREF = re.compile(r'href="([^"]+)"')
 

@@ -5,7 +5,6 @@ search. The same contract on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,30 +12,16 @@ from typing import Any
 
 from conftest import ServerFactory
 from receiver import Receiver, respond_with
+from test_storage_contract import draft
 
 from storage import Storage
-from storage.records import ArticleDraft, DeliveryOutcome, Token, utcnow
+from storage.records import DeliveryOutcome, Token, utcnow
 from syndicate.core.settings import Settings
 from syndicate.delivery.retention import Retention
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 WINDOW = timedelta(days=5)
-
-
-def draft(article_id: str, **changes: object) -> ArticleDraft:
-    base = ArticleDraft(
-        id=article_id,
-        guid=f"tag:example.org,2026:article/{article_id}",
-        slug=f"slug-{article_id}",
-        title=f"Title {article_id}",
-        summary="Summary",
-        content="<p>Body</p>",
-        content_type="html",
-        topics=("liver-health",),
-        published_at=T0,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 async def subscribe(store: Storage, sub_id: str) -> None:

@@ -41,6 +41,7 @@ async def browsers(service: Client) -> AsyncIterator[Browsers]:
         yield b
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_second_rotation_from_the_same_page_rotates_nothing(
     browsers: Browsers, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
@@ -59,6 +60,7 @@ async def test_a_second_rotation_from_the_same_page_rotates_nothing(
     Webhook(first).verify(ping.body, ping.headers)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_reloading_the_new_secret_shows_it_again_without_a_second_endpoint(
     browsers: Browsers, service: Client, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
@@ -80,6 +82,7 @@ async def test_reloading_the_new_secret_shows_it_again_without_a_second_endpoint
     assert status == 410
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_partners_forms_spend_its_write_rate_limit(
     browsers: Browsers, receiver: Receiver, tokens: dict[str, str]
 ) -> None:
@@ -128,6 +131,7 @@ async def test_the_api_answers_404_for_a_subscription_id_with_a_nul(
         assert resp.status == 404
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_signed_in_browser_can_use_a_link(
     browsers: Browsers, service: Client, tokens: dict[str, str], store: Storage
 ) -> None:
@@ -151,6 +155,7 @@ async def test_using_the_portal_counts_as_using_the_token(
     assert after.last_used_at is not None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_whatever_an_endpoint_answers_the_attempt_page_shows_as_text(
     browsers: Browsers, service: Client, receiver: Receiver, tokens: dict[str, str], store: Storage
 ) -> None:

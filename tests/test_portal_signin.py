@@ -1,6 +1,7 @@
 """Signing in to the portal: with a token or a single-use link, sessions, sign-out,
 CSRF on every form, rate-limited attempts (issue 22). Over real HTTP, with a cookie
-jar, as a browser would."""
+jar, as a browser would. What depends on the storage runs on both backends; the
+rest on SQLite (the verbs themselves are tested on both in test_storage_portal)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ async def test_a_partner_signs_in_with_its_token_and_lands_on_its_endpoints(
     assert status == 200 and "test-partner (partner)" in html and "Sign out" in html
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_wrong_token_gets_the_form_again_with_the_error(
     client: Client, user: UserFactory
 ) -> None:
@@ -88,6 +90,7 @@ async def test_a_wrong_token_gets_the_form_again_with_the_error(
     assert _session_cookie(u) is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sign_in_attempts_are_rate_limited_per_address(
     client: Client, tokens: dict[str, str], user: UserFactory
 ) -> None:
@@ -109,6 +112,7 @@ async def test_sign_in_attempts_are_rate_limited_per_address(
     assert status == 429
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_post_without_the_csrf_token_or_from_another_site_is_refused(
     client: Client, tokens: dict[str, str], user: UserFactory
 ) -> None:
@@ -200,6 +204,7 @@ async def test_an_expired_link_or_a_made_up_one_signs_nobody_in(
     assert _session_cookie(u) is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_only_operators_make_links_and_only_for_live_partner_tokens(
     client: Client, tokens: dict[str, str]
 ) -> None:
@@ -235,6 +240,7 @@ async def test_a_link_stops_working_when_its_token_is_revoked(
     assert status == 410
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_after_sign_in_only_portal_paths_are_followed(
     client: Client, tokens: dict[str, str], user: UserFactory
 ) -> None:
@@ -246,6 +252,7 @@ async def test_after_sign_in_only_portal_paths_are_followed(
         assert status == 303 and resp.headers["Location"] == "/portal/", target
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sessions_are_secure_cookies_behind_https(
     start_server: ServerFactory, tokens: dict[str, str], user: UserFactory
 ) -> None:
@@ -269,6 +276,7 @@ async def test_sessions_are_secure_cookies_behind_https(
     assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_portal_pages_forbid_scripts_framing_and_caching(
     client: Client, user: UserFactory
 ) -> None:
@@ -281,6 +289,7 @@ async def test_portal_pages_forbid_scripts_framing_and_caching(
         assert "<script" not in await resp.text()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_cli_prints_a_link_that_signs_the_partner_in(
     start_server: ServerFactory, database_url: str, tokens: dict[str, str], user: UserFactory
 ) -> None:
@@ -303,6 +312,7 @@ async def test_the_cli_prints_a_link_that_signs_the_partner_in(
     assert code == 1 and "portal links are for partner tokens" in err
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_operator_signs_in_with_its_token_and_lands_on_the_dashboard(
     client: Client, store: Storage, user: UserFactory
 ) -> None:

@@ -166,7 +166,7 @@ async def test_an_endpoint_from_creation_to_deletion(
     # Rotate: a new secret shown once; both sign while the old one's grace lasts.
     status, page, _ = await rotate(user, path)
     new_secret = secret_on(page)
-    assert status == 200 and new_secret != secret and "not be shown again" in page
+    assert status == 200 and new_secret != secret and "it is not shown again" in page
     assert "old secret keeps working for 24 hours" in text_of(page)
     await post(user, path, f"{path}/test")
     ping = receiver.at("/hook2")[-1]

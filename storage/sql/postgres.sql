@@ -800,7 +800,7 @@ UPDATE portal_links AS l SET used_at = $2
 RETURNING t.*;
 
 -- name: prune_portal
--- Expired sessions, then expired or used links (links live minutes and are few:
+-- Expired sessions, then expired or used links (links are few, live at most 7 days:
 -- read whole, not through an index), $2 rows at most in all.
 WITH sessions AS (
     DELETE FROM portal_sessions

@@ -700,7 +700,7 @@ DELETE FROM portal_sessions
                   ORDER BY expires_at LIMIT ?2);
 
 -- name: prune_portal.links
--- Links live minutes and are few: read whole, not through an index.
+-- Links are few and live at most 7 days: read whole, not through an index.
 DELETE FROM portal_links
  WHERE rowid IN (SELECT rowid FROM portal_links WHERE expires_at <= ?1 OR used_at IS NOT NULL
                   LIMIT ?2);

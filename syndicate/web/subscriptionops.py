@@ -10,6 +10,8 @@ They take the application (its storage, settings and delivery service) and raise
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -48,8 +50,9 @@ PING: Final = "ping"
 
 
 def row_id(text: str) -> int | None:
-    """A delivery id (or cursor) as we issue them: ASCII digits within 64 bits."""
-    if not (text.isascii() and text.isdigit()):
+    """A delivery id (or cursor) as we issue them: ASCII digits within 64 bits (more
+    than 19 digits are not even read: Python refuses to read 4,300)."""
+    if not (len(text) <= 19 and text.isascii() and text.isdigit()):
         return None
     value = int(text)
     return value if value <= MAX_ROW_ID else None
@@ -59,13 +62,26 @@ def row_id(text: str) -> int | None:
 _SUBSCRIPTION_ID: Final = re.compile(r"sub_[0-9A-Za-z_-]{1,60}")
 
 
+def valid_subscription_id(text: str) -> bool:
+    """Could ``text`` be a subscription id (as a path part or a listing's cursor)?"""
+    return _SUBSCRIPTION_ID.fullmatch(text) is not None
+
+
+def listing_cursor(raw: str | None) -> str | None:
+    """A subscription listing's ``cursor`` (the last id of the page before): 422 when
+    it is not an id this service makes."""
+    if raw is not None and not valid_subscription_id(raw):
+        raise invalid("cursor", "not a cursor this service issued")
+    return raw
+
+
 async def owned(app: web.Application, subscription_id: str, token: Token) -> Subscription:
     """The webhook subscription, if ``token`` may see it: its owner's, or any for an
     operator. 404 otherwise (another partner's id reads as one that does not exist; an
     id of another shape is not looked up)."""
     shown = subscription_id if len(subscription_id) <= 40 else subscription_id[:40] + "…"
     not_found = Problem(404, f"no subscription {shown!r}")
-    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+    if not valid_subscription_id(subscription_id):
         raise not_found
     try:
         sub = await app[STORAGE].get_subscription(subscription_id)
@@ -124,8 +140,34 @@ async def patch(app: web.Application, sub: Subscription, body: SubscriptionPatch
     return await app[STORAGE].update_subscription(sub.id, changes)
 
 
-async def rotate_secret(app: web.Application, sub: Subscription) -> tuple[Subscription, str]:
-    """A new secret (returned once); the old one keeps signing for ``secret_grace``."""
+async def delete(app: web.Application, sub: Subscription) -> None:
+    """Remove the subscription, its deliveries and its attempt log."""
+    await app[STORAGE].delete_subscription(sub.id)
+
+
+def fingerprint(secret: str | None) -> str:
+    """Names a secret without showing it (what a rotate form says it replaces)."""
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
+
+
+async def rotate_secret(
+    app: web.Application, sub: Subscription, *, replaces: str | None = None
+) -> tuple[Subscription, str]:
+    """A new secret (returned once); the old one keeps signing for ``secret_grace``.
+    ``replaces``: the ``fingerprint`` of the secret the caller means to replace; 409,
+    rotating nothing, when the secret is another by now (a second click or a resent
+    form would otherwise cut the grace of the secret the endpoint still checks)."""
+    if replaces is not None and not hmac.compare_digest(
+        replaces.encode(), fingerprint(sub.secret).encode()
+    ):
+        raise Problem(
+            409,
+            "The secret was rotated since the page you sent this from was shown (a second "
+            "click, a resent form, or another rotation), so it was not rotated again: the "
+            "secret before that rotation keeps signing through its grace period. If you "
+            "did not see the newest secret, open the endpoint and rotate it once more.",
+            title="Already rotated",
+        )
     secret = webhooks.new_secret()
     grace = timedelta(seconds=app[SETTINGS].secret_grace)
     updated = await app[STORAGE].update_subscription(

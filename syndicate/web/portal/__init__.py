@@ -34,8 +34,8 @@ from syndicate.web.portal import (
     signin,
 )
 
-#: C0 controls, DEL and C1 controls.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0 controls but tab, line feed and carriage return (which handlers strip), and DEL.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 TABLES: tuple[web.RouteTableDef, ...] = (
     signin.routes,
     partner.routes,

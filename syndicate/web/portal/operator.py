@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from storage.records import Subscription, SubscriptionKind, utcnow
+from syndicate.web import subscriptionops as ops
 from syndicate.web.appkeys import STORAGE
 from syndicate.web.portal.charts import attempts_chart, series, tally, window_start
 from syndicate.web.portal.render import page
@@ -85,7 +86,7 @@ def _age(age: timedelta | None) -> str | None:
 async def subscriptions(request: web.Request) -> web.Response:
     await require(request, "operator")
     raw_kind = request.query.get("kind", "")
-    cursor = request.query.get("cursor") or None
+    cursor = ops.listing_cursor(request.query.get("cursor") or None)
     errors = {}
     kind = _KINDS.get(raw_kind)
     if raw_kind and kind is None:

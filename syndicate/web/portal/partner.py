@@ -26,7 +26,7 @@ from syndicate.core.names import EVENT_TYPES, EVERY_TOPIC
 from syndicate.web import subscriptionops as ops
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.portal.render import PORTAL, notice_from, page, see_other
-from syndicate.web.portal.session import Viewer, read_form, require
+from syndicate.web.portal.session import Viewer, read_form, require, spend_write
 
 routes = web.RouteTableDef()
 #: Endpoints listed on one page of /portal/endpoints.
@@ -47,15 +47,10 @@ _TOPIC_SEPARATORS: Final = re.compile(r"[\s,]+")
 REVEAL_SECONDS: Final = 600
 
 
-def fingerprint(secret: str | None) -> str:
-    """Names a secret without showing it: what the rotate form says it replaces."""
-    return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
-
-
 def _reveal_key(viewer: Viewer, sub: Subscription, until: int, rotated: bool) -> str:
     """The seal on a reveal URL: this session, this endpoint, its secret as it is now,
     until when. A later rotation, another browser or the end of the time voids it."""
-    message = f"reveal:{sub.id}:{fingerprint(sub.secret)}:{until}:{int(rotated)}"
+    message = f"reveal:{sub.id}:{ops.fingerprint(sub.secret)}:{until}:{int(rotated)}"
     return hmac.new(viewer.session_hash.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -127,11 +122,13 @@ def _form_page(
     sub: Subscription | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     return page(
         request,
         "endpoint_form.html",
         status=status,
+        headers=headers,
         nav=NAV,
         sub=sub,
         values=typed,
@@ -145,7 +142,7 @@ def _form_page(
 async def list_endpoints(request: web.Request) -> web.Response:
     viewer = await require(request, "partner", "operator")
     owner = None if viewer.is_operator else viewer.name
-    after = request.query.get("after") or None
+    after = ops.listing_cursor(request.query.get("cursor") or None)
     subs = await request.app[STORAGE].list_subscriptions(
         owner=owner, kind="webhook", limit=PAGE_SIZE + 1, after_id=after
     )
@@ -169,16 +166,19 @@ async def new_endpoint(request: web.Request) -> web.Response:
 @routes.post("/portal/endpoints")
 async def create_endpoint(request: web.Request) -> web.Response:
     viewer = await require(request, "partner", "operator")
-    form = await read_form(request)
+    form = await read_form(request, write=False)
     typed = _typed(form)
     try:
+        spend_write(request, viewer)
         body = validate(SubscriptionIn, _as_json(typed))
         sub, _ = await ops.create(request.app, viewer.token, body)
     except Problem as problem:
-        if problem.status not in (409, 422):
+        if problem.status not in (409, 422, 429):
             raise
         errors = form_errors(problem, FORM_FIELDS)
-        return _form_page(request, typed=typed, errors=errors, status=problem.status)
+        return _form_page(
+            request, typed=typed, errors=errors, status=problem.status, headers=problem.headers
+        )
     return _reveal(viewer, sub, rotated=False)
 
 
@@ -188,15 +188,15 @@ async def show_secret(request: web.Request) -> web.Response:
     viewer, sub = await viewer_and_endpoint(request)
     rotated = request.query.get("rotated") == "1"
     raw_until = request.query.get("until", "")
-    until = int(raw_until) if raw_until.isascii() and raw_until.isdigit() else 0
+    until = int(raw_until) if ops.row_id(raw_until) is not None else 0
     key = request.query.get("key", "")
     expected = _reveal_key(viewer, sub, until, rotated)
     if until < time.time() or not hmac.compare_digest(key.encode(), expected.encode()):
         raise Problem(
             410,
-            "This secret is no longer shown: a new secret is shown for 10 minutes, only "
-            "in the browser that made it, and only until the next rotation. If it is "
-            "lost, rotate the secret to get a new one.",
+            f"This secret is no longer shown: a new secret is shown for "
+            f"{REVEAL_SECONDS // 60} minutes, only in the browser that made it, and only "
+            "until the next rotation. If it is lost, rotate the secret to get a new one.",
             title="Secret no longer shown",
         )
     return page(
@@ -206,6 +206,7 @@ async def show_secret(request: web.Request) -> web.Response:
         sub=sub,
         secret=sub.secret,
         rotated=rotated,
+        reveal_minutes=REVEAL_SECONDS // 60,
         grace_hours=request.app[SETTINGS].secret_grace / 3600,
     )
 
@@ -218,7 +219,7 @@ async def show_endpoint(request: web.Request) -> web.Response:
         "endpoint.html",
         nav=NAV,
         sub=sub,
-        secret_fingerprint=fingerprint(sub.secret),
+        secret_fingerprint=ops.fingerprint(sub.secret),
         notice=notice_from(request, _NOTICES),
     )
 
@@ -231,18 +232,26 @@ async def edit_form(request: web.Request) -> web.Response:
 
 @routes.post("/portal/endpoints/{id}/edit")
 async def edit_endpoint(request: web.Request) -> web.Response:
-    _, sub = await viewer_and_endpoint(request)
-    form = await read_form(request)
+    viewer, sub = await viewer_and_endpoint(request)
+    form = await read_form(request, write=False)
     typed = _typed(form)
     try:
+        spend_write(request, viewer)
         # Every field is sent: no event type ticked is an explicit "every type".
         body = validate(SubscriptionPatch, _as_json(typed))
         await ops.patch(request.app, sub, body)
     except Problem as problem:
-        if problem.status != 422:
+        if problem.status not in (422, 429):
             raise
         errors = form_errors(problem, FORM_FIELDS)
-        return _form_page(request, typed=typed, sub=sub, errors=errors, status=422)
+        return _form_page(
+            request,
+            typed=typed,
+            sub=sub,
+            errors=errors,
+            status=problem.status,
+            headers=problem.headers,
+        )
     return see_other(endpoint_path(sub), notice="saved")
 
 
@@ -273,7 +282,7 @@ async def confirm_delete(request: web.Request) -> web.Response:
 async def delete_endpoint(request: web.Request) -> web.Response:
     _, sub = await viewer_and_endpoint(request)
     await read_form(request)
-    await request.app[STORAGE].delete_subscription(sub.id)
+    await ops.delete(request.app, sub)
     return see_other(f"{PORTAL}/endpoints", notice="deleted")
 
 
@@ -284,15 +293,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     endpoint still checks keeps its grace period."""
     viewer, sub = await viewer_and_endpoint(request)
     form = await read_form(request)
-    if not hmac.compare_digest(form.get("replaces", "").encode(), fingerprint(sub.secret).encode()):
-        raise Problem(
-            409,
-            "The secret was rotated again since this page was shown (a second click, or a "
-            "resent form), so it was not rotated now: the secret shown after the first "
-            "rotation is the current one. Open the endpoint again to rotate it once more.",
-            title="Already rotated",
-        )
-    updated, _ = await ops.rotate_secret(request.app, sub)
+    updated, _ = await ops.rotate_secret(request.app, sub, replaces=form.get("replaces", ""))
     return _reveal(viewer, updated, rotated=True)
 
 

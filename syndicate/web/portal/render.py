@@ -40,6 +40,8 @@ PAGE_HEADERS: Final = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+#: The longest error message an error page shows (the rest is cut).
+MAX_ERROR_MESSAGE: Final = 400
 _STYLESHEET = resources.files("syndicate").joinpath("static/portal.css").read_bytes()
 
 
@@ -141,13 +143,16 @@ def error_page(request: web.Request, exc: Exception) -> web.StreamResponse | Non
     problem = problem_for(request, exc)
     if problem is None:
         return None
+    message = problem.detail
+    if len(message) > MAX_ERROR_MESSAGE:  # it may quote a megabyte-long id from the URL
+        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
     return page(
         request,
         "error.html",
         status=problem.status,
         headers=problem.headers,
         title=problem.title,
-        message=problem.detail,
+        message=message,
     )
 
 

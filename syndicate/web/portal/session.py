@@ -30,7 +30,7 @@ from storage.records import Role, Token, utcnow
 from syndicate.core.errors import Problem
 from syndicate.web.appkeys import SETTINGS, STORAGE
 from syndicate.web.auth import hash_token, touch
-from syndicate.web.limits import client_key, enforce
+from syndicate.web.limits import enforce
 
 SESSION_COOKIE: Final = "syndicate_session"
 FORM_COOKIE: Final = "syndicate_form"
@@ -180,11 +180,10 @@ def _same_site(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-async def read_form(request: web.Request) -> MultiDictProxy[str]:
+async def read_form(request: web.Request, *, write: bool = True) -> MultiDictProxy[str]:
     """A portal form's fields, after its CSRF check: 403 without the right token, or
     from another site. The token is the session's when signed in, else the form
-    cookie's. A partner's forms spend its write rate limit, as its API writes do (429
-    beyond)."""
+    cookie's. A partner's form that changes something (``write``) spends ``spend_write``."""
     ctype = request.content_type
     if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Problem(415, f"send a form (application/x-www-form-urlencoded), not {ctype}")
@@ -204,7 +203,15 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
             "go back, reload it and send it again",
             title="Form refused",
         )
-    if viewer is not None and viewer.role != "operator":
-        # A partner's form is a write like its API calls: the same buckets.
-        enforce(request, f"token:{viewer.token.id}", client_key(request))
+    if write and viewer is not None:
+        spend_write(request, viewer)
     return fields
+
+
+def spend_write(request: web.Request, viewer: Viewer) -> None:
+    """A partner's write spends its token's rate limit, the bucket its API writes
+    spend (429 beyond); operators' are not limited, as in the API. Only the token's
+    bucket: the per-address one is also spent by requests without a session, which
+    must not be able to hold a signed-in partner back."""
+    if viewer.role != "operator":
+        enforce(request, f"token:{viewer.token.id}")

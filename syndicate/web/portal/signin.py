@@ -38,10 +38,15 @@ def _next(target: str | None) -> str:
     return "/portal/"
 
 
-def _too_many(request: web.Request) -> int | None:
-    """Seconds to wait when this client has tried to sign in too often, else None."""
+def _too_many(request: web.Request) -> tuple[str, dict[str, str]] | None:
+    """When this client has tried to sign in too often: what to say, and the
+    ``Retry-After`` header; else None."""
     wait = request.app[SIGN_IN_LIMITER].take(client_key(request))
-    return None if wait is None else max(1, int(wait + 0.999))
+    if wait is None:
+        return None
+    seconds = max(1, int(wait + 0.999))
+    message = f"Too many sign-in attempts from your address; try again in {seconds} s."
+    return message, {"Retry-After": str(seconds)}
 
 
 @routes.get("/portal")
@@ -66,7 +71,7 @@ async def sign_in_form(request: web.Request) -> web.Response:
 
 @routes.post("/portal/sign-in")
 async def sign_in(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_form(request, write=False)
     target = _next(form.get("next"))
 
     def again(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,10 +84,9 @@ async def sign_in(request: web.Request) -> web.Response:
             errors={"token": message},
         )
 
-    wait = _too_many(request)
-    if wait is not None:
-        message = f"Too many sign-in attempts from your address; try again in {wait} s."
-        return again(429, message, {"Retry-After": str(wait)})
+    limited = _too_many(request)
+    if limited is not None:
+        return again(429, *limited)
     secret = form.get("token", "").strip()
     if not secret:
         return again(422, "Enter your API token (it starts with syn_).")
@@ -102,19 +106,12 @@ async def link_form(request: web.Request) -> web.Response:
 
 @routes.post("/portal/link")
 async def use_link(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_form(request, write=False)
     secret = form.get("link", "")
-    wait = _too_many(request)
-    if wait is not None:
-        message = f"Too many sign-in attempts from your address; try again in {wait} s."
-        return page(
-            request,
-            "link.html",
-            status=429,
-            headers={"Retry-After": str(wait)},
-            link=secret,
-            error=message,
-        )
+    limited = _too_many(request)
+    if limited is not None:
+        message, headers = limited
+        return page(request, "link.html", status=429, headers=headers, link=secret, error=message)
     token = None
     if secret and len(secret) <= 128:
         token = await request.app[STORAGE].use_portal_link(hash_token(secret))
@@ -131,7 +128,7 @@ async def use_link(request: web.Request) -> web.Response:
 
 @routes.post("/portal/sign-out")
 async def sign_out(request: web.Request) -> web.Response:
-    await read_form(request)
+    await read_form(request, write=False)  # signing out is never refused a rate
     response = see_other("/portal/sign-in", notice="signed-out")
     await end_session(request, response)
     return response

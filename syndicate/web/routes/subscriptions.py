@@ -99,7 +99,10 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     limit = _limit(request)
     owner = None if token.role == "operator" else token.name
     subs = await request.app[STORAGE].list_subscriptions(
-        owner=owner, kind="webhook", limit=limit + 1, after_id=query_param(request, "cursor")
+        owner=owner,
+        kind="webhook",
+        limit=limit + 1,
+        after_id=ops.listing_cursor(query_param(request, "cursor")),
     )
     next_cursor = subs[limit - 1].id if len(subs) > limit else None
     listed = [SubscriptionOut.of(s) for s in subs[:limit]]
@@ -146,7 +149,7 @@ async def patch_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     token = await authenticate(request, "operator", "partner")
     sub = await _owned(request, token)
-    await request.app[STORAGE].delete_subscription(sub.id)
+    await ops.delete(request.app, sub)
     return web.Response(status=204)
 
 

@@ -5,9 +5,7 @@ revoke: the partner is signed out), every subscription."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from html import unescape
@@ -19,6 +17,7 @@ from portal_support import Browsers, PortalUser, csrf_of
 from receiver import Receiver, respond_with
 from test_delivery import FAST as DELIVERY_FAST
 from test_delivery import subscribe
+from test_status_pages import until
 from test_websub import Subscriber, hub_post
 
 from storage import Storage
@@ -58,16 +57,6 @@ async def put_article(client: Client, article_id: str, title: str, *topics: str)
     }
     async with client.request("PUT", f"/api/articles/{article_id}", json=body) as resp:
         assert resp.status in (200, 201), await resp.text()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            assert result, "timed out waiting"
-            return result
-        await asyncio.sleep(0.05)
 
 
 def text_of(html: str) -> str:

@@ -3,12 +3,13 @@ ETag, no middleware, no database. It shows what the framework itself reaches her
 the gap between it and `syndicate serve` is what the service adds. Run N of them on one
 port (SO_REUSEPORT), like `syndicate serve --workers N`, on the event loop the service
 runs on by default (uvloop where installed), so the two differ only in what the
-service does per request."""
+service does per request. Each ``--feed PATH FILE ETAG`` serves FILE's bytes at PATH."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -16,19 +17,25 @@ from aiohttp import web
 from syndicate.core.settings import default_event_loop
 
 
-def make_app(body: bytes, etag: str) -> web.Application:
-    async def feed(request: web.Request) -> web.Response:
-        if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
-        return web.Response(
-            body=body, headers={"ETag": etag, "Content-Type": "application/rss+xml"}
-        )
+def make_app(feeds: dict[str, tuple[bytes, str]]) -> web.Application:
+    """One route per feed path, answering 200 with the bytes or 304 to its ETag."""
+
+    def handler(body: bytes, etag: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def feed(request: web.Request) -> web.Response:
+            if request.headers.get("If-None-Match") == etag:
+                return web.Response(status=304, headers={"ETag": etag})
+            return web.Response(
+                body=body, headers={"ETag": etag, "Content-Type": "application/rss+xml"}
+            )
+
+        return feed
 
     async def stats(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
-    app.router.add_get("/feeds/liver-health.rss", feed)
+    for path, (body, etag) in feeds.items():
+        app.router.add_get(path, handler(body, etag))
     app.router.add_get("/stats", stats)
     return app
 
@@ -36,11 +43,12 @@ def make_app(body: bytes, etag: str) -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--body", type=Path, required=True)
-    parser.add_argument("--etag", required=True)
+    parser.add_argument(
+        "--feed", nargs=3, action="append", required=True, metavar=("PATH", "FILE", "ETAG")
+    )
     parser.add_argument("--event-loop", default=default_event_loop())
     args = parser.parse_args()
-    app = make_app(args.body.read_bytes(), args.etag)
+    app = make_app({path: (Path(file).read_bytes(), etag) for path, file, etag in args.feed})
     loop: asyncio.AbstractEventLoop
     if args.event_loop == "uvloop":
         import uvloop

@@ -1,19 +1,33 @@
-"""1. Feed reads: /feeds/liver-health.rss from `syndicate serve --workers N` vs nginx
-serving the identical bytes as a static file; 200 and 304 (If-None-Match), wrk -t2 -c64 -d10s."""
+"""1. Feed reads at three sizes (~4 KB, ~15 KB, ~150 KB), 200 and 304 (If-None-Match),
+from `syndicate serve --workers N` vs a bare aiohttp handler serving the same bytes and
+ETag from the same number of processes (`bench/bare_feed.py`): the ratio to bare aiohttp
+is the target, what the service adds per request over the framework. nginx serving the
+identical bytes as static files is shown beside it. wrk -t2 -c64 -d5s per run.
+
+``--before TREE`` also runs a second `syndicate serve` from another checkout of the code
+(e.g. a `git worktree` of the commit before a change) on the same database, measured in
+the same rounds: an A/B in one run on the same machine."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 from bench import _harness as h
 from syndicate.core.settings import default_event_loop
 
 TITLE = "1. Feed reads (SQLite)"
-TARGET_200 = 0.45
-TARGET_304 = 0.20
+TARGET = 0.8  # of bare aiohttp, 200 and 304 alike
+# (topic, articles, bytes of HTML content each): RSS feeds of about 4, 15 and 150 KB.
+SIZES = [
+    ("feed-small", 2, 700),
+    ("feed-medium", 5, 1_600),
+    ("feed-large", 45, 2_600),
+]
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -25,116 +39,169 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, 
         return exc.code, b"", dict(exc.headers)
 
 
+def articles() -> list[dict[str, object]]:
+    out = []
+    n = 0
+    for topic, count, size in SIZES:
+        for _ in range(count):
+            out.append(h.article(n, prefix="feed", topic=topic, size=size))
+            n += 1
+    return out
+
+
+def check_feed(base: str, path: str, count: int) -> tuple[bytes, str]:
+    """The feed's bytes and ETag, after checking the 200 and the 304."""
+    status, body, headers = fetch(base + path)
+    assert status == 200, (path, status)
+    assert body.count(b"<item>") == count, (path, body.count(b"<item>"))
+    etag = headers["ETag"]
+    assert fetch(base + path, {"If-None-Match": etag})[0] == 304
+    return body, etag
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=h.cores())
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of the code before a change: its `serve` is measured too",
+    )
     args = parser.parse_args(argv)
     if not h.have("wrk"):
         h.skip(TITLE, "wrk is not installed (apt-get install wrk); nothing measured")
         return
-    if not h.have("nginx"):
-        h.skip(TITLE, "nginx is not installed (apt-get install nginx-light); no baseline")
-        return
-    content = h.seed_article()["content"]
     with h.scratch_dir() as tmp:
         db = h.new_database("sqlite", tmp, "feeds")
         token = h.create_token(db.url)
         service = h.Service(db.url, workers=args.workers).start(tmp)
-        nginx = None
+        before: h.Service | None = None
+        nginx: h.Nginx | None = None
         bare: list[h.Helper] = []
         try:
-            articles = [h.article(i, prefix="feed", content=content) for i in range(50)]
-            asyncio.run(h.load_articles(service.base, token, articles))
-            url = f"{service.base}/feeds/liver-health.rss"
-            status, body, headers = fetch(url)
-            assert status == 200, status
-            assert body.count(b"<item>") == 50, "expected 50 items"
-            etag = headers["ETag"]
-            assert fetch(url, {"If-None-Match": etag})[0] == 304
+            asyncio.run(h.load_articles(service.base, token, articles()))
             root = tmp / "www"
             (root / "feeds").mkdir(parents=True)
-            (root / "feeds" / "liver-health.rss").write_bytes(body)
-            nginx = h.Nginx(root, workers=args.workers).start(tmp)
-            nginx_url = f"http://{h.HOST}:{nginx.port}/feeds/liver-health.rss"
-            n_status, n_body, n_headers = fetch(nginx_url)
-            assert n_status == 200 and n_body == body
-            n_etag = n_headers["ETag"]
-            assert fetch(nginx_url, {"If-None-Match": n_etag})[0] == 304
-            feed_file = root / "feeds" / "liver-health.rss"
+            feeds: list[tuple[str, str, bytes, str]] = []  # topic, path, body, etag
+            for topic, count, _ in SIZES:
+                path = f"/feeds/{topic}.rss"
+                body, etag = check_feed(service.base, path, count)
+                (root / "feeds" / f"{topic}.rss").write_bytes(body)
+                feeds.append((topic, path, body, etag))
+            if args.before is not None:
+                env = {"PYTHONPATH": str(args.before.resolve())}
+                before = h.Service(db.url, workers=args.workers, env=env).start(tmp)
+                for (_, path, body, _), (_, count, _) in zip(feeds, SIZES, strict=True):
+                    assert check_feed(before.base, path, count)[0] == body
+            bases = {"ours": service.base}
+            if before is not None:
+                bases["before"] = before.base
+            etags: dict[tuple[str, str], str] = {}  # (variant, path) -> its ETag
+            if h.have("nginx"):
+                nginx = h.Nginx(root, workers=args.workers).start(tmp)
+                bases["nginx"] = f"http://{h.HOST}:{nginx.port}"
+                for _, path, body, _ in feeds:
+                    status, n_body, n_headers = fetch(bases["nginx"] + path)
+                    assert status == 200 and n_body == body
+                    etags["nginx", path] = n_headers["ETag"]
             port = h.free_port()
+            spec = []
+            for _, path, _, etag in feeds:
+                spec += ["--feed", path, str(root / path.lstrip("/")), etag]
             for _ in range(args.workers):
-                bare.append(
-                    h.Helper(
-                        "bench.bare_feed", ["--body", str(feed_file), "--etag", etag], port=port
-                    ).start(tmp)
-                )
+                bare.append(h.Helper("bench.bare_feed", spec, port=port).start(tmp))
             time.sleep(1.0)  # the later ones bind after the first already answers
-            bare_url = f"http://{h.HOST}:{port}/feeds/liver-health.rss"
-            assert fetch(bare_url)[1] == body
-            keys = ("o200", "n200", "b200", "o304", "n304", "b304")
-            runs: dict[str, list[h.WrkResult]] = {k: [] for k in keys}
+            bases["bare"] = f"http://{h.HOST}:{port}"
+            for _, path, body, etag in feeds:
+                assert fetch(bases["bare"] + path)[1] == body
+                for variant in bases:
+                    etags.setdefault((variant, path), etag)
+            runs: dict[tuple[str, str, str], list[h.WrkResult]] = {}
             for round_no in range(h.ROUNDS):
                 print(f"round {round_no + 1}/{h.ROUNDS}", flush=True)
-                d: int = args.duration
-                runs["o200"].append(h.wrk(url, duration=d))
-                runs["n200"].append(h.wrk(nginx_url, duration=d))
-                runs["o304"].append(h.wrk(url, headers=[f"If-None-Match: {etag}"], duration=d))
-                runs["n304"].append(
-                    h.wrk(nginx_url, headers=[f"If-None-Match: {n_etag}"], duration=d)
-                )
-                runs["b200"].append(h.wrk(bare_url, duration=d))
-                runs["b304"].append(h.wrk(bare_url, headers=[f"If-None-Match: {etag}"], duration=d))
+                for topic, path, _, _ in feeds:
+                    for code in ("200", "304"):
+                        for variant, base in bases.items():
+                            headers = []
+                            if code == "304":
+                                headers = [f"If-None-Match: {etags[variant, path]}"]
+                            result = h.wrk(base + path, headers=headers, duration=args.duration)
+                            runs.setdefault((topic, code, variant), []).append(result)
             rss = service.rss_mb()
         finally:
             for helper in bare:
                 helper.stop()
             service.stop()
+            if before is not None:
+                before.stop()
             if nginx is not None:
                 nginx.stop()
     m = {k: h.median_wrk(v) for k, v in runs.items()}
+    per_process = args.workers
+
+    def us(rps: float) -> str:
+        return f"{1e6 * per_process / rps:.0f}"
+
     rows = []
-    for code, target in (("200", TARGET_200), ("304", TARGET_304)):
-        ours, base, bare_run = m["o" + code], m["n" + code], m["b" + code]
-        ratio = ours.rps / base.rps
-        rows.append(
-            [
-                f"{code}",
+    for (topic, _, _), (_, _, body, _) in zip(SIZES, feeds, strict=True):
+        for code in ("200", "304"):
+            ours, bare_run = m[topic, code, "ours"], m[topic, code, "bare"]
+            ratio = ours.rps / bare_run.rps
+            row = [
+                f"{len(body) / 1024:.1f} KB",
+                code,
                 f"{ours.rps:,.0f}",
                 f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f}",
-                f"{base.rps:,.0f}",
-                f"{base.p50_ms:.2f} / {base.p99_ms:.2f}",
+                f"{bare_run.rps:,.0f}",
                 f"{ratio:.2f}x",
-                f">= {target}x",
-                h.verdict(ratio, target),
-                f"{bare_run.rps / base.rps:.2f}x",
+                h.verdict(ratio, TARGET),
+                f"{us(ours.rps)} / {us(bare_run.rps)}",
             ]
-        )
+            if "nginx" in bases:
+                nginx_run = m[topic, code, "nginx"]
+                row += [f"{nginx_run.rps:,.0f}", f"{ours.rps / nginx_run.rps:.2f}x"]
+            if "before" in bases:
+                old = m[topic, code, "before"]
+                row += [f"{old.rps:,.0f}", f"{old.rps / bare_run.rps:.2f}x"]
+            rows.append(row)
+    headers = [
+        "feed",
+        "status",
+        "ours req/s",
+        "ours p50/p99 ms",
+        "bare aiohttp req/s",
+        "ours/bare",
+        f"target >= {TARGET}x",
+        "µs/request ours / bare",
+    ]
+    if "nginx" in bases:
+        headers += ["nginx req/s", "ours/nginx"]
+    if "before" in bases:
+        headers += ["before req/s", "before/bare"]
     errors = sum(r.errors + r.non_2xx_3xx for v in runs.values() for r in v)
+    command = f"python -m bench.feed_reads --workers {args.workers} --duration {args.duration}"
+    if args.before is not None:
+        command += f" --before {args.before}"
+    sizes = ", ".join(
+        f"{topic} {count} items {len(body):,} bytes"
+        for (topic, count, _), (_, _, body, _) in zip(SIZES, feeds, strict=True)
+    )
     h.report(
         TITLE,
-        f"python -m bench.feed_reads --workers {args.workers} (wrk -t2 -c64 -d{args.duration}s)",
-        [
-            "status",
-            "ours req/s",
-            "ours p50/p99 ms",
-            "nginx req/s",
-            "nginx p50/p99 ms",
-            "ours/nginx",
-            "target",
-            "result",
-            "bare aiohttp/nginx",
-        ],
+        f"{command} (wrk -t2 -c64 -d{args.duration}s)",
+        headers,
         rows,
         [
-            f"Feed: 50 items with full content, {len(body):,} bytes uncompressed (wrk sends no "
-            "Accept-Encoding); nginx serves the identical bytes as a static file.",
-            f"Both with {args.workers} processes: `syndicate serve --workers {args.workers}` "
-            f"vs nginx `worker_processes {args.workers}`; wrk shares the same {h.cores()} cores.",
-            f"Bare aiohttp: `bench/bare_feed.py` x {args.workers} on one port, the same bytes "
-            "and ETag with no middleware or database, on the service's event loop "
-            f"({default_event_loop()}), same wrk settings: what the framework itself reaches "
-            "here.",
+            f"Feeds (RSS, full content, uncompressed: wrk sends no Accept-Encoding): {sizes}.",
+            f"All with {args.workers} processes: `syndicate serve --workers {args.workers}`, "
+            f"`bench/bare_feed.py` x {args.workers} on one port (the same bytes and ETag, no "
+            f"middleware or database, on the service's event loop, {default_event_loop()}) "
+            f"and nginx `worker_processes {args.workers}`; wrk shares the same {h.cores()} "
+            "cores.",
+            "µs/request = 1e6 / (req/s per process): the wall time one process spends per "
+            "request, wrk's share of the cores included; ours minus bare is what the service "
+            "adds to the framework's own work.",
             f"Service RSS after the run: {rss:.0f} MB over {args.workers} processes. "
             f"Socket errors + non-2xx/3xx across all runs: {errors}.",
         ],

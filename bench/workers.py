@@ -1,0 +1,332 @@
+"""8. More workers (issue 23): 1, 2 and 4 ``syndicate worker`` processes on one
+PostgreSQL database, delivering to receivers that answer after 200 ms; deliveries/s
+with 2 and 4 against 1 in the same run, and no delivery sent twice.
+
+The run is latency-bound by construction: each worker may have MAX_IN_FLIGHT requests
+in flight (``SYNDICATE_MAX_IN_FLIGHT``, all of them for webhooks:
+``SYNDICATE_WEBSUB_SHARE=0``), the subscriptions are spread over enough owners and
+hosts that the per-owner and per-host caps are not what binds, so one worker's bound
+is MAX_IN_FLIGHT / 0.2 s (Little's law) and N workers' N times that, while the CPU
+that N x the bound costs stays well under the machine's 2 cores.
+
+No ``syndicate serve`` runs: it would claim deliveries too (every serve process runs a
+dispatcher, and no setting turns it off), so the articles are written by this process
+through the storage's own batch ingest (``store_batch``, what ``POST
+/api/articles/batch`` calls), with the event renderer serve sets; the workers fan
+them out and deliver them. The receiver (bench/receiver.py) is one process listening
+on HOSTS loopback addresses; it counts each (webhook-id, path) pair once, so the
+arrivals beyond the distinct pairs are deliveries sent twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import _harness as h
+from bench.receiver import host_address
+from storage import Storage, open_storage
+from syndicate.content.ingest import store_batch
+from syndicate.core.names import SITE_BASE_URL
+from syndicate.delivery.webhooks import body_renderer
+
+TITLE = "8. More workers (issue 23, PostgreSQL)"
+#: Throughput with 2 and with 4 workers, over 1 (same run).
+TARGETS = {2: 1.8, 4: 3.0}
+COUNTS = (1, 2, 4)
+#: Seconds each receiver host takes to answer.
+DELAY = 0.2
+SECRET = "whsec_" + "A" * 43 + "="
+
+
+@dataclass(frozen=True)
+class Scale:
+    subscriptions: int
+    articles: int
+    max_in_flight: int
+    hosts: int = 16
+    owners: int = 8
+
+    @property
+    def deliveries(self) -> int:
+        return self.subscriptions * self.articles
+
+    def bound(self, workers: int) -> float:
+        """Little's law: requests in flight / seconds each takes."""
+        return workers * self.max_in_flight / DELAY
+
+
+#: Default (make bench): 3,200 deliveries, ~20 s with one worker. BENCH_SCALE=1: four
+#: times the deliveries at twice the in-flight cap (4 workers: 1,280/s). --quick: a
+#: look in under a minute.
+SCALES = {
+    "default": Scale(subscriptions=800, articles=4, max_in_flight=32),
+    "large": Scale(subscriptions=1600, articles=8, max_in_flight=64),
+    "quick": Scale(subscriptions=200, articles=2, max_in_flight=32),
+}
+
+
+def worker_env(scale: Scale) -> dict[str, str]:
+    # Per-owner (32) and per-host (8) caps stay at their defaults: owners x 32 and
+    # hosts x 8 are each at least MAX_IN_FLIGHT, so the global cap is what binds.
+    assert scale.owners * 32 >= scale.max_in_flight and scale.hosts * 8 >= scale.max_in_flight
+    return {
+        "SYNDICATE_ALLOW_PRIVATE_TARGETS": "1",
+        "SYNDICATE_MAX_IN_FLIGHT": str(scale.max_in_flight),
+        "SYNDICATE_WEBSUB_SHARE": "0",
+    }
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def start_workers(
+    db: str, tmp: Path, count: int, env: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` workers, started together; returns once each has said it is ready."""
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    try:
+        for n in range(count):
+            log = tmp / f"worker-{count}-{n}.log"
+            logs.append(log)
+            with open(log, "wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [h.SYNDICATE, "worker", "--database", db],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=h.bench_env(**env),
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + 30
+        for proc, log in zip(procs, logs, strict=True):
+            while b"worker ready" not in log.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.05)
+    except BaseException:
+        stop_workers(procs)
+        raise
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# -- receiver -------------------------------------------------------------------------
+
+
+async def receiver_call(port: int, method: str, path: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, f"http://{h.HOST}:{port}{path}") as r:
+            if r.status == 204:
+                return {}
+            result: dict[str, Any] = await r.json()
+            return result
+
+
+async def wait_arrivals(port: int, expected: int, timeout: float) -> dict[str, Any]:
+    """The receiver's stats once ``expected`` distinct deliveries arrived (or the
+    timeout passed), and a moment later, so that a late duplicate is counted too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await receiver_call(port, "GET", "/stats")
+        if stats["distinct"] >= expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(DELAY + 0.5)
+    return await receiver_call(port, "GET", "/stats")
+
+
+# -- setup and rounds -------------------------------------------------------------------
+
+
+async def open_writer(db: str) -> Storage:
+    """The storage this process writes articles through, rendering each event's body
+    as serve would (with the database's base URL)."""
+    store = await open_storage(db)
+    base = await store.site_setting(SITE_BASE_URL)
+    if base is None:
+        base = await store.claim_site_setting(SITE_BASE_URL, "http://127.0.0.1:8080")
+    store.set_event_renderer(body_renderer(base))
+    return store
+
+
+async def subscribe(db: str, scale: Scale, port: int) -> None:
+    store = await open_storage(db)
+    try:
+        for i in range(scale.subscriptions):
+            await store.create_subscription(
+                id=f"sub_{i:05d}",
+                kind="webhook",
+                url=f"http://{host_address(i % scale.hosts)}:{port}/hook/{i}",
+                topics=["*"],
+                events=[],
+                secret=SECRET,
+                owner=f"partner-{i % scale.owners}",
+            )
+    finally:
+        await store.close()
+
+
+@dataclass
+class Run:
+    workers: int
+    rate: float
+    write_to_last: float
+    arrived: int
+    duplicates: int
+
+
+async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str) -> Run:
+    """Writes ``scale.articles`` articles (one batch) while ``workers`` workers run;
+    deliveries/s from the first arrival to the last."""
+    await receiver_call(port, "POST", "/reset")
+    items = [h.article(n, prefix=tag, size=2000) for n in range(scale.articles)]
+    store = await open_writer(db)
+    try:
+        written = time.time()
+        results = await store_batch(
+            store, items, host=h.HOST, fields=[f"articles[{n}]" for n in range(len(items))]
+        )
+    finally:
+        await store.close()
+    assert all(r["status"] == "created" for r in results), results
+    expected = scale.deliveries
+    # Bounded: a third of the bound's pace, plus the fan-out's poll and some slack.
+    timeout = expected / scale.bound(workers) * 3 + 30
+    stats = await wait_arrivals(port, expected, timeout)
+    if stats["distinct"] < expected:
+        raise RuntimeError(
+            f"{workers} workers: only {stats['distinct']} of {expected} deliveries "
+            f"arrived in {timeout:.0f}s"
+        )
+    first, last = float(stats["first"]), float(stats["last"])
+    return Run(
+        workers=workers,
+        rate=(stats["distinct"] - 1) / (last - first),
+        write_to_last=last - written,
+        arrived=int(stats["distinct"]),
+        duplicates=int(stats["count"]) - int(stats["distinct"]),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.workers")
+    parser.add_argument(
+        "--quick", action="store_true", help="one round of 400 deliveries (a look, not a figure)"
+    )
+    args = parser.parse_args(argv)
+    if not h.pg_available():
+        h.skip(TITLE, f"PostgreSQL not reachable at {h.PG_ADMIN}")
+        return
+    size = "quick" if args.quick else "large" if os.environ.get("BENCH_SCALE") == "1" else "default"
+    scale = SCALES[size]
+    rounds = 1 if args.quick else h.ROUNDS
+    runs: dict[int, list[Run]] = {n: [] for n in COUNTS}
+    started = time.monotonic()
+    with h.scratch_dir() as tmp:
+        receiver = h.Helper(
+            "bench.receiver", ["--hosts", str(scale.hosts), "--delay", str(DELAY)]
+        ).start(tmp)
+        db = h.new_database("postgres", tmp, "workers")
+        try:
+            h.create_token(db.url)  # makes the schema, as for the other benchmarks
+            asyncio.run(subscribe(db.url, scale, receiver.port))
+            env = worker_env(scale)
+            for round_no in range(rounds):
+                for n in COUNTS:
+                    procs = start_workers(db.url, tmp, n, env)
+                    try:
+                        run = asyncio.run(
+                            one_run(db.url, receiver.port, scale, n, f"w{round_no}n{n}")
+                        )
+                    finally:
+                        stop_workers(procs)
+                    runs[n].append(run)
+                    print(
+                        f"round {round_no + 1}/{rounds}, {n} worker(s): {run.rate:,.0f} "
+                        f"deliveries/s ({run.rate / scale.bound(n):.2f}x the bound), write -> "
+                        f"last {run.write_to_last:.1f}s, {run.duplicates} duplicates",
+                        flush=True,
+                    )
+        finally:
+            receiver.stop()
+            db.drop()
+    print(f"total {time.monotonic() - started:.0f}s", flush=True)
+    base = h.median([r.rate for r in runs[1]])
+    rows: list[list[Any]] = []
+    for n in COUNTS:
+        rate = h.median([r.rate for r in runs[n]])
+        duplicates = sum(r.duplicates for r in runs[n])
+        target = TARGETS.get(n)
+        rows.append(
+            [
+                f"{n} worker{'s' if n > 1 else ''}",
+                rate,
+                scale.bound(n),
+                f"{rate / scale.bound(n):.2f}x",
+                f"{rate / base:.2f}x",
+                f">= {target}x" if target else "(baseline)",
+                h.verdict(rate / base, target) if target else "",
+                h.median([r.write_to_last for r in runs[n]]),
+                duplicates,
+            ]
+        )
+    quick = " --quick" if args.quick else ""
+    h.report(
+        TITLE,
+        f"python -m bench.workers{quick}" + (" (BENCH_SCALE=1)" if size == "large" else ""),
+        [
+            "",
+            "deliveries/s",
+            "bound (Little)",
+            "of bound",
+            "vs 1 worker",
+            "target",
+            "result",
+            "write -> last (s)",
+            "duplicates",
+        ],
+        rows,
+        [
+            f"{scale.deliveries:,} deliveries per run: {scale.articles} articles (one batch "
+            f"written through the storage, no serve running) x {scale.subscriptions:,} "
+            f"webhooks of {scale.owners} partners on {scale.hosts} receiver hosts "
+            f"(127.0.1.x, one receiver process) answering 204 after {DELAY * 1000:.0f} ms.",
+            f"Each worker: SYNDICATE_MAX_IN_FLIGHT={scale.max_in_flight}, all for webhooks "
+            f"(SYNDICATE_WEBSUB_SHARE=0); per-owner (32) and per-host (8) caps at their "
+            f"defaults, not binding; bound = workers x {scale.max_in_flight} / "
+            f"{DELAY:.1f} s.",
+            "deliveries/s = (distinct arrivals - 1) / (last arrival - first arrival) at the "
+            "receiver; duplicates = arrivals of a (webhook-id, path) pair already seen, "
+            "summed over the rounds (must be 0).",
+            "Rounds run 1, 2, 4 workers in turn on the same database, the workers started "
+            "(and ready) before the articles are written.",
+        ],
+        rounds=rounds,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,31 +1,52 @@
 """A partner endpoint for the push benchmarks: answers every POST with 204 and records
-when each one arrived (wall clock, comparable across processes on this machine)."""
+when each one arrived (wall clock, comparable across processes on this machine).
+
+With ``--hosts N`` it also listens on N other loopback addresses (``host_address``; all
+of 127.0.0.0/8 is loopback on Linux, no aliases needed), so that one process stands for
+N receiver hosts, each with its own per-host cap in the service. ``--delay`` makes every
+answer wait that long, as a real endpoint's work would."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import time
 
 from aiohttp import web
 
 arrivals: list[float] = []
 ids: dict[str, float] = {}
+#: (webhook-id, path) of each POST: a webhook's id is the event's, the same for every
+#: subscriber, and the path tells subscribers apart; a repeat is a duplicate delivery.
+seen: set[str] = set()
+delay = 0.0
+
+
+def host_address(i: int) -> str:
+    """The address of receiver host ``i`` (0-based): 127.0.1.1, 127.0.1.2, ...; 250 per
+    third octet, up to 63,750 hosts."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
 
 
 async def hook(request: web.Request) -> web.Response:
     body = await request.read()
     now = time.time()
     arrivals.append(now)
+    seen.add(f"{request.headers.get('webhook-id', '')} {request.path}")
     if request.query.get("record") == "1":
         data = json.loads(body).get("data", {})
         ids.setdefault(str(data.get("id")), now)
+    if delay:
+        await asyncio.sleep(delay)
     return web.Response(status=204)
 
 
 async def stats(request: web.Request) -> web.Response:
     payload: dict[str, object] = {
         "count": len(arrivals),
+        "distinct": len(seen),
         "first": arrivals[0] if arrivals else None,
         "last": arrivals[-1] if arrivals else None,
     }
@@ -37,18 +58,49 @@ async def stats(request: web.Request) -> web.Response:
 async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
     ids.clear()
+    seen.clear()
     return web.Response(status=204)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset", reset)
     app.router.add_post("/{tail:.*}", hook)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+    return app
+
+
+async def serve(port: int, hosts: int) -> None:
+    runner = web.AppRunner(make_app(), access_log=None)
+    await runner.setup()
+    try:
+        for address in ["127.0.0.1", *(host_address(i) for i in range(hosts))]:
+            await web.TCPSite(runner, address, port, backlog=1024).start()
+        await asyncio.Event().wait()  # until SIGTERM
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    global delay
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--hosts", type=int, default=0, help="also listen on N addresses")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
+    args = parser.parse_args()
+    delay = args.delay
+    if not args.hosts:
+        web.run_app(make_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+        return
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(serve(args.port, args.hosts))
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":

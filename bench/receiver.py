@@ -22,6 +22,9 @@ ids: dict[str, float] = {}
 #: subscriber, and the path tells subscribers apart; a repeat is a duplicate delivery.
 seen: set[str] = set()
 delay = 0.0
+#: Requests being answered now, the most at once, and the sum over arrivals of how
+#: many were in flight (its mean says how many of the sender's slots were in use).
+inflight = {"now": 0, "peak": 0, "sum": 0}
 
 
 def host_address(i: int) -> str:
@@ -38,8 +41,15 @@ async def hook(request: web.Request) -> web.Response:
     if request.query.get("record") == "1":
         data = json.loads(body).get("data", {})
         ids.setdefault(str(data.get("id")), now)
-    if delay:
+    if not delay:
+        return web.Response(status=204)
+    inflight["now"] += 1
+    inflight["peak"] = max(inflight["peak"], inflight["now"])
+    inflight["sum"] += inflight["now"]
+    try:
         await asyncio.sleep(delay)
+    finally:
+        inflight["now"] -= 1
     return web.Response(status=204)
 
 
@@ -49,6 +59,8 @@ async def stats(request: web.Request) -> web.Response:
         "distinct": len(seen),
         "first": arrivals[0] if arrivals else None,
         "last": arrivals[-1] if arrivals else None,
+        "peak_inflight": inflight["peak"],
+        "mean_inflight": inflight["sum"] / len(arrivals) if arrivals else 0,
     }
     if request.query.get("ids") == "1":
         payload["ids"] = ids
@@ -59,6 +71,7 @@ async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
     ids.clear()
     seen.clear()
+    inflight.update(peak=0, sum=0)
     return web.Response(status=204)
 
 

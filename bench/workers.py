@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,13 @@ class Scale:
         return workers * self.max_in_flight / DELAY
 
 
-#: Default (make bench): 3,200 deliveries, ~20 s with one worker. BENCH_SCALE=1: four
-#: times the deliveries at twice the in-flight cap (4 workers: 1,280/s). --quick: a
-#: look in under a minute.
+#: Default (make bench): 3,200 deliveries, ~20 s with one worker. BENCH_SCALE=1: ten
+#: times the subscriptions, hosts and partners, one article (8,000 deliveries, ~50 s with
+#: one worker). --quick: a look in under half a minute, too short for a figure (the
+#: fan-out's 1 s poll is a large part of it).
 SCALES = {
     "default": Scale(subscriptions=800, articles=4, max_in_flight=32),
-    "large": Scale(subscriptions=1600, articles=8, max_in_flight=64),
+    "large": Scale(subscriptions=8000, articles=1, max_in_flight=32, hosts=160, owners=80),
     "quick": Scale(subscriptions=200, articles=2, max_in_flight=32),
 }
 
@@ -78,7 +80,8 @@ SCALES = {
 def worker_env(scale: Scale) -> dict[str, str]:
     # Per-owner (32) and per-host (8) caps stay at their defaults: owners x 32 and
     # hosts x 8 are each at least MAX_IN_FLIGHT, so the global cap is what binds.
-    assert scale.owners * 32 >= scale.max_in_flight and scale.hosts * 8 >= scale.max_in_flight
+    if scale.owners * 32 < scale.max_in_flight or scale.hosts * 8 < scale.max_in_flight:
+        raise SystemExit(f"{scale}: the per-owner or per-host caps would bind, not the global")
     return {
         "SYNDICATE_ALLOW_PRIVATE_TARGETS": "1",
         "SYNDICATE_MAX_IN_FLIGHT": str(scale.max_in_flight),
@@ -131,6 +134,56 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (other users of the server
+    count too: a noisy figure, shown as such)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class Cpu:
+    """CPU seconds of the workers, the receiver and PostgreSQL since a snapshot."""
+
+    workers: list[int]
+    receiver: int
+    at: dict[str, dict[int, float]] | None = None
+
+    def _now(self) -> dict[str, dict[int, float]]:
+        return {
+            "workers": {p: cpu_seconds(p) for p in self.workers},
+            "receiver": {self.receiver: cpu_seconds(self.receiver)},
+            "postgres": {p: cpu_seconds(p) for p in postgres_pids()},
+        }
+
+    def start(self) -> None:
+        self.at = self._now()
+
+    def since(self) -> dict[str, float]:
+        assert self.at is not None
+        now = self._now()
+        return {
+            part: sum(t - self.at[part].get(pid, 0.0) for pid, t in now[part].items())
+            for part in now
+        }
 
 
 # -- receiver -------------------------------------------------------------------------
@@ -189,6 +242,24 @@ async def subscribe(db: str, scale: Scale, port: int) -> None:
         await store.close()
 
 
+async def done_times(db: str, since: float) -> list[float]:
+    """When each attempt since ``since`` was recorded (``attempted_at``: the outcome's
+    flush, every 20 ms, ~DELAY after it was sent; ``sent_at`` has whole seconds only),
+    oldest first: what the ramp, the steady part and the tail are read from."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db)
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM attempted_at)::float8 AS t FROM delivery_attempts"
+            " WHERE attempted_at >= to_timestamp($1) ORDER BY attempted_at",
+            since,
+        )
+    finally:
+        await conn.close()
+    return [float(r["t"]) for r in rows]
+
+
 @dataclass
 class Run:
     workers: int
@@ -196,15 +267,27 @@ class Run:
     write_to_last: float
     arrived: int
     duplicates: int
+    #: Deliveries/s between the 10th and the 90th percentile of the recorded times.
+    steady: float = float("nan")
+    #: Seconds from the write to the first recorded attempt, from it to the 10th
+    #: percentile, and from the 90th percentile to the last.
+    start: float = float("nan")
+    ramp: float = float("nan")
+    tail: float = float("nan")
+    #: CPU milliseconds per delivery: workers, receiver, postgres (the whole server).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Cores busy on average from the write to the last arrival (those three parts).
+    cores: float = float("nan")
 
 
-async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str) -> Run:
+async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str, cpu: Cpu) -> Run:
     """Writes ``scale.articles`` articles (one batch) while ``workers`` workers run;
     deliveries/s from the first arrival to the last."""
     await receiver_call(port, "POST", "/reset")
     items = [h.article(n, prefix=tag, size=2000) for n in range(scale.articles)]
     store = await open_writer(db)
     try:
+        cpu.start()
         written = time.time()
         results = await store_batch(
             store, items, host=h.HOST, fields=[f"articles[{n}]" for n in range(len(items))]
@@ -216,19 +299,31 @@ async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str) -> R
     # Bounded: a third of the bound's pace, plus the fan-out's poll and some slack.
     timeout = expected / scale.bound(workers) * 3 + 30
     stats = await wait_arrivals(port, expected, timeout)
+    wall = time.time() - written
+    used = cpu.since()
     if stats["distinct"] < expected:
         raise RuntimeError(
             f"{workers} workers: only {stats['distinct']} of {expected} deliveries "
             f"arrived in {timeout:.0f}s"
         )
     first, last = float(stats["first"]), float(stats["last"])
-    return Run(
+    run = Run(
         workers=workers,
         rate=(stats["distinct"] - 1) / (last - first),
         write_to_last=last - written,
         arrived=int(stats["distinct"]),
         duplicates=int(stats["count"]) - int(stats["distinct"]),
+        cpu_ms={part: seconds * 1000 / expected for part, seconds in used.items()},
+        cores=sum(used.values()) / wall,
     )
+    sent = await done_times(db, written)
+    if len(sent) >= 10:
+        lo, hi = len(sent) // 10, len(sent) * 9 // 10
+        run.steady = (hi - lo) / max(sent[hi] - sent[lo], 1e-6)
+        run.start = sent[0] - written
+        run.ramp = sent[lo] - sent[0]
+        run.tail = sent[-1] - sent[hi]
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,12 +331,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="one round of 400 deliveries (a look, not a figure)"
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="each worker's cap instead of the scale's (32); 64 puts 4 workers' bound at "
+        "1,280/s, about what the 2 cores can do at all",
+    )
     args = parser.parse_args(argv)
     if not h.pg_available():
         h.skip(TITLE, f"PostgreSQL not reachable at {h.PG_ADMIN}")
         return
     size = "quick" if args.quick else "large" if os.environ.get("BENCH_SCALE") == "1" else "default"
     scale = SCALES[size]
+    if args.max_in_flight:
+        scale = dataclasses.replace(scale, max_in_flight=args.max_in_flight)
     rounds = 1 if args.quick else h.ROUNDS
     runs: dict[int, list[Run]] = {n: [] for n in COUNTS}
     started = time.monotonic()
@@ -249,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         receiver = h.Helper(
             "bench.receiver", ["--hosts", str(scale.hosts), "--delay", str(DELAY)]
         ).start(tmp)
+        assert receiver.proc is not None
+        receiver_pid = receiver.proc.pid
         db = h.new_database("postgres", tmp, "workers")
         try:
             h.create_token(db.url)  # makes the schema, as for the other benchmarks
@@ -259,7 +365,14 @@ def main(argv: list[str] | None = None) -> None:
                     procs = start_workers(db.url, tmp, n, env)
                     try:
                         run = asyncio.run(
-                            one_run(db.url, receiver.port, scale, n, f"w{round_no}n{n}")
+                            one_run(
+                                db.url,
+                                receiver.port,
+                                scale,
+                                n,
+                                f"w{round_no}n{n}",
+                                Cpu([p.pid for p in procs], receiver_pid),
+                            )
                         )
                     finally:
                         stop_workers(procs)
@@ -267,7 +380,12 @@ def main(argv: list[str] | None = None) -> None:
                     print(
                         f"round {round_no + 1}/{rounds}, {n} worker(s): {run.rate:,.0f} "
                         f"deliveries/s ({run.rate / scale.bound(n):.2f}x the bound), write -> "
-                        f"last {run.write_to_last:.1f}s, {run.duplicates} duplicates",
+                        f"last {run.write_to_last:.1f}s, {run.duplicates} duplicates; steady "
+                        f"(10-90%) {run.steady:,.0f}/s, write -> first done {run.start:.2f}s, "
+                        f"ramp to 10% {run.ramp:.2f}s, tail from 90% {run.tail:.2f}s; CPU ms "
+                        "per delivery "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in run.cpu_ms.items())
+                        + f"; {run.cores:.2f} cores busy",
                         flush=True,
                     )
         finally:
@@ -289,14 +407,25 @@ def main(argv: list[str] | None = None) -> None:
                 f"{rate / base:.2f}x",
                 f">= {target}x" if target else "(baseline)",
                 h.verdict(rate / base, target) if target else "",
+                h.median([r.steady for r in runs[n]]),
+                f"{h.median([r.start for r in runs[n]]):.2f} / "
+                f"{h.median([r.ramp for r in runs[n]]):.2f} / "
+                f"{h.median([r.tail for r in runs[n]]):.2f}",
                 h.median([r.write_to_last for r in runs[n]]),
+                " / ".join(
+                    f"{h.median([r.cpu_ms.get(k, float('nan')) for r in runs[n]]):.2f}"
+                    for k in ("workers", "postgres", "receiver")
+                ),
+                h.median([r.cores for r in runs[n]]),
                 duplicates,
             ]
         )
-    quick = " --quick" if args.quick else ""
+    flags = (" --quick" if args.quick else "") + (
+        f" --max-in-flight {args.max_in_flight}" if args.max_in_flight else ""
+    )
     h.report(
         TITLE,
-        f"python -m bench.workers{quick}" + (" (BENCH_SCALE=1)" if size == "large" else ""),
+        f"python -m bench.workers{flags}" + (" (BENCH_SCALE=1)" if size == "large" else ""),
         [
             "",
             "deliveries/s",
@@ -305,7 +434,11 @@ def main(argv: list[str] | None = None) -> None:
             "vs 1 worker",
             "target",
             "result",
+            "steady 10-90% /s",
+            "to first / ramp / tail (s)",
             "write -> last (s)",
+            "CPU ms/delivery: workers / postgres / receiver",
+            "cores busy",
             "duplicates",
         ],
         rows,
@@ -321,6 +454,16 @@ def main(argv: list[str] | None = None) -> None:
             "deliveries/s = (distinct arrivals - 1) / (last arrival - first arrival) at the "
             "receiver; duplicates = arrivals of a (webhook-id, path) pair already seen, "
             "summed over the rounds (must be 0).",
+            "steady = deliveries/s between the 10th and 90th percentile of the attempts' "
+            "recorded times (delivery_attempts.attempted_at, flushed every 20 ms); to first "
+            f"= the write to the first recorded ({DELAY:.1f} s of it the receiver's answer, "
+            "the rest the fan-out's poll and claim), ramp = first to the 10th percentile, "
+            f"tail = 90th percentile to the last (at the bound, 10% takes "
+            f"{scale.deliveries / 10 / scale.bound(1):.1f} s with 1 worker, "
+            f"{scale.deliveries / 10 / scale.bound(4):.1f} s with 4).",
+            "CPU: user + system seconds from /proc over the write -> last arrival, per "
+            "delivery; postgres is every server process on the machine (other users of it "
+            "included); cores busy = those three parts' CPU seconds / wall seconds.",
             "Rounds run 1, 2, 4 workers in turn on the same database, the workers started "
             "(and ready) before the articles are written.",
         ],

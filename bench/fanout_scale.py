@@ -77,45 +77,31 @@ def slots(kind: str, hosts: int) -> int:
 # -- setup: subscriptions copied from one made through the API ---------------------------
 
 
-def url_sql(hosts: int, port: int, path: str, concat: str) -> str:
-    """SQL for host_address(k % hosts) + path + k, over the row number ``k``."""
+def address_sql(hosts: int) -> str:
+    """SQL for ``receiver.host_address(k % hosts)`` over the row number ``k``."""
     i = f"(k % {hosts})"
-    return concat.join(
-        [
-            "'http://127.0.'",
-            f"(1 + {i} / 250)",
-            "'.'",
-            f"(1 + {i} % 250)",
-            f"':{port}{path}'",
-            "k",
-        ]
-    )
-
-
-def host_sql(hosts: int, prefix: str, concat: str) -> str:
-    i = f"(k % {hosts})"
-    return concat.join([f"'{prefix}127.0.'", f"(1 + {i} / 250)", "'.'", f"(1 + {i} % 250)"])
+    return f"'127.0.' || (1 + {i} / 250) || '.' || (1 + {i} % 250)"
 
 
 def copy_columns(
     backend: str, kind: str, hosts: int, port: int, lease: dt.datetime
 ) -> dict[str, str]:
     """The columns that differ from the template row, as SQL over ``k``."""
-    pg = backend == "postgres"
-    concat = " || "
+    address = address_sql(hosts)
     if kind == "webhook":
         return {
-            "id": f"'bench-wh-'{concat}k",
-            "url": url_sql(hosts, port, "/hook/", concat),
-            "owner_key": host_sql(hosts, "host:", concat),
+            "id": "'bench-wh-' || k",
+            "url": f"'http://' || {address} || ':{port}/hook/' || k",
+            "owner_key": f"'host:' || {address}",
         }
+    pg = backend == "postgres"
     stamp = f"'{lease.isoformat()}'::timestamptz" if pg else f"'{lease:%Y-%m-%dT%H:%M:%S.%fZ}'"
     jsonb = "::jsonb" if pg else ""
     return {
-        "id": f"'bench-ws-'{concat}k",
+        "id": "'bench-ws-' || k",
         "kind": "'websub'",
-        "url": url_sql(hosts, port, "/ws/", concat),
-        "owner_key": host_sql(hosts, "callback:", concat),
+        "url": f"'http://' || {address} || ':{port}/ws/' || k",
+        "owner_key": f"'callback:' || {address}",
         "topics": f"'[\"{WEBSUB_TOPIC}\"]'{jsonb}",
         "events": f"'[]'{jsonb}",
         "secret": "NULL",
@@ -288,7 +274,9 @@ async def run_phase(
     serve_cpu = cpu_seconds(serve_pids) - cpu[0]
     receiver_cpu = cpu_seconds(receiver_pids) - cpu[1]
     await asyncio.sleep(1.0)  # a duplicate may come after the last first delivery
-    stats = await receiver_get(port, "/stats")
+    stats = await receiver_get(port, "/stats?timeline=1")
+    if os.environ.get("BENCH_TIMELINE"):
+        print(f"{kind} arrivals per 100 ms: {stats.get('timeline')}", flush=True)
     count, first, last = stats["count"], stats["first"], stats["last"]
     if count < expected:
         print(f"{kind}: only {count:,} of {expected:,} arrived", flush=True)

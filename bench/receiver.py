@@ -64,6 +64,12 @@ async def stats(request: web.Request) -> web.Response:
     }
     if request.query.get("ids") == "1":
         payload["ids"] = ids
+    if request.query.get("timeline") == "1" and arrivals:
+        # Arrivals per 100 ms from the first: stalls show as runs of zeros.
+        bins = [0] * (int((arrivals[-1] - arrivals[0]) * 10) + 1)
+        for t in arrivals:
+            bins[int((t - arrivals[0]) * 10)] += 1
+        payload["timeline"] = bins
     return web.json_response(payload)
 
 

@@ -145,17 +145,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_pids() -> list[int]:
-    """Every PostgreSQL server process on this machine (other users of the server
-    count too: a noisy figure, shown as such)."""
+def postgres_pids(dbname: str) -> list[int]:
+    """The PostgreSQL backends serving ``dbname`` on this machine (their title names
+    it: "postgres: 15/main: postgres bench_workers_123 127.0.0.1(4567) idle"); the
+    server's own processes (WAL writer, checkpointer) are left out."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
+            if title.startswith("postgres:") and f" {dbname} " in title:
+                pids.append(int(entry.name))
     return pids
 
 
@@ -165,13 +167,14 @@ class Cpu:
 
     workers: list[int]
     receiver: int
+    dbname: str
     at: dict[str, dict[int, float]] | None = None
 
     def _now(self) -> dict[str, dict[int, float]]:
         return {
             "workers": {p: cpu_seconds(p) for p in self.workers},
             "receiver": {self.receiver: cpu_seconds(self.receiver)},
-            "postgres": {p: cpu_seconds(p) for p in postgres_pids()},
+            "postgres": {p: cpu_seconds(p) for p in postgres_pids(self.dbname)},
         }
 
     def start(self) -> None:
@@ -371,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
                                 scale,
                                 n,
                                 f"w{round_no}n{n}",
-                                Cpu([p.pid for p in procs], receiver_pid),
+                                Cpu([p.pid for p in procs], receiver_pid, db.url.rsplit("/", 1)[1]),
                             )
                         )
                     finally:
@@ -462,8 +465,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{scale.deliveries / 10 / scale.bound(1):.1f} s with 1 worker, "
             f"{scale.deliveries / 10 / scale.bound(4):.1f} s with 4).",
             "CPU: user + system seconds from /proc over the write -> last arrival, per "
-            "delivery; postgres is every server process on the machine (other users of it "
-            "included); cores busy = those three parts' CPU seconds / wall seconds.",
+            "delivery; postgres is the backends serving the benchmark's database (the "
+            "server's WAL writer and checkpointer left out); cores busy = those three "
+            "parts' CPU seconds / wall seconds.",
             "Rounds run 1, 2, 4 workers in turn on the same database, the workers started "
             "(and ready) before the articles are written.",
         ],

@@ -196,9 +196,15 @@ class GuardedRequestHandler(web.RequestHandler):
     connection is closed; one with a response under way closes after it. Between
     requests, aiohttp's ``keepalive_timeout`` closes idle connections. The hooks
     rely on ``RequestHandler`` internals (``_request_count``, ``_messages``), so
-    aiohttp is pinned."""
+    aiohttp is pinned.
 
-    __slots__ = ("_body", "_header_timeout", "_header_timer", "_received")
+    The clock is a start time and at most one timer per connection: a request that
+    completes its head only clears the start time, and the timer, when it fires,
+    waits again for the newest start's deadline or finds nothing to do. Arming and
+    cancelling a timer for every request on a kept-alive connection cost a fifth
+    of what the service adds to aiohttp on a small feed's revalidation."""
+
+    __slots__ = ("_body", "_header_since", "_header_timeout", "_header_timer", "_received")
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """A body that fails to decode, or a client that leaves, while aiohttp reads
@@ -216,6 +222,7 @@ class GuardedRequestHandler(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_since: float | None = None  # when the clock started, if running
         self._body: StreamReader | None = None  # the body being received, if any
         self._received = 0  # bytes of the request head under way
 
@@ -225,10 +232,13 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_header_clock()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if data and self._header_timer is None and (self._body is None or self._body.is_eof()):
+        if data and self._header_since is None and (self._body is None or self._body.is_eof()):
             self._start_header_clock()
         self._received += len(data)
         before = self._request_count
@@ -240,15 +250,27 @@ class GuardedRequestHandler(web.RequestHandler):
     def _start_header_clock(self) -> None:
         if self._header_timeout > 0:
             self._received = 0
-            self._header_timer = self._loop.call_later(self._header_timeout, self._header_late)
+            self._header_since = since = self._loop.time()
+            if self._header_timer is None:
+                due = since + self._header_timeout
+                self._header_timer = self._loop.call_at(due, self._header_check)
 
     def _stop_header_clock(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_since = None
+
+    def _header_check(self) -> None:
+        self._header_timer = None
+        since = self._header_since
+        if since is None:  # no request head under way: the next one arms a timer
+            return
+        due = since + self._header_timeout
+        if self._loop.time() < due:  # a later request's clock: wait for its deadline
+            self._header_timer = self._loop.call_at(due, self._header_check)
+            return
+        self._header_since = None
+        self._header_late()
 
     def _header_late(self) -> None:
-        self._header_timer = None
         if self.transport is None:
             return
         if self._received:

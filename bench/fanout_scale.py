@@ -74,6 +74,15 @@ def slots(kind: str, hosts: int) -> int:
     return min(share, hosts * MAX_PER_HOST, hosts * MAX_PER_OWNER)
 
 
+def rounds_of(count: int, in_flight: int) -> int:
+    return -(-count // in_flight)
+
+
+def best_rate(count: int, in_flight: int) -> float:
+    """The best rate for ``count`` deliveries in rounds of ``in_flight``."""
+    return count / (rounds_of(count, in_flight) * LATENCY)
+
+
 # -- setup: subscriptions copied from one made through the API ---------------------------
 
 
@@ -248,6 +257,8 @@ async def run_phase(
     bound: float,
 ) -> Phase:
     base, port = service.base, receiver.port
+    # Only this kind's arrivals: webhooks of an earlier phase may still be arriving.
+    query = f"/stats?segment={'hook' if kind == 'webhook' else 'ws'}"
     assert receiver.proc is not None
     serve_pids, receiver_pids = service.pids(), [receiver.proc.pid]
     await receiver_get(port, "/reset", "POST")
@@ -267,14 +278,14 @@ async def run_phase(
             await asyncio.sleep(0.01)
     # Ten times the bound's duration, and a minute: past that, the figure is a failure.
     deadline = clock + min(900.0, 60.0 + 10 * expected / bound)
-    stats = await receiver_get(port, "/stats")
+    stats = await receiver_get(port, query)
     while stats["count"] < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        stats = await receiver_get(port, "/stats")
+        stats = await receiver_get(port, query)
     serve_cpu = cpu_seconds(serve_pids) - cpu[0]
     receiver_cpu = cpu_seconds(receiver_pids) - cpu[1]
     await asyncio.sleep(1.0)  # a duplicate may come after the last first delivery
-    stats = await receiver_get(port, "/stats?timeline=1")
+    stats = await receiver_get(port, query + "&timeline=1")
     if os.environ.get("BENCH_TIMELINE"):
         print(f"{kind} arrivals per 100 ms: {stats.get('timeline')}", flush=True)
     count, first, last = stats["count"], stats["first"], stats["last"]
@@ -416,7 +427,10 @@ def report(
             f"{bound['webhook']:,.0f}/s. WebSub's own bound is {bound['websub']:,.0f}/s "
             f"({slots('websub', hosts)} in flight: {MAX_IN_FLIGHT} less the "
             f"{WEBHOOK_SHARE:g} kept for webhooks, or the hosts' caps): "
-            f"{sub.rate / bound['websub']:.2f}x of it. The caps are the defaults.",
+            f"{sub.rate / bound['websub']:.2f}x of it; in whole rounds of its slots "
+            f"{websubs:,} take at least {rounds_of(websubs, slots('websub', hosts))} x "
+            f"{LATENCY * 1000:.0f} ms, at most {best_rate(websubs, slots('websub', hosts)):,.0f}"
+            "/s (a small run is mostly its last round). The caps are the defaults.",
             f"Rate = arrivals / (last arrival + {LATENCY * 1000:.0f} ms - first arrival) at "
             "the receiver (first request in to last answer out). POST -> last "
             f"arrival: webhooks {hook.post_to_last:.1f} s, WebSub {sub.post_to_last:.1f} s. "

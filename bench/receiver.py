@@ -21,6 +21,9 @@ ids: dict[str, float] = {}
 #: (webhook-id, path) of each POST: a webhook's id is the event's, the same for every
 #: subscriber, and the path tells subscribers apart; a repeat is a duplicate delivery.
 seen: set[str] = set()
+#: The same two by the path's first segment (``/hook/1`` -> "hook"), so that one kind
+#: of push can be counted while another is still arriving: ``/stats?segment=hook``.
+segments: dict[str, tuple[list[float], set[str]]] = {}
 delay = 0.0
 #: Requests being answered now, the most at once, and the sum over arrivals of how
 #: many were in flight (its mean says how many of the sender's slots were in use).
@@ -36,8 +39,12 @@ def host_address(i: int) -> str:
 async def hook(request: web.Request) -> web.Response:
     body = await request.read()
     now = time.time()
+    key = f"{request.headers.get('webhook-id', '')} {request.path}"
     arrivals.append(now)
-    seen.add(f"{request.headers.get('webhook-id', '')} {request.path}")
+    seen.add(key)
+    times, keys = segments.setdefault(request.path.split("/")[1], ([], set()))
+    times.append(now)
+    keys.add(key)
     if request.query.get("record") == "1":
         data = json.loads(body).get("data", {})
         ids.setdefault(str(data.get("id")), now)
@@ -54,21 +61,24 @@ async def hook(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    times, keys = arrivals, seen
+    if "segment" in request.query:
+        times, keys = segments.get(request.query["segment"], ([], set()))
     payload: dict[str, object] = {
-        "count": len(arrivals),
-        "distinct": len(seen),
-        "first": arrivals[0] if arrivals else None,
-        "last": arrivals[-1] if arrivals else None,
+        "count": len(times),
+        "distinct": len(keys),
+        "first": times[0] if times else None,
+        "last": times[-1] if times else None,
         "peak_inflight": inflight["peak"],
         "mean_inflight": inflight["sum"] / len(arrivals) if arrivals else 0,
     }
     if request.query.get("ids") == "1":
         payload["ids"] = ids
-    if request.query.get("timeline") == "1" and arrivals:
+    if request.query.get("timeline") == "1" and times:
         # Arrivals per 100 ms from the first: stalls show as runs of zeros.
-        bins = [0] * (int((arrivals[-1] - arrivals[0]) * 10) + 1)
-        for t in arrivals:
-            bins[int((t - arrivals[0]) * 10)] += 1
+        bins = [0] * (int((times[-1] - times[0]) * 10) + 1)
+        for t in times:
+            bins[int((t - times[0]) * 10)] += 1
         payload["timeline"] = bins
     return web.json_response(payload)
 
@@ -77,6 +87,7 @@ async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
     ids.clear()
     seen.clear()
+    segments.clear()
     inflight.update(peak=0, sum=0)
     return web.Response(status=204)
 

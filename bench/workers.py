@@ -3,10 +3,10 @@ PostgreSQL database, delivering to receivers that answer after 200 ms; deliverie
 with 2 and 4 against 1 in the same run, and no delivery sent twice.
 
 The run is latency-bound by construction: each worker may have MAX_IN_FLIGHT requests
-in flight (``SYNDICATE_MAX_IN_FLIGHT``, all of them for webhooks:
+in flight (``SYNDICATE_MAX_IN_FLIGHT``: 32 by default here, all of them for webhooks:
 ``SYNDICATE_WEBSUB_SHARE=0``), the subscriptions are spread over enough owners and
 hosts that the per-owner and per-host caps are not what binds, so one worker's bound
-is MAX_IN_FLIGHT / 0.2 s (Little's law) and N workers' N times that, while the CPU
+is 32 / 0.2 s = 160/s (Little's law) and N workers' N times that, while the CPU
 that N x the bound costs stays well under the machine's 2 cores.
 
 No ``syndicate serve`` runs: it would claim deliveries too (every serve process runs a
@@ -14,8 +14,9 @@ dispatcher, and no setting turns it off), so the articles are written by this pr
 through the storage's own batch ingest (``store_batch``, what ``POST
 /api/articles/batch`` calls), with the event renderer serve sets; the workers fan
 them out and deliver them. The receiver (bench/receiver.py) is one process listening
-on HOSTS loopback addresses; it counts each (webhook-id, path) pair once, so the
-arrivals beyond the distinct pairs are deliveries sent twice.
+on 16 loopback addresses (a host each, for the service's per-host caps); it counts
+each (webhook-id, path) pair once, so the arrivals beyond the distinct pairs are
+deliveries sent twice.
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def worker_env(scale: Scale) -> dict[str, str]:
 # -- processes ------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In each worker (before exec): SIGTERM when this process dies, however it dies (a
+    SIGKILL from run_all's time limit too). The workers run in sessions of their own,
+    so nothing else would reach them."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_workers(
     db: str, tmp: Path, count: int, env: dict[str, str]
 ) -> list[subprocess.Popen[bytes]]:
@@ -110,6 +121,7 @@ def start_workers(
                         stderr=subprocess.STDOUT,
                         env=h.bench_env(**env),
                         start_new_session=True,
+                        preexec_fn=_die_with_parent,
                     )
                 )
         deadline = time.monotonic() + 30
@@ -277,10 +289,14 @@ class Run:
     start: float = float("nan")
     ramp: float = float("nan")
     tail: float = float("nan")
-    #: CPU milliseconds per delivery: workers, receiver, postgres (the whole server).
+    #: CPU milliseconds per delivery: workers, receiver, postgres (this database's).
     cpu_ms: dict[str, float] = field(default_factory=dict)
     #: Cores busy on average from the write to the last arrival (those three parts).
     cores: float = float("nan")
+    #: Requests in flight at the receiver: the most at once, and the mean seen by an
+    #: arrival (Little's law: N x the per-worker cap when the cap is what binds).
+    peak_inflight: int = 0
+    mean_inflight: float = float("nan")
 
 
 async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str, cpu: Cpu) -> Run:
@@ -318,6 +334,8 @@ async def one_run(db: str, port: int, scale: Scale, workers: int, tag: str, cpu:
         duplicates=int(stats["count"]) - int(stats["distinct"]),
         cpu_ms={part: seconds * 1000 / expected for part, seconds in used.items()},
         cores=sum(used.values()) / wall,
+        peak_inflight=int(stats.get("peak_inflight", 0)),
+        mean_inflight=float(stats.get("mean_inflight", float("nan"))),
     )
     sent = await done_times(db, written)
     if len(sent) >= 10:
@@ -342,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         "1,280/s, about what the 2 cores can do at all",
     )
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C: the finally blocks stop the workers
+    # and the receiver and drop the database.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if not h.pg_available():
         h.skip(TITLE, f"PostgreSQL not reachable at {h.PG_ADMIN}")
         return
@@ -388,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"ramp to 10% {run.ramp:.2f}s, tail from 90% {run.tail:.2f}s; CPU ms "
                         "per delivery "
                         + ", ".join(f"{k} {v:.2f}" for k, v in run.cpu_ms.items())
-                        + f"; {run.cores:.2f} cores busy",
+                        + f"; {run.cores:.2f} cores busy; in flight at the receiver: peak "
+                        f"{run.peak_inflight}, mean {run.mean_inflight:.1f}",
                         flush=True,
                     )
         finally:
@@ -411,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
                 f">= {target}x" if target else "(baseline)",
                 h.verdict(rate / base, target) if target else "",
                 h.median([r.steady for r in runs[n]]),
+                f"{h.median([r.mean_inflight for r in runs[n]]):.1f} / "
+                f"{max(r.peak_inflight for r in runs[n])}",
                 f"{h.median([r.start for r in runs[n]]):.2f} / "
                 f"{h.median([r.ramp for r in runs[n]]):.2f} / "
                 f"{h.median([r.tail for r in runs[n]]):.2f}",
@@ -438,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
             "target",
             "result",
             "steady 10-90% /s",
+            "in flight mean / peak",
             "to first / ramp / tail (s)",
             "write -> last (s)",
             "CPU ms/delivery: workers / postgres / receiver",
@@ -468,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
             "delivery; postgres is the backends serving the benchmark's database (the "
             "server's WAL writer and checkpointer left out); cores busy = those three "
             "parts' CPU seconds / wall seconds.",
+            "in flight: requests the receiver held at once, the mean as seen by each "
+            "arrival and the peak over the rounds (the cap: workers x "
+            f"{scale.max_in_flight}).",
             "Rounds run 1, 2, 4 workers in turn on the same database, the workers started "
             "(and ready) before the articles are written.",
         ],

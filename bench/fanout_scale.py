@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import os
 import sqlite3
 import time
@@ -214,11 +215,19 @@ class Counter:
         if self._pg is not None:
             await self._pg.close()
 
+    async def setting(self, name: str) -> str:
+        return str(await self._pg.fetchval(f"SHOW {name}"))
+
     async def count(self, kind: str) -> int:
         sql = "SELECT count(*) FROM deliveries WHERE kind = "
         if self._sqlite is not None:
             return int(self._sqlite.execute(sql + "?", (kind,)).fetchone()[0])
         return int(await self._pg.fetchval(sql + "$1", kind))
+
+
+async def autovacuum(db: h.Database) -> str:
+    async with Counter(db) as counter:
+        return await counter.setting("autovacuum")
 
 
 async def receiver_get(port: int, path: str, method: str = "GET") -> dict[str, Any]:
@@ -335,23 +344,6 @@ def peak_rss_mb(pids: list[int]) -> float:
     return total
 
 
-def pg_setting(url: str, name: str) -> str:
-    import asyncpg
-
-    async def read() -> str:
-        conn = await asyncpg.connect(url)
-        try:
-            return str(await conn.fetchval(f"SHOW {name}"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(read())
-
-
-def default_scale() -> str:
-    return "large" if os.environ.get("BENCH_SCALE") == "1" else "default"
-
-
 def report(
     args: argparse.Namespace,
     title: str,
@@ -389,14 +381,7 @@ def report(
                 f">= {TARGET_BOUND}x",
                 h.verdict(hook_ratio, TARGET_BOUND) if complete else "MISSED (lost)",
             ],
-            [
-                f"POST -> {websubs:,} WebSub deliveries created (s)",
-                sub.created,
-                "",
-                "",
-                "",
-                "",
-            ],
+            [f"POST -> {websubs:,} WebSub deliveries created (s)", sub.created, *[""] * 4],
             [
                 "WebSub deliveries/s",
                 sub.rate,
@@ -466,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scale",
         choices=sorted(SCALES),
-        default=default_scale(),
+        default="large" if os.environ.get("BENCH_SCALE") == "1" else "default",
         help="small 1k webhooks / 10 hosts / 100 WebSub; default 10k / 100 / 1k; "
         "large (BENCH_SCALE=1) 100k / 1,000 / 10k",
     )
@@ -494,25 +479,14 @@ def main(argv: list[str] | None = None) -> None:
             ]
             if db.kind == "postgres":
                 # The claim's plan depends on the deliveries' statistics (BENCHMARKS.md).
-                extra.append(f"PostgreSQL autovacuum: {pg_setting(db.url, 'autovacuum')}.")
+                extra.append(f"PostgreSQL autovacuum: {asyncio.run(autovacuum(db))}.")
             with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
                 idle = peak_rss_mb(service.pids())
-                hook = asyncio.run(
-                    run_phase(
-                        service,
-                        token,
-                        receiver,
-                        db,
-                        "webhook",
-                        webhooks,
-                        bound["webhook"],
-                    )
-                )
+                phase = functools.partial(run_phase, service, token, receiver, db)
+                hook = asyncio.run(phase("webhook", webhooks, bound["webhook"]))
                 hook_rss = peak_rss_mb(service.pids())
                 print(f"webhooks: {hook}, peak RSS {hook_rss:.0f} MB", flush=True)
-                sub = asyncio.run(
-                    run_phase(service, token, receiver, db, "websub", websubs, bound["websub"])
-                )
+                sub = asyncio.run(phase("websub", websubs, bound["websub"]))
                 peak = peak_rss_mb(service.pids())
                 print(f"websub: {sub}, peak RSS {peak:.0f} MB", flush=True)
         finally:

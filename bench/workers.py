@@ -80,7 +80,7 @@ SCALES = {
 
 def worker_env(scale: Scale) -> dict[str, str]:
     # Per-owner (32) and per-host (8) caps stay at their defaults: owners x 32 and
-    # hosts x 8 are each at least MAX_IN_FLIGHT, so the global cap is what binds.
+    # hosts x 8 are each at least the per-worker cap, so that cap is what binds.
     if scale.owners * 32 < scale.max_in_flight or scale.hosts * 8 < scale.max_in_flight:
         raise SystemExit(f"{scale}: the per-owner or per-host caps would bind, not the global")
     return {

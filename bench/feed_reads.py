@@ -24,7 +24,7 @@ TITLE = "1. Feed reads (SQLite)"
 TARGET = 0.8  # of bare aiohttp, 200 and 304 alike
 # (topic, articles, bytes of HTML content each): RSS feeds of about 4, 15 and 150 KB.
 SIZES = [
-    ("feed-small", 2, 700),
+    ("feed-small", 3, 400),
     ("feed-medium", 5, 1_600),
     ("feed-large", 45, 2_600),
 ]

@@ -3,12 +3,18 @@ ETag, no middleware, no database. It shows what the framework itself reaches her
 the gap between it and `syndicate serve` is what the service adds. Run N of them on one
 port (SO_REUSEPORT), like `syndicate serve --workers N`, on the event loop the service
 runs on by default (uvloop where installed), so the two differ only in what the
-service does per request. Each ``--feed PATH FILE ETAG`` serves FILE's bytes at PATH."""
+service does per request. Each ``--feed PATH FILE ETAG`` serves FILE's bytes at PATH.
+
+``--processes N`` starts N-1 more of itself, as `syndicate serve --workers N` does: the
+benchmark starts the first in a session of its own, like the service, so that Linux's
+scheduler (autogroups: one CPU share per session) treats the two alike."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -47,7 +53,15 @@ def main() -> None:
         "--feed", nargs=3, action="append", required=True, metavar=("PATH", "FILE", "ETAG")
     )
     parser.add_argument("--event-loop", default=default_event_loop())
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
+    same = ["--port", str(args.port), "--event-loop", args.event_loop]
+    for feed in args.feed:
+        same += ["--feed", *feed]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "bench.bare_feed", *same])
+        for _ in range(args.processes - 1)
+    ]
     app = make_app({path: (Path(file).read_bytes(), etag) for path, file, etag in args.feed})
     loop: asyncio.AbstractEventLoop
     if args.event_loop == "uvloop":
@@ -56,15 +70,20 @@ def main() -> None:
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
-    web.run_app(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        reuse_port=True,
-        access_log=None,
-        print=None,
-        loop=loop,
-    )
+    try:
+        web.run_app(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            reuse_port=True,
+            access_log=None,
+            print=None,
+            loop=loop,
+        )
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(timeout=10)
 
 
 if __name__ == "__main__":

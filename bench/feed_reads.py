@@ -6,12 +6,24 @@ identical bytes as static files is shown beside it. wrk -t2 -c64 -d5s per run.
 
 ``--before TREE`` also runs a second `syndicate serve` from another checkout of the code
 (e.g. a `git worktree` of the commit before a change) on the same database, measured in
-the same rounds: an A/B in one run on the same machine."""
+the same rounds: an A/B in one run on the same machine.
+
+Each server runs in a session of its own (`serve` and its workers in one, bare aiohttp's
+processes in another): Linux gives each session one share of the CPU (autogroups), so a
+server in the benchmark's own session, beside wrk, got twice the CPU of `serve` whenever
+anything else ran. CPU µs a request (the servers' processes' user + system time over
+the requests wrk counted) is shown beside req/s: it moves far less with the machine's
+other load than req/s does."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +61,51 @@ def articles() -> list[dict[str, object]]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_bare(tmp: Path, spec: list[str], processes: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`bench/bare_feed.py --processes N` in a session of its own, like `serve`."""
+    port = h.free_port()
+    log = tmp / "bare_feed.log"
+    cmd = [sys.executable, "-m", "bench.bare_feed", "--port", str(port)]
+    cmd += ["--processes", str(processes), *spec]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=h.ROOT,
+            start_new_session=True,
+        )
+    h.wait_http(f"http://{h.HOST}:{port}/stats", proc, log)
+    deadline = time.monotonic() + 20
+    while len(h.children_of(proc.pid)) < processes - 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the later ones bind after the first already answers
+    return proc, port
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def check_feed(base: str, path: str, count: int) -> tuple[bytes, str]:
     """The feed's bytes and ETag, after checking the 200 and the 304."""
     status, body, headers = fetch(base + path)
@@ -78,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         service = h.Service(db.url, workers=args.workers).start(tmp)
         before: h.Service | None = None
         nginx: h.Nginx | None = None
-        bare: list[h.Helper] = []
+        bare: subprocess.Popen[bytes] | None = None
         try:
             asyncio.run(h.load_articles(service.base, token, articles()))
             root = tmp / "www"
@@ -105,19 +162,22 @@ def main(argv: list[str] | None = None) -> None:
                     status, n_body, n_headers = fetch(bases["nginx"] + path)
                     assert status == 200 and n_body == body
                     etags["nginx", path] = n_headers["ETag"]
-            port = h.free_port()
             spec = []
             for _, path, _, etag in feeds:
                 spec += ["--feed", path, str(root / path.lstrip("/")), etag]
-            for _ in range(args.workers):
-                bare.append(h.Helper("bench.bare_feed", spec, port=port).start(tmp))
-            time.sleep(1.0)  # the later ones bind after the first already answers
+            bare, port = start_bare(tmp, spec, args.workers)
             bases["bare"] = f"http://{h.HOST}:{port}"
+            pids = {"ours": service.pids(), "bare": [bare.pid, *h.children_of(bare.pid)]}
+            if before is not None:
+                pids["before"] = before.pids()
+            if nginx is not None and nginx.proc is not None:
+                pids["nginx"] = [nginx.proc.pid, *h.children_of(nginx.proc.pid)]
             for _, path, body, etag in feeds:
                 assert fetch(bases["bare"] + path)[1] == body
                 for variant in bases:
                     etags.setdefault((variant, path), etag)
             runs: dict[tuple[str, str, str], list[h.WrkResult]] = {}
+            cpu: dict[tuple[str, str, str], list[float]] = {}  # CPU µs a request
             for round_no in range(h.ROUNDS):
                 print(f"round {round_no + 1}/{h.ROUNDS}", flush=True)
                 for topic, path, _, _ in feeds:
@@ -126,22 +186,23 @@ def main(argv: list[str] | None = None) -> None:
                             headers = []
                             if code == "304":
                                 headers = [f"If-None-Match: {etags[variant, path]}"]
+                            used = cpu_seconds(pids[variant])
                             result = h.wrk(base + path, headers=headers, duration=args.duration)
+                            used = cpu_seconds(pids[variant]) - used
                             runs.setdefault((topic, code, variant), []).append(result)
+                            per_request = 1e6 * used / max(1, result.requests)
+                            cpu.setdefault((topic, code, variant), []).append(per_request)
             rss = service.rss_mb()
         finally:
-            for helper in bare:
-                helper.stop()
+            if bare is not None:
+                stop_group(bare)
             service.stop()
             if before is not None:
                 before.stop()
             if nginx is not None:
                 nginx.stop()
     m = {k: h.median_wrk(v) for k, v in runs.items()}
-    per_process = args.workers
-
-    def us(rps: float) -> str:
-        return f"{1e6 * per_process / rps:.0f}"
+    c = {k: h.median(v) for k, v in cpu.items()}
 
     rows = []
     for (topic, _, _), (_, _, body, _) in zip(SIZES, feeds, strict=True):
@@ -156,14 +217,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"{bare_run.rps:,.0f}",
                 f"{ratio:.2f}x",
                 h.verdict(ratio, TARGET),
-                f"{us(ours.rps)} / {us(bare_run.rps)}",
+                f"{c[topic, code, 'ours']:.0f} / {c[topic, code, 'bare']:.0f}",
+                f"{c[topic, code, 'bare'] / c[topic, code, 'ours']:.2f}x",
             ]
             if "nginx" in bases:
                 nginx_run = m[topic, code, "nginx"]
                 row += [f"{nginx_run.rps:,.0f}", f"{ours.rps / nginx_run.rps:.2f}x"]
             if "before" in bases:
                 old = m[topic, code, "before"]
-                row += [f"{old.rps:,.0f}", f"{old.rps / bare_run.rps:.2f}x"]
+                row += [
+                    f"{old.rps:,.0f}",
+                    f"{old.rps / bare_run.rps:.2f}x",
+                    f"{c[topic, code, 'before']:.0f}",
+                ]
             rows.append(row)
     headers = [
         "feed",
@@ -173,12 +239,13 @@ def main(argv: list[str] | None = None) -> None:
         "bare aiohttp req/s",
         "ours/bare",
         f"target >= {TARGET}x",
-        "µs/request ours / bare",
+        "CPU µs/request ours / bare",
+        "bare/ours CPU",
     ]
     if "nginx" in bases:
         headers += ["nginx req/s", "ours/nginx"]
     if "before" in bases:
-        headers += ["before req/s", "before/bare"]
+        headers += ["before req/s", "before/bare", "before CPU µs/request"]
     errors = sum(r.errors + r.non_2xx_3xx for v in runs.values() for r in v)
     command = f"python -m bench.feed_reads --workers {args.workers} --duration {args.duration}"
     if args.before is not None:
@@ -199,9 +266,11 @@ def main(argv: list[str] | None = None) -> None:
             f"middleware or database, on the service's event loop, {default_event_loop()}) "
             f"and nginx `worker_processes {args.workers}`; wrk shares the same {h.cores()} "
             "cores.",
-            "µs/request = 1e6 / (req/s per process): the wall time one process spends per "
-            "request, wrk's share of the cores included; ours minus bare is what the service "
-            "adds to the framework's own work.",
+            "Each server in a session of its own (Linux gives each session one CPU share). "
+            "CPU µs/request: the server's processes' user + system time over the requests "
+            "wrk counted (medians); ours minus bare is what the service adds to the "
+            "framework's own work, and bare/ours is the req/s ratio a machine with nothing "
+            "else to run would show.",
             f"Service RSS after the run: {rss:.0f} MB over {args.workers} processes. "
             f"Socket errors + non-2xx/3xx across all runs: {errors}.",
         ],

@@ -31,6 +31,9 @@ PLAN = [
     ["bench.latency", "--backend", "postgres"],
     ["bench.isolation", "--backend", "postgres"],
     ["bench.stream", "--backend", "postgres"],
+    ["bench.fanout_scale", "--backend", "sqlite"],
+    ["bench.fanout_scale", "--backend", "postgres"],
+    ["bench.workers"],
 ]
 TIME_LIMIT = 900
 

@@ -1,4 +1,4 @@
-"""8. More workers (issue 23): 1, 2 and 4 ``syndicate worker`` processes on one
+"""9. More workers (issue 23): 1, 2 and 4 ``syndicate worker`` processes on one
 PostgreSQL database, delivering to receivers that answer after 200 ms; deliveries/s
 with 2 and 4 against 1 in the same run, and no delivery sent twice.
 
@@ -41,7 +41,7 @@ from syndicate.content.ingest import store_batch
 from syndicate.core.names import SITE_BASE_URL
 from syndicate.delivery.webhooks import body_renderer
 
-TITLE = "8. More workers (issue 23, PostgreSQL)"
+TITLE = "9. More workers (issue 23, PostgreSQL)"
 #: Throughput with 2 and with 4 workers, over 1 (same run).
 TARGETS = {2: 1.8, 4: 3.0}
 COUNTS = (1, 2, 4)

@@ -262,6 +262,24 @@ async def test_a_position_older_than_the_log_keeps_is_410(
         assert "GET /api/articles?updated_since=" in body["detail"]
 
 
+async def test_an_id_of_the_oldest_kept_events_millisecond_not_kept_is_410(
+    client: Client, tokens: dict[str, str], store: Storage
+) -> None:
+    """Events of one write share their millisecond, and a prune may keep the second of
+    them: an id of that millisecond that is not kept is one pruned (410), not an id
+    from elsewhere (404)."""
+    await write(client, article(1), article(2))
+    await write(client, article(3))
+    async with asyncio.timeout(10):
+        while not await store.prune_events(before=datetime.now(UTC), limit=1):
+            await asyncio.sleep(0.02)
+    oldest_kept = (await pulled(client))[0]["id"]
+    same_millisecond = oldest_kept[:16] + "0" * 20  # msg_ + its 48 time bits
+    assert same_millisecond != oldest_kept
+    async with client.request("GET", STREAM + f"?after={same_millisecond}") as r:
+        await expect_problem(r, 410)
+
+
 def dechunked(raw: bytes) -> tuple[bytes, bool]:
     """An HTTP/1.1 chunked body's bytes, and whether its last chunk came."""
     body, rest = b"", raw

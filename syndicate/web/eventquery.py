@@ -118,7 +118,9 @@ async def resolve_after(request: web.Request, raw: str | None, *, field: str = "
         oldest = await _oldest_kept(log, horizon) if horizon else None
         made = _id_time(raw)
         oldest_made = None if oldest is None else _id_time(oldest.id)
-        if horizon and made is not None and (oldest_made is None or made < oldest_made):
+        # An id of the oldest kept event's millisecond is older too: events of one
+        # write share their millisecond, and a prune may part them.
+        if horizon and made is not None and (oldest_made is None or made <= oldest_made):
             # The id says when it was made: its changes, and all since, are to resync.
             since = format_time((made - RESYNC_MARGIN).replace(microsecond=0))
             raise _gone(field, f"event {raw}", since, cursor_for(await log.head()))

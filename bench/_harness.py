@@ -381,10 +381,12 @@ class Helper:
         return self
 
     def stop(self) -> None:
+        """SIGTERM to its whole session (a helper may start siblings), SIGKILL after 20 s."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)

@@ -21,9 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -71,39 +68,16 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_bare(tmp: Path, spec: list[str], processes: int) -> tuple[subprocess.Popen[bytes], int]:
-    """`bench/bare_feed.py --processes N` in a session of its own, like `serve`."""
-    port = h.free_port()
-    log = tmp / "bare_feed.log"
-    cmd = [sys.executable, "-m", "bench.bare_feed", "--port", str(port)]
-    cmd += ["--processes", str(processes), *spec]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=h.ROOT,
-            start_new_session=True,
-        )
-    h.wait_http(f"http://{h.HOST}:{port}/stats", proc, log)
+def start_bare(tmp: Path, spec: list[str], processes: int) -> h.Helper:
+    """`bench/bare_feed.py --processes N` (a helper: a session of its own, like `serve`),
+    once all N answer."""
+    bare = h.Helper("bench.bare_feed", ["--processes", str(processes), *spec]).start(tmp)
+    assert bare.proc is not None
     deadline = time.monotonic() + 20
-    while len(h.children_of(proc.pid)) < processes - 1 and time.monotonic() < deadline:
+    while len(h.children_of(bare.proc.pid)) < processes - 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)  # the later ones bind after the first already answers
-    return proc, port
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    return bare
 
 
 def check_feed(base: str, path: str, count: int) -> tuple[bytes, str]:
@@ -135,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         service = h.Service(db.url, workers=args.workers).start(tmp)
         before: h.Service | None = None
         nginx: h.Nginx | None = None
-        bare: subprocess.Popen[bytes] | None = None
+        bare: h.Helper | None = None
         try:
             asyncio.run(h.load_articles(service.base, token, articles()))
             root = tmp / "www"
@@ -165,9 +139,10 @@ def main(argv: list[str] | None = None) -> None:
             spec = []
             for _, path, _, etag in feeds:
                 spec += ["--feed", path, str(root / path.lstrip("/")), etag]
-            bare, port = start_bare(tmp, spec, args.workers)
-            bases["bare"] = f"http://{h.HOST}:{port}"
-            pids = {"ours": service.pids(), "bare": [bare.pid, *h.children_of(bare.pid)]}
+            bare = start_bare(tmp, spec, args.workers)
+            assert bare.proc is not None
+            bases["bare"] = f"http://{h.HOST}:{bare.port}"
+            pids = {"ours": service.pids(), "bare": [bare.proc.pid, *h.children_of(bare.proc.pid)]}
             if before is not None:
                 pids["before"] = before.pids()
             if nginx is not None and nginx.proc is not None:
@@ -195,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             rss = service.rss_mb()
         finally:
             if bare is not None:
-                stop_group(bare)
+                bare.stop()
             service.stop()
             if before is not None:
                 before.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from test_storage_contract import T0
-from test_storage_delivery import WINDOW, outcome, queue, subscribe
+from test_storage_delivery import WINDOW, outcome, queue, settle, subscribe
 
 from storage import Storage
 from storage.records import Verification
@@ -93,24 +93,19 @@ async def test_next_attempt_at_is_the_earliest_unended_delivery(store: Storage) 
     first, second, third = sorted(await store.list_deliveries("s1"), key=lambda d: d.id)
     assert await store.next_attempt_at("s1") == T0, "pending deliveries are due at creation"
     soon, later = T0 + timedelta(minutes=1), T0 + timedelta(hours=1)
-    await store.complete_deliveries(
+    await settle(
+        store,
         [
             outcome(first.id, "s1", "delivered"),
             outcome(second.id, "s1", "failed", next_attempt_at=later),
             outcome(third.id, "s1", "failed", next_attempt_at=soon),
         ],
-        worker="w",
-        disable_after=WINDOW,
         now=T0,
     )
     assert await store.next_attempt_at("s1") == soon
-    await store.complete_deliveries(
-        [outcome(third.id, "s1", "dead")], worker="w", disable_after=WINDOW, now=soon
-    )
+    await settle(store, [outcome(third.id, "s1", "dead")], now=soon)
     assert await store.next_attempt_at("s1") == later
-    await store.complete_deliveries(
-        [outcome(second.id, "s1", "delivered")], worker="w", disable_after=WINDOW, now=later
-    )
+    await settle(store, [outcome(second.id, "s1", "delivered")], now=later)
     assert await store.next_attempt_at("s1") is None, "nothing left to try"
     assert await store.next_attempt_at("nobody") is None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from test_storage_contract import T0, draft
-from test_storage_delivery import outcome, subscribe
+from test_storage_delivery import outcome, settle, subscribe
 
 from storage import DeliveryNotFound, Storage, open_storage
 from storage.records import DeliveryOutcome, Event
@@ -117,13 +117,10 @@ async def test_prune_keeps_events_with_deliveries_not_yet_ended(store: Storage) 
     def ended(delivery_id: int, status: str) -> list[DeliveryOutcome]:
         return [outcome(delivery_id, "s1", status, status_code=200)]
 
-    await store.complete_deliveries(
-        ended(first.id, "delivered"), worker="w", disable_after=timedelta(days=5), now=T0
-    )
-    await store.complete_deliveries(
+    await settle(store, ended(first.id, "delivered"), now=T0)
+    await settle(
+        store,
         [outcome(second.id, "s1", "failed", status_code=500, next_attempt_at=T0 + MINUTE)],
-        worker="w",
-        disable_after=timedelta(days=5),
         now=T0,
     )
     assert await store.prune_events(before=T0 + 99 * MINUTE) == 1  # a failed one waits too
@@ -131,15 +128,8 @@ async def test_prune_keeps_events_with_deliveries_not_yet_ended(store: Storage) 
         await store.get_delivery(first.id)  # pruned with its event
     assert (await store.get_delivery(second.id)).status == "failed"
 
-    await store.complete_deliveries(
-        [outcome(second.id, "s1", "dead", status_code=500)],
-        worker="w",
-        disable_after=timedelta(days=5),
-        now=T0,
-    )
-    await store.complete_deliveries(
-        ended(third.id, "delivered"), worker="w", disable_after=timedelta(days=5), now=T0
-    )
+    await settle(store, [outcome(second.id, "s1", "dead", status_code=500)], now=T0)
+    await settle(store, ended(third.id, "delivered"), now=T0)
     assert await store.prune_events(before=T0 + 99 * MINUTE) == 2  # the last one stays
     assert await store.list_deliveries("s1") == []
     assert await seqs(store) == [events[4].seq]

@@ -71,14 +71,39 @@ def outcome(delivery_id: int, sub_id: str, status: str, **fields: Any) -> Delive
     )
 
 
+async def settle(
+    store: Storage,
+    outcomes: list[DeliveryOutcome],
+    *,
+    now: datetime,
+    worker: str = "w",
+    disable_after: timedelta = WINDOW,
+) -> list[str]:
+    """Record ``outcomes`` as the dispatcher does: on deliveries ``worker`` has claimed
+    (an outcome only moves a delivery its writer holds). Claims whatever is unclaimed
+    (whenever due), records, then hands the rest back as they were."""
+    anytime = T0 + timedelta(days=3650)
+    held = await store.claim_deliveries(worker=worker, limit=100_000, lease=LEASE, now=anytime)
+    disabled = await store.complete_deliveries(
+        outcomes, worker=worker, disable_after=disable_after, now=now
+    )
+    recorded = {o.delivery_id for o in outcomes}
+    rest: dict[datetime, list[int]] = {}
+    for d in held:
+        if d.id not in recorded:
+            rest.setdefault(d.next_attempt_at, []).append(d.id)
+    for due, ids in rest.items():
+        await store.defer_deliveries(ids, worker=worker, until=due)
+    return disabled
+
+
 async def fail(store: Storage, sub_id: str, *, now: datetime) -> list[str]:
     """Record one failed attempt on the subscription's newest delivery."""
     newest = (await store.list_deliveries(sub_id, limit=1))[0]
     retry_at = now + timedelta(minutes=5)
-    return await store.complete_deliveries(
+    return await settle(
+        store,
         [outcome(newest.id, sub_id, "failed", status_code=500, next_attempt_at=retry_at)],
-        worker="w",
-        disable_after=WINDOW,
         now=now,
     )
 
@@ -316,14 +341,13 @@ async def test_list_deliveries_order_filter_and_cursor(store: Storage) -> None:
     assert await store.list_deliveries("s1", before_id=ids[-1]) == []
 
     done = T0 + timedelta(seconds=5)
-    await store.complete_deliveries(
+    await settle(
+        store,
         [
             outcome(ids[0], "s1", "delivered"),
             outcome(ids[2], "s1", "dead", succeeded=False),
             outcome(ids[3], "s1", "delivered"),
         ],
-        worker="w",
-        disable_after=WINDOW,
         now=done,
     )
     delivered = await store.list_deliveries("s1", status="delivered")
@@ -368,8 +392,7 @@ async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
         outcome(bad[1], "bad", "dead", error="connect timeout"),
         outcome(999_999, "good", "delivered"),
     ]
-    # A different worker reporting is fine: at-least-once lets a late writer in.
-    disabled = await store.complete_deliveries(outcomes, worker="w2", disable_after=WINDOW, now=now)
+    disabled = await store.complete_deliveries(outcomes, worker="w1", disable_after=WINDOW, now=now)
     assert disabled == []
 
     delivered = await store.get_delivery(good[0])
@@ -400,6 +423,8 @@ async def test_complete_deliveries_mixed_batch(store: Storage) -> None:
 
     # Later: a retry succeeds; the last_* fields are overwritten, None included.
     later = now + timedelta(minutes=10)
+    again = await store.claim_deliveries(worker="w1", limit=10, lease=LEASE, now=later)
+    assert {bad[0], bad[2]} <= {d.id for d in again}
     await store.complete_deliveries(
         [
             outcome(bad[0], "bad", "delivered", status_code=200),
@@ -534,6 +559,55 @@ async def test_retry_delivery(store: Storage) -> None:
         await store.retry_delivery(999_999, now=now)
 
 
+async def test_an_attempt_ending_after_its_claim_was_let_go_leaves_the_status(
+    store: Storage,
+) -> None:
+    """A retry while the delivery is being sent, or a late writer whose lease another
+    worker took over: the attempt is recorded, but the delivery stays as the retry or
+    the new claim left it, so the asked-for send is not lost (nor a newer outcome
+    overwritten)."""
+    await queue(store, ["s1", "s2"])
+    first, second = await store.claim_deliveries(worker="w1", limit=5, lease=LEASE, now=T0)
+    retried_at = T0 + timedelta(seconds=1)
+    await store.retry_delivery(first.id, now=retried_at)
+    now = T0 + timedelta(seconds=2)
+    await store.complete_deliveries(
+        [outcome(first.id, "s1", "delivered", status_code=200)],
+        worker="w1",
+        disable_after=WINDOW,
+        now=now,
+    )
+    after = await store.get_delivery(first.id)
+    assert (after.status, after.next_attempt_at, after.attempts) == ("pending", retried_at, 1)
+    assert after.last_status_code == 200 and after.claimed_by is None
+    assert [a.outcome for a in await store.list_attempts("s1")] == ["delivered"]
+    assert (await store.get_subscription("s1")).last_success_at == now
+    (again,) = await store.claim_deliveries(worker="w2", limit=5, lease=LEASE, now=now)
+    assert again.id == first.id, "the retry is still due"
+
+    # w1's lease on the second ran out and w2 took it: w1's late failure is only logged.
+    later = T0 + LEASE + timedelta(seconds=1)
+    (taken,) = await store.claim_deliveries(worker="w2", limit=5, lease=LEASE, now=later)
+    assert taken.id == second.id
+    retry_at = later + timedelta(minutes=5)
+    await store.complete_deliveries(
+        [outcome(second.id, "s2", "failed", status_code=503, next_attempt_at=retry_at)],
+        worker="w1",
+        disable_after=WINDOW,
+        now=later,
+    )
+    kept = await store.get_delivery(second.id)
+    assert (kept.status, kept.claimed_by, kept.attempts) == ("pending", "w2", 1)
+    await store.complete_deliveries(
+        [outcome(second.id, "s2", "delivered", status_code=204)],
+        worker="w2",
+        disable_after=WINDOW,
+        now=later,
+    )
+    done = await store.get_delivery(second.id)
+    assert (done.status, done.claimed_by, done.attempts) == ("delivered", None, 2)
+
+
 async def test_recover_deliveries_since(store: Storage) -> None:
     await subscribe(store, "s1")
     await subscribe(store, "s2")
@@ -544,20 +618,17 @@ async def test_recover_deliveries_since(store: Storage) -> None:
     by_seq = {d.event_seq: d.id for d in await store.list_deliveries("s1")}
     statuses = ["dead", "failed", "dead", "failed", "delivered", "pending"]
     done = T0 + timedelta(days=1)
-    await store.complete_deliveries(
+    await settle(
+        store,
         [
             outcome(by_seq[seq], "s1", status, next_attempt_at=done + timedelta(days=9))
             for seq, status in zip(seqs, statuses, strict=True)
             if status != "pending"
         ],
-        worker="w",
-        disable_after=WINDOW,
         now=done,
     )
     s2_dead = (await store.list_deliveries("s2", limit=1))[0]
-    await store.complete_deliveries(
-        [outcome(s2_dead.id, "s2", "dead")], worker="w", disable_after=WINDOW, now=done
-    )
+    await settle(store, [outcome(s2_dead.id, "s2", "dead")], now=done)
 
     now = T0 + timedelta(days=2)
     since = T0 + timedelta(hours=2)  # at the third delivery's created_at: included
@@ -583,14 +654,13 @@ async def test_delivery_stats(store: Storage) -> None:
         await store.fan_out([(seq, "s1")], cursor="main", up_to=seq, now=T0 + timedelta(hours=n))
     oldest, second, third, _ = [d.id for d in reversed(await store.list_deliveries("s1"))]
     now = T0 + timedelta(hours=3)
-    await store.complete_deliveries(
+    await settle(
+        store,
         [
             outcome(oldest, "s1", "delivered"),
             outcome(second, "s1", "failed", next_attempt_at=now + timedelta(hours=1)),
             outcome(third, "s1", "dead"),
         ],
-        worker="w",
-        disable_after=WINDOW,
         now=now,
     )
     stats = await store.delivery_stats(now=now)

@@ -13,6 +13,7 @@ from typing import Any
 from conftest import ServerFactory
 from receiver import Receiver, respond_with
 from test_storage_contract import draft
+from test_storage_delivery import settle
 
 from storage import Storage
 from storage.records import DeliveryOutcome, Token, utcnow
@@ -62,7 +63,7 @@ def outcome(delivery_id: int, sub_id: str, status: str, **fields: Any) -> Delive
 
 
 async def complete(store: Storage, at: datetime, *outcomes: DeliveryOutcome) -> None:
-    await store.complete_deliveries(list(outcomes), worker="w", disable_after=WINDOW, now=at)
+    await settle(store, list(outcomes), now=at)
 
 
 async def token(store: Storage, name: str = "acme") -> Token:

@@ -171,7 +171,7 @@ class DeliveriesMixin(PostgresBase):
         sent = [o.sent_at for o in outcomes]
         cutoff = stamp - disable_after
         async with self._transaction() as conn:
-            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp, sent)
+            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp, sent, worker)
             candidates = [
                 r["id"]
                 for r in touched

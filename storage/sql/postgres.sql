@@ -458,7 +458,9 @@ SELECT * FROM subscriptions
 -- status pages' log), then the failure window of every touched
 -- subscription, locked in id order so concurrent batches cannot deadlock (NO KEY
 -- UPDATE: fan-out's foreign key checks still pass). Returns the touched
--- subscriptions; the caller disables the ones past the window.
+-- subscriptions; the caller disables the ones past the window. A delivery no
+-- longer claimed by $11 (retried meanwhile, or its lease taken over) keeps its
+-- status, due time and claim: the attempt is only counted and logged.
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[],
                          $5::text[], $6::text[], $7::double precision[], $8::boolean[],
@@ -469,15 +471,17 @@ WITH o AS (
 done AS (
     UPDATE deliveries AS d
        SET attempts = d.attempts + 1,
-           status = o.status,
-           next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+           status = CASE WHEN d.claimed_by = $11 THEN o.status ELSE d.status END,
+           next_attempt_at = CASE WHEN d.claimed_by = $11
+                                  THEN coalesce(o.next_attempt_at, d.next_attempt_at)
+                                  ELSE d.next_attempt_at END,
            last_status_code = o.status_code,
            last_error = o.error,
            last_response_body = o.response_body,
            last_latency_ms = o.latency_ms,
            delivered_at = CASE WHEN o.status = 'delivered' THEN $9 ELSE d.delivered_at END,
-           claimed_until = NULL,
-           claimed_by = NULL
+           claimed_until = CASE WHEN d.claimed_by = $11 THEN NULL ELSE d.claimed_until END,
+           claimed_by = CASE WHEN d.claimed_by = $11 THEN NULL ELSE d.claimed_by END
       FROM o
      WHERE d.id = o.id
     RETURNING d.id, d.subscription_id, o.status, o.succeeded, o.status_code, o.latency_ms,

@@ -365,19 +365,24 @@ SELECT json_group_object(id, subscription_id) FROM deliveries
 
 -- name: complete_deliveries
 -- :outcomes: a JSON array of [id, status, next_attempt_at, status_code, error,
--- response_body, latency_ms], each id once; all written in one step.
+-- response_body, latency_ms], each id once; all written in one step. A delivery
+-- no longer claimed by :worker (retried meanwhile, or its lease taken over) keeps
+-- its status, due time and claim: the attempt is only counted and logged.
 UPDATE deliveries
    SET attempts = attempts + 1,
-       status = json_extract(o.value, '$[1]'),
-       next_attempt_at = coalesce(json_extract(o.value, '$[2]'), next_attempt_at),
+       status = CASE WHEN claimed_by = :worker THEN json_extract(o.value, '$[1]')
+                     ELSE status END,
+       next_attempt_at = CASE WHEN claimed_by = :worker
+                              THEN coalesce(json_extract(o.value, '$[2]'), next_attempt_at)
+                              ELSE next_attempt_at END,
        last_status_code = json_extract(o.value, '$[3]'),
        last_error = json_extract(o.value, '$[4]'),
        last_response_body = json_extract(o.value, '$[5]'),
        last_latency_ms = json_extract(o.value, '$[6]'),
        delivered_at = CASE WHEN json_extract(o.value, '$[1]') = 'delivered' THEN :now
                            ELSE delivered_at END,
-       claimed_until = NULL,
-       claimed_by = NULL
+       claimed_until = CASE WHEN claimed_by = :worker THEN NULL ELSE claimed_until END,
+       claimed_by = CASE WHEN claimed_by = :worker THEN NULL ELSE claimed_by END
   FROM json_each(:outcomes) AS o
  WHERE deliveries.id = json_extract(o.value, '$[0]');
 

@@ -158,7 +158,9 @@ class DeliveriesMixin(SQLiteBase):
             live = [o for o in outcomes if o.delivery_id in owners]
             for part in distinct_rounds(live, key=lambda o: o.delivery_id):
                 values = dumps_text([outcome_values(o) for o in part])
-                conn.execute(Q["complete_deliveries"], {"outcomes": values, "now": at})
+                conn.execute(
+                    Q["complete_deliveries"], {"outcomes": values, "now": at, "worker": worker}
+                )
             if live:
                 attempts = dumps_text([attempt_values(o, owners[o.delivery_id]) for o in live])
                 conn.execute(

@@ -37,6 +37,7 @@ from .records import (
     DeliveryStatus,
     Event,
     EventType,
+    FanOutStep,
     FeedState,
     PutResult,
     Subscription,
@@ -346,6 +347,24 @@ class Storage(AccessStorage, Protocol):
         (event seq, subscription id) pair that has none yet (idempotent), and
         move the named fan-out cursor forward to ``up_to`` (never backward).
         Returns how many deliveries were created."""
+
+    async def fan_out_events(
+        self,
+        *,
+        kind: SubscriptionKind,
+        cursor: str,
+        after: int,
+        up_to: int,
+        after_subscription: str = "",
+        limit: int,
+        now: datetime | None = None,
+    ) -> FanOutStep:
+        """One set-based step of a fan-out, in one transaction: a pending delivery,
+        due ``now``, for each event ``after < seq <= up_to`` and each of the next
+        ``limit`` active subscriptions (lease unexpired at ``now``) of ``kind`` by id
+        after ``after_subscription`` that wants it (``webhooks.matches``), unless
+        the pair has one. When fewer than ``limit`` were left (the last step), the
+        cursor moves forward to ``up_to`` in the same transaction."""
 
     async def get_cursor(self, name: str) -> int:
         """The named fan-out cursor: the last event seq fanned out (0 at first)."""

@@ -424,6 +424,17 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class FanOutStep:
+    """What one step of ``fan_out_events`` did: deliveries created, the id of the last
+    subscription it looked at (the next step starts after it; None: there were
+    none), and whether it was the last step (the cursor moved)."""
+
+    created: int
+    last_subscription: str | None
+    done: bool
+
+
+@dataclass(frozen=True)
 class DeliveryStats:
     """Queue depth for metrics: not yet delivered (pending or failed), due now, and
     when the oldest undelivered one was created."""

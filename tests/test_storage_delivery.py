@@ -22,7 +22,8 @@ from storage import (
     SubscriptionNotFound,
     open_storage,
 )
-from storage.records import DeliveryOutcome, DeliveryStats
+from storage.records import DeliveryOutcome, DeliveryStats, FanOutStep
+from syndicate.delivery import webhooks
 
 LEASE = timedelta(seconds=30)
 WINDOW = timedelta(days=5)
@@ -314,6 +315,82 @@ async def test_fan_out_two_thousand_pairs_in_one_call(store: Storage) -> None:
     stats = await store.delivery_stats(now=T0)
     assert (stats.pending, stats.due) == (2000, 2000)
     assert len(await store.list_deliveries("s042", limit=100)) == 20
+
+
+async def test_fan_out_events_matches_in_the_database_in_steps(store: Storage) -> None:
+    """The set-based fan-out makes exactly the pairs ``webhooks.matches`` wants (type,
+    topics, "*", no events before the subscription), of active subscriptions of the
+    kind only, over steps of ``limit`` subscriptions; the cursor moves with the last."""
+    hour = timedelta(hours=1)
+    await subscribe(store, "all", topics=["*"], events=[])
+    await subscribe(store, "liver", topics=["liver-health"])
+    await subscribe(store, "heart", topics=["heart"])
+    await subscribe(store, "gone-only", events=["article.deleted"])
+    await subscribe(store, "late", now=T0 + hour)
+    await subscribe(store, "off", status="disabled")
+    await subscribe(store, "lapsed", lease_expires_at=T0 + hour)
+    await subscribe(store, "leased", lease_expires_at=T0 + 3 * hour)
+    await subscribe(store, "ws", kind="websub", topics=["liver-health"], events=[])
+    await store.put_article(draft("a1"), now=T0)
+    await store.put_article(draft("a2", topics=("heart", "liver-health")), now=T0 + 2 * hour)
+    await store.delete_article("a1", now=T0 + 2 * hour)
+    events = await store.list_events()
+    assert [e.type for e in events] == ["article.published", "article.published", "article.deleted"]
+    now = T0 + 2 * hour
+
+    steps: list[str | None] = []
+    after = ""
+    while True:
+        step = await store.fan_out_events(
+            kind="webhook", cursor="main", after=0, up_to=events[-1].seq,
+            after_subscription=after, limit=2, now=now,
+        )  # fmt: skip
+        steps.append(step.last_subscription)
+        assert await store.get_cursor("main") == (events[-1].seq if step.done else 0)
+        if step.done:
+            break
+        assert step.last_subscription is not None
+        after = step.last_subscription
+    # Active webhooks by id: all, gone-only, heart, late, leased, liver (lapsed, off: no);
+    # the step after a full one finds none left, and ends it.
+    assert steps == ["gone-only", "late", "liver", None]
+
+    made = {
+        (d.event_seq, sub)
+        for sub in ("all", "liver", "heart", "gone-only", "late", "off", "lapsed", "leased", "ws")
+        for d in await store.list_deliveries(sub)
+    }
+    first, second, deleted = (e.seq for e in events)
+    assert made == {
+        (first, "all"), (second, "all"), (deleted, "all"),
+        (first, "liver"), (second, "liver"),
+        (second, "heart"),
+        (deleted, "gone-only"),
+        (second, "late"),
+        (first, "leased"), (second, "leased"),
+    }  # fmt: skip
+    active = await store.list_active_subscriptions(now=now, kind="webhook")
+    wanted = {(e.seq, s.id) for e in events for s in active if webhooks.matches(s, e)}
+    assert made == wanted, "the same rule as webhooks.matches"
+    for sub in ("all", "late"):
+        for delivery in await store.list_deliveries(sub):
+            assert (delivery.status, delivery.next_attempt_at) == ("pending", now)
+
+    # Again: nothing twice; the WebSub kind has a cursor and subscriptions of its own.
+    again = await store.fan_out_events(
+        kind="webhook", cursor="main", after=0, up_to=deleted, limit=100, now=now
+    )
+    assert (again.created, again.done) == (0, True)
+    websub = await store.fan_out_events(
+        kind="websub", cursor="ws", after=first, up_to=deleted, limit=100, now=now
+    )
+    assert (websub.created, websub.last_subscription, websub.done) == (2, "ws", True)
+    assert await store.get_cursor("ws") == deleted
+    assert {d.event_seq for d in await store.list_deliveries("ws")} == {second, deleted}
+    nobody = await store.fan_out_events(
+        kind="websub", cursor="ws", after=0, up_to=deleted, after_subscription="ws", limit=5
+    )
+    assert nobody == FanOutStep(0, None, True)
 
 
 async def test_get_events_by_seq(store: Storage) -> None:

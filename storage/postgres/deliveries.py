@@ -23,6 +23,7 @@ from ..records import (
     DeliveryStatus,
     Event,
     EventType,
+    FanOutStep,
     Subscription,
     SubscriptionKind,
     claim_scan,
@@ -83,14 +84,42 @@ class DeliveriesMixin(PostgresBase):
         async with self._transaction() as conn:
             created = await conn.fetchval(Q["fan_out"], seqs, subscription_ids, now or utcnow())
             await conn.execute(Q["move_cursor"], cursor, up_to)
-        self._fanned_out += int(created)
+        await self._made(int(created))
+        return int(created)
+
+    async def fan_out_events(
+        self,
+        *,
+        kind: SubscriptionKind,
+        cursor: str,
+        after: int,
+        up_to: int,
+        after_subscription: str = "",
+        limit: int,
+        now: datetime | None = None,
+    ) -> FanOutStep:
+        stamp = now or utcnow()
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                Q["fan_out_events"], kind, after, up_to, after_subscription, limit, stamp
+            )
+            assert row is not None
+            done = row["looked_at"] < limit
+            if done:
+                await conn.execute(Q["move_cursor"], cursor, up_to)
+        await self._made(int(row["created"]))
+        return FanOutStep(int(row["created"]), row["last_subscription"], done)
+
+    async def _made(self, created: int) -> None:
+        """Count deliveries made by fan-outs; refresh their statistics every
+        ANALYZE_AFTER."""
+        self._fanned_out += created
         if self._fanned_out >= ANALYZE_AFTER:
             self._fanned_out = 0
             # Statistics only: the deliveries are made whether or not it succeeds.
             with contextlib.suppress(asyncpg.PostgresError, OSError):
                 async with self._acquire() as analyzing:
                     await analyzing.execute("ANALYZE deliveries")
-        return int(created)
 
     async def get_cursor(self, name: str) -> int:
         row = await self._fetch_one(Q["get_cursor"], name)

@@ -407,6 +407,44 @@ WITH created AS (
 )
 SELECT count(*) FROM created;
 
+-- name: fan_out_events
+-- One step of a fan-out, set-based: events $2 < seq <= $3 against the next $5
+-- subscriptions of kind $1 after id $4 that are active at $6; a pair is made when the
+-- subscription is not newer than the event and wants its type and one of its topics
+-- (webhooks.matches). NOT EXISTS spares the identity sequence when several
+-- processes fan out the same events; ON CONFLICT covers their races. Returns how
+-- many were made, the last subscription looked at and how many there were.
+WITH subs AS (
+    SELECT id, kind, topics, events, created_at
+      FROM subscriptions
+     WHERE kind = $1 AND status = 'active'
+       AND (lease_expires_at IS NULL OR lease_expires_at > $6)
+       AND id > $4
+     ORDER BY id
+     LIMIT $5
+),
+evs AS (
+    SELECT seq, type, created_at, ARRAY(SELECT jsonb_array_elements_text(topics)) AS topics
+      FROM events
+     WHERE seq > $2 AND seq <= $3
+),
+created AS (
+    INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at,
+                            created_at)
+    SELECT e.seq, s.id, s.kind, 'pending', $6, $6
+      FROM evs AS e JOIN subs AS s ON s.created_at <= e.created_at
+     WHERE (s.events = '[]'::jsonb OR s.events ? e.type)
+       AND (s.topics ? '*' OR s.topics ?| e.topics)
+       AND NOT EXISTS (SELECT 1 FROM deliveries AS d
+                        WHERE d.event_seq = e.seq AND d.subscription_id = s.id)
+     ORDER BY e.seq, s.id
+    ON CONFLICT (event_seq, subscription_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM created) AS created,
+       (SELECT max(id) FROM subs) AS last_subscription,
+       (SELECT count(*) FROM subs) AS looked_at;
+
 -- name: move_cursor
 INSERT INTO fanout_cursors (name, seq) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET seq = greatest(fanout_cursors.seq, excluded.seq);

@@ -313,6 +313,35 @@ SELECT json_extract(pair.value, '$[0]'), s.id, s.kind, 'pending', ?2, ?2
  ORDER BY pair.key
 ON CONFLICT (event_seq, subscription_id) DO NOTHING;
 
+-- name: fan_out_events.subscriptions
+-- The subscriptions one step of a fan-out looks at: the next :limit of kind :kind
+-- after id :after_subscription that are active at :now.
+SELECT id, kind, topics, events, created_at
+  FROM subscriptions
+ WHERE kind = :kind AND status = 'active'
+   AND (lease_expires_at IS NULL OR lease_expires_at > :now)
+   AND id > :after_subscription
+ ORDER BY id
+ LIMIT :limit
+
+-- name: fan_out_events.looked_at
+SELECT count(*), max(id) FROM ({subscriptions});
+
+-- name: fan_out_events
+-- One step of a fan-out, set-based: events :after < seq <= :up_to against those
+-- subscriptions; a pair is made when the subscription is not newer than the event
+-- and wants its type and one of its topics (webhooks.matches).
+INSERT INTO deliveries (event_seq, subscription_id, kind, status, next_attempt_at, created_at)
+SELECT e.seq, s.id, s.kind, 'pending', :now, :now
+  FROM ({subscriptions}) AS s
+  JOIN events AS e ON e.seq > :after AND e.seq <= :up_to AND s.created_at <= e.created_at
+ WHERE (json_array_length(s.events) = 0
+        OR EXISTS (SELECT 1 FROM json_each(s.events) AS t WHERE t.value = e.type))
+   AND EXISTS (SELECT 1 FROM json_each(s.topics) AS t
+                WHERE t.value = '*' OR t.value IN (SELECT value FROM json_each(e.topics)))
+ ORDER BY e.seq, s.id
+ON CONFLICT (event_seq, subscription_id) DO NOTHING;
+
 -- name: move_cursor
 INSERT INTO fanout_cursors (name, seq) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq);

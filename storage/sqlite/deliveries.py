@@ -20,6 +20,7 @@ from ..records import (
     DeliveryStatus,
     Event,
     EventType,
+    FanOutStep,
     Subscription,
     SubscriptionKind,
     claim_scan,
@@ -36,6 +37,12 @@ from ._rows import (
     to_event,
     to_subscription,
 )
+
+_FAN_OUT_SUBSCRIPTIONS = Q["fan_out_events.subscriptions"]
+_FAN_OUT_LOOKED_AT = Q["fan_out_events.looked_at"].replace(
+    "{subscriptions}", _FAN_OUT_SUBSCRIPTIONS
+)
+_FAN_OUT_EVENTS = Q["fan_out_events"].replace("{subscriptions}", _FAN_OUT_SUBSCRIPTIONS)
 
 #: Above every delivery id: the "no cursor" upper bound.
 _ABOVE_ALL_IDS = 2**63 - 1
@@ -86,6 +93,39 @@ class DeliveriesMixin(SQLiteBase):
             return created
 
         return await self._in_writer(fan_out)
+
+    async def fan_out_events(
+        self,
+        *,
+        kind: SubscriptionKind,
+        cursor: str,
+        after: int,
+        up_to: int,
+        after_subscription: str = "",
+        limit: int,
+        now: datetime | None = None,
+    ) -> FanOutStep:
+        params = {
+            "kind": kind,
+            "after": after,
+            "up_to": up_to,
+            "after_subscription": after_subscription,
+            "limit": limit,
+            "now": format_time(now or utcnow()),
+        }
+
+        def step(conn: sqlite3.Connection) -> FanOutStep:  # one hop (see _in_writer)
+            looked_at, last = conn.execute(_FAN_OUT_LOOKED_AT, params).fetchone()
+            before = conn.total_changes
+            if looked_at:
+                conn.execute(_FAN_OUT_EVENTS, params)
+            created = conn.total_changes - before
+            done = looked_at < limit
+            if done:
+                conn.execute(Q["move_cursor"], (cursor, up_to))
+            return FanOutStep(created, last, done)
+
+        return await self._in_writer(step)
 
     async def get_cursor(self, name: str) -> int:
         async with self._read(Q["get_cursor"], (name,)) as rows:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 from storage import Storage, StorageError
 from storage.records import SubscriptionKind
-from syndicate.delivery import webhooks
 
 logger = logging.getLogger("syndicate.delivery")
 
@@ -26,7 +25,9 @@ FANOUT_CURSORS: dict[SubscriptionKind, str] = {
     "websub": "deliveries:websub",
 }
 FANOUT_BATCH = 500
-FANOUT_CHUNK = 1000
+#: Pairs (events x subscriptions) one step of a fan-out looks at: a step is one
+#: statement in one transaction, and on SQLite a claim (a write too) waits for it.
+FANOUT_PAIRS = 10_000
 
 
 class FanOut:
@@ -35,10 +36,11 @@ class FanOut:
 
     Each kind has a loop and a cursor of its own: thousands of WebSub callbacks (anyone
     may subscribe) take a while to match and write, and a partner's deliveries must
-    not wait for them. The rows go in writes of FANOUT_CHUNK, so that a claim (on
-    SQLite a write too) is not queued behind thousands of them; the cursor moves with
-    the last write, and a crash before it repeats the earlier ones, which create
-    nothing twice."""
+    not wait for them. The matching is the database's (``fan_out_events``: one
+    statement joins a batch of events to the subscriptions), in steps over the
+    subscriptions of about FANOUT_PAIRS pairs each, so that a claim is not queued
+    behind a hundred thousand rows; the cursor moves with the last step, and a crash
+    before it repeats the earlier ones, which create nothing twice."""
 
     def __init__(
         self, storage: Storage, *, kind: SubscriptionKind, on_created: Callable[[], None]
@@ -57,34 +59,41 @@ class FanOut:
         are left to read)."""
         cursor = await self.storage.get_cursor(self.cursor)
         # The last event, read before the subscriptions: every event up to it was
-        # committed before any subscription that this read of them does not see.
+        # committed before any subscription that the steps below do not see.
         head = (await self.storage.feed_state(None)).seq
         if head <= cursor:
             return 0
-        subscriptions = await self.storage.list_active_subscriptions(kind=self.kind)
-        if not subscriptions:
-            # Nobody to deliver to: pass every event so far without reading them
-            # (as reading them and matching none would, at a fraction of the cost).
-            await self.storage.fan_out([], cursor=self.cursor, up_to=head)
-            return 0
         events = await self.storage.list_events(after=cursor, limit=FANOUT_BATCH, with_data=False)
         # Only events up to the head: later ones may be older than a subscription
-        # that the list read above does not show yet.
+        # that a step does not see.
         events = [e for e in events if e.seq <= head]
         if not events:
             return 0
-        pairs = [(e.seq, s.id) for e in events for s in subscriptions if webhooks.matches(s, e)]
-        writes = [pairs[i : i + FANOUT_CHUNK] for i in range(0, len(pairs), FANOUT_CHUNK)] or [[]]
-        for n, write in enumerate(writes, start=1):
-            up_to = events[-1].seq if n == len(writes) else cursor
+        per_step = max(1, FANOUT_PAIRS // len(events))
+        after_subscription = ""
+        while True:
             started = time.monotonic()
-            if await self.storage.fan_out(write, cursor=self.cursor, up_to=up_to):
+            step = await self.storage.fan_out_events(
+                kind=self.kind,
+                cursor=self.cursor,
+                after=cursor,
+                up_to=events[-1].seq,
+                after_subscription=after_subscription,
+                limit=per_step,
+            )
+            if step.created:
                 self.on_created()
+            if step.done and step.last_subscription is None and not after_subscription:
+                # Nobody to deliver to: pass every event so far without reading them
+                # (as matching them against none would, at a fraction of the cost).
+                await self.storage.fan_out([], cursor=self.cursor, up_to=head)
             if self.kind == "websub":
                 # At most half the time writing: a flood of WebSub subscriptions slows
                 # WebSub notifications, not the database that partners' deliveries need.
                 await asyncio.sleep(time.monotonic() - started)
-        return len(events)
+            if step.done or step.last_subscription is None:
+                return len(events)
+            after_subscription = step.last_subscription
 
     async def run(self) -> None:
         while True:

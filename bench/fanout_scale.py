@@ -30,6 +30,9 @@ import aiohttp
 
 from bench import _harness as h
 from bench.receiver import host_address
+from storage.postgres import PostgresStorage
+from storage.sqlite import SQLiteStorage
+from syndicate.delivery.fanout import WEBSUB_STEP_DIVISOR
 
 TITLE = "8. Fan-out at scale"
 TARGET_CREATE_SECONDS = 2.0
@@ -357,6 +360,8 @@ def report(
     extra: list[str],
 ) -> None:
     idle, hook_rss, peak = rss
+    pairs = (PostgresStorage if args.backend == "postgres" else SQLiteStorage).fan_out_step
+    step = {"webhook": pairs, "websub": pairs // WEBSUB_STEP_DIVISOR}
     hook_ratio = hook.rate / bound["webhook"]
     sub_ratio = sub.rate / hook.rate
     complete = hook.arrived >= webhooks and sub.arrived >= websubs
@@ -422,10 +427,12 @@ def report(
             f"Arrived: {hook.arrived:,}/{webhooks:,} and {sub.arrived:,}/{websubs:,}; "
             f"duplicates (same webhook-id and path twice): {hook.duplicates + sub.duplicates}.",
             "Created = the deliveries table holds one row per subscription for the article "
-            "(polled every 10 ms from outside). The fan-out matches subscriptions in Python "
-            "and writes them in set-based statements of FANOUT_CHUNK (1,000) pairs each "
-            "(syndicate/delivery/fanout.py): "
-            f"{-(-webhooks // 1000)} statements for the webhooks, not one.",
+            "(polled every 10 ms from outside). The database matches and writes them "
+            "(fan_out_events: one statement joins the event to the subscriptions) in "
+            f"steps of {step['webhook']:,} subscriptions (webhooks) and {step['websub']:,} "
+            "(WebSub), each one statement and transaction: "
+            f"{-(-webhooks // step['webhook'])} for the webhooks, "
+            f"{-(-websubs // step['websub'])} for WebSub.",
             f"In flight at the receivers (of {slots('webhook', hosts)} slots): webhooks "
             f"peak {hook.peak_inflight}, mean {hook.mean_inflight:.0f} as seen by an "
             f"arrival; WebSub peak {sub.peak_inflight} (of {slots('websub', hosts)}), mean "

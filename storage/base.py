@@ -61,6 +61,9 @@ EventRenderer = Callable[[EventType, Article, datetime], bytes]
 class Storage(AccessStorage, Protocol):
     """Persistence for articles, topics, tokens, the event outbox and deliveries."""
 
+    #: Pairs (events x subscriptions) one ``fan_out_events`` step should look at.
+    fan_out_step: int
+
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
@@ -343,10 +346,9 @@ class Storage(AccessStorage, Protocol):
         up_to: int,
         now: datetime | None = None,
     ) -> int:
-        """In one transaction: create a pending delivery, due ``now``, for each
-        (event seq, subscription id) pair that has none yet (idempotent), and
-        move the named fan-out cursor forward to ``up_to`` (never backward).
-        Returns how many deliveries were created."""
+        """In one transaction: a pending delivery, due ``now``, for each (event seq,
+        subscription id) pair with none yet, and the cursor on to ``up_to`` (never
+        back). Returns how many were made."""
 
     async def fan_out_events(
         self,
@@ -362,9 +364,8 @@ class Storage(AccessStorage, Protocol):
         """One set-based step of a fan-out, in one transaction: a pending delivery,
         due ``now``, for each event ``after < seq <= up_to`` and each of the next
         ``limit`` active subscriptions (lease unexpired at ``now``) of ``kind`` by id
-        after ``after_subscription`` that wants it (``webhooks.matches``), unless
-        the pair has one. When fewer than ``limit`` were left (the last step), the
-        cursor moves forward to ``up_to`` in the same transaction."""
+        after ``after_subscription`` that wants it (``webhooks.matches``), unless the
+        pair has one. The last step (fewer than ``limit`` left) moves the cursor too."""
 
     async def get_cursor(self, name: str) -> int:
         """The named fan-out cursor: the last event seq fanned out (0 at first)."""

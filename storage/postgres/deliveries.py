@@ -51,6 +51,10 @@ ANALYZE_AFTER = 5_000
 class DeliveriesMixin(PostgresBase):
     #: Deliveries fanned out by this process since its last ANALYZE of them.
     _fanned_out = 0
+    #: A step holds no lock that others wait for (claims pass over rows being
+    #: inserted), so it may be large: a step is a commit, and 100,000 pairs took
+    #: 1.7 s in one step, 2.1 s in ten (bench/profiles.md).
+    fan_out_step = 100_000
 
     async def create_deliveries(
         self, event_seq: int, subscription_ids: Sequence[str], *, now: datetime | None = None
@@ -100,6 +104,9 @@ class DeliveriesMixin(PostgresBase):
     ) -> FanOutStep:
         stamp = now or utcnow()
         async with self._transaction() as conn:
+            # Its sorts (the pairs in one order, so concurrent fan-outs cannot deadlock)
+            # in memory: with the default 4 MB they spilled to disk.
+            await conn.execute(Q["pg_fan_out_memory"])
             row = await conn.fetchrow(
                 Q["fan_out_events"], kind, after, up_to, after_subscription, limit, stamp
             )

@@ -445,6 +445,9 @@ SELECT (SELECT count(*) FROM created) AS created,
        (SELECT max(id) FROM subs) AS last_subscription,
        (SELECT count(*) FROM subs) AS looked_at;
 
+-- name: pg_fan_out_memory
+SET LOCAL work_mem = '64MB';
+
 -- name: move_cursor
 INSERT INTO fanout_cursors (name, seq) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET seq = greatest(fanout_cursors.seq, excluded.seq);

@@ -25,9 +25,8 @@ FANOUT_CURSORS: dict[SubscriptionKind, str] = {
     "websub": "deliveries:websub",
 }
 FANOUT_BATCH = 500
-#: Pairs (events x subscriptions) one step of a fan-out looks at: a step is one
-#: statement in one transaction, and on SQLite a claim (a write too) waits for it.
-FANOUT_PAIRS = 10_000
+#: WebSub's fan-out steps are this much smaller than the storage's.
+WEBSUB_STEP_DIVISOR = 10
 
 
 class FanOut:
@@ -38,9 +37,10 @@ class FanOut:
     may subscribe) take a while to match and write, and a partner's deliveries must
     not wait for them. The matching is the database's (``fan_out_events``: one
     statement joins a batch of events to the subscriptions), in steps over the
-    subscriptions of about FANOUT_PAIRS pairs each, so that a claim is not queued
-    behind a hundred thousand rows; the cursor moves with the last step, and a crash
-    before it repeats the earlier ones, which create nothing twice."""
+    subscriptions of about ``storage.fan_out_step`` pairs each (on SQLite, so that a
+    claim is not queued behind a hundred thousand rows); the cursor moves with the
+    last step, and a crash before it repeats the earlier ones, which create nothing
+    twice."""
 
     def __init__(
         self, storage: Storage, *, kind: SubscriptionKind, on_created: Callable[[], None]
@@ -69,7 +69,10 @@ class FanOut:
         events = [e for e in events if e.seq <= head]
         if not events:
             return 0
-        per_step = max(1, FANOUT_PAIRS // len(events))
+        # WebSub's in smaller steps: anyone may subscribe, and partners' claims (and
+        # on SQLite their fan-out) must not queue behind a flood of callbacks.
+        pairs = self.storage.fan_out_step // (WEBSUB_STEP_DIVISOR if self.kind == "websub" else 1)
+        per_step = max(1, pairs // len(events))
         after_subscription = ""
         while True:
             started = time.monotonic()

@@ -106,7 +106,7 @@ class Dispatcher:
             kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in kinds
         }
         self._kind_batch = {
-            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] * 2 // 3)) for kind in kinds
+            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 3)) for kind in kinds
         }
         # Long enough for a delivery to wait out its host's backlog and time out: a
         # host that hangs times out once (one timeout), hands back all but

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import signal
 import time
@@ -20,6 +21,7 @@ arrivals: list[float] = []
 ids: dict[str, float] = {}
 #: (webhook-id, path) of each POST: a webhook's id is the event's, the same for every
 #: subscriber, and the path tells subscribers apart; a repeat is a duplicate delivery.
+#: A WebSub notification's body stands for its id.
 seen: set[str] = set()
 #: The same two by the path's first segment (``/hook/1`` -> "hook"), so that one kind
 #: of push can be counted while another is still arriving: ``/stats?segment=hook``.
@@ -39,7 +41,9 @@ def host_address(i: int) -> str:
 async def hook(request: web.Request) -> web.Response:
     body = await request.read()
     now = time.time()
-    key = f"{request.headers.get('webhook-id', '')} {request.path}"
+    # A WebSub notification has no id: its body (the feed as the event left it) is one.
+    msg_id = request.headers.get("webhook-id") or hashlib.sha1(body).hexdigest()
+    key = f"{msg_id} {request.path}"
     arrivals.append(now)
     seen.add(key)
     times, keys = segments.setdefault(request.path.split("/")[1], ([], set()))

@@ -33,6 +33,8 @@ PLAN = [
     ["bench.stream", "--backend", "postgres"],
     ["bench.fanout_scale", "--backend", "sqlite"],
     ["bench.fanout_scale", "--backend", "postgres"],
+    ["bench.fanout_soak", "--backend", "sqlite"],
+    ["bench.fanout_soak", "--backend", "postgres"],
     ["bench.workers"],
 ]
 TIME_LIMIT = 900

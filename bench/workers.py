@@ -68,12 +68,12 @@ class Scale:
 
 
 #: Default (make bench): 3,200 deliveries, ~20 s with one worker. BENCH_SCALE=1: ten
-#: times the subscriptions, hosts and partners, one article (8,000 deliveries, ~50 s with
-#: one worker). --quick: a look in under half a minute, too short for a figure (the
+#: times the subscriptions, hosts and partners, and ten times the deliveries (32,000,
+#: ~200 s with one worker). --quick: a look in under half a minute, too short for a figure (the
 #: fan-out's 1 s poll is a large part of it).
 SCALES = {
     "default": Scale(subscriptions=800, articles=4, max_in_flight=32),
-    "large": Scale(subscriptions=8000, articles=1, max_in_flight=32, hosts=160, owners=80),
+    "large": Scale(subscriptions=8000, articles=4, max_in_flight=32, hosts=160, owners=80),
     "quick": Scale(subscriptions=200, articles=2, max_in_flight=32),
 }
 

@@ -416,10 +416,10 @@ class Storage(AccessStorage, Protocol):
         ``disabled``. Each outcome is also recorded as a ``DeliveryAttempt``
         (``attempted_at = now``). Returns the ids of subscriptions disabled
         by this call.
-        Only a delivery still claimed by ``worker`` takes the outcome's status,
-        due time and lease: one retried meanwhile, or whose lease another worker
-        took over, keeps them (the attempt is counted and logged all the same),
-        so a retry asked for during a send is not lost.
+        Only a delivery still under the attempt's claim (``worker``'s, with the
+        outcome's ``claimed_until``) takes its status, due and delivered times and
+        lease end: one retried, claimed again, or taken over meanwhile keeps them
+        (the attempt is counted and logged), so a retry during a send is not lost.
         Outcomes for deliveries that no longer exist are ignored."""
 
     async def retry_delivery(self, delivery_id: int, *, now: datetime | None = None) -> Delivery:

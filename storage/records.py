@@ -343,6 +343,9 @@ class DeliveryOutcome:
     #: When the request was signed and sent (its ``webhook-timestamp``); None when
     #: none was sent (a delivery given up without a request).
     sent_at: datetime | None = None
+    #: The lease of the claim this attempt was made under (``Delivery.claimed_until``
+    #: as claimed): it tells that claim from a later one by the same worker.
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True)

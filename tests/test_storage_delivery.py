@@ -685,6 +685,62 @@ async def test_an_attempt_ending_after_its_claim_was_let_go_leaves_the_status(
     assert (done.status, done.claimed_by, done.attempts) == ("delivered", None, 2)
 
 
+async def test_a_stale_claims_outcome_leaves_the_same_workers_newer_claim(
+    store: Storage,
+) -> None:
+    """One process (the usual SQLite serve): a retry during a send is claimed again by
+    the same worker. The first send's outcome ends the first claim only: it is logged,
+    and the newer claim's outcome is the one that counts."""
+    await queue(store, ["s1"])
+    (first,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=T0)
+    retried_at = T0 + timedelta(seconds=1)
+    await store.retry_delivery(first.id, now=retried_at)
+    (second,) = await store.claim_deliveries(worker="w", limit=5, lease=LEASE, now=retried_at)
+    assert second.id == first.id and second.claimed_until != first.claimed_until
+    late = T0 + timedelta(seconds=15)
+    await store.complete_deliveries(
+        [
+            outcome(
+                first.id,
+                "s1",
+                "delivered",
+                status_code=200,
+                claimed_until=first.claimed_until,
+            )
+        ],
+        worker="w",
+        disable_after=WINDOW,
+        now=late,
+    )
+    kept = await store.get_delivery(first.id)
+    assert (kept.status, kept.claimed_by, kept.claimed_until) == (
+        "pending",
+        "w",
+        second.claimed_until,
+    )
+    assert kept.delivered_at is None, "an outcome not applied sets no delivered time"
+    assert (kept.attempts, kept.last_status_code) == (1, 200)
+    retry_at = late + timedelta(minutes=1)
+    await store.complete_deliveries(
+        [
+            outcome(
+                first.id,
+                "s1",
+                "failed",
+                status_code=503,
+                next_attempt_at=retry_at,
+                claimed_until=second.claimed_until,
+            )
+        ],
+        worker="w",
+        disable_after=WINDOW,
+        now=late,
+    )
+    ended = await store.get_delivery(first.id)
+    assert (ended.status, ended.next_attempt_at, ended.claimed_by) == ("failed", retry_at, None)
+    assert [a.outcome for a in await store.list_attempts("s1")] == ["failed", "delivered"]
+
+
 async def test_recover_deliveries_since(store: Storage) -> None:
     await subscribe(store, "s1")
     await subscribe(store, "s2")
@@ -940,3 +996,32 @@ async def test_a_large_fan_out_refreshes_the_deliveries_statistics(
         assert await conn.fetchval(reltuples) >= 5000
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_subscription_deleted_during_a_fan_out_step_is_passed_over(
+    store: Storage, database_url: str
+) -> None:
+    """The step read the subscription, then its delete committed before the step did:
+    the foreign key refuses that row, and the step is taken again without it rather
+    than failing (as a WebSub callback answering 410 deletes its subscription)."""
+    for sub_id in ("s1", "s2", "s3"):
+        await subscribe(store, sub_id)
+    [seq] = await publish(store, 1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        deleting = conn.transaction()
+        await deleting.start()
+        await conn.execute("DELETE FROM subscriptions WHERE id = 's2'")
+        step = asyncio.create_task(
+            store.fan_out_events(kind="webhook", cursor="main", after=0, up_to=seq, limit=10)
+        )
+        await asyncio.sleep(0.5)  # the step waits for the deleted row's lock
+        assert not step.done()
+        await deleting.commit()
+        made = await asyncio.wait_for(step, 10)
+    finally:
+        await conn.close()
+    assert (made.created, made.done) == (2, True)
+    assert await store.get_cursor("main") == seq
+    assert [len(await store.list_deliveries(s)) for s in ("s1", "s3")] == [1, 1]

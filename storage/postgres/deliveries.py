@@ -14,6 +14,7 @@ import asyncpg
 
 from ..errors import (
     DeliveryNotFound,
+    StorageError,
 )
 from ..records import (
     SUBSCRIPTION_KINDS,
@@ -46,6 +47,9 @@ from ._base import _ABOVE_ALL_IDS, PostgresBase, Q, wrap_exceptions
 #: loop over every due delivery (1.4 s a claim with 10,000 waiting, 26 ms after an
 #: ANALYZE), until autovacuum came (a minute later, or never where it is off).
 ANALYZE_AFTER = 5_000
+#: A fan-out step is taken again at most this many times over when a subscription it
+#: read was deleted before it committed.
+FAN_OUT_TRIES = 5
 
 
 class DeliveriesMixin(PostgresBase):
@@ -103,17 +107,28 @@ class DeliveriesMixin(PostgresBase):
         now: datetime | None = None,
     ) -> FanOutStep:
         stamp = now or utcnow()
-        async with self._transaction() as conn:
-            # Its sorts (the pairs in one order, so concurrent fan-outs cannot deadlock)
-            # in memory: with the default 4 MB they spilled to disk.
-            await conn.execute(Q["pg_fan_out_memory"])
-            row = await conn.fetchrow(
-                Q["fan_out_events"], kind, after, up_to, after_subscription, limit, stamp
-            )
-            assert row is not None
-            done = row["looked_at"] < limit
-            if done:
-                await conn.execute(Q["move_cursor"], cursor, up_to)
+        for attempt in range(FAN_OUT_TRIES):
+            try:
+                async with self._transaction() as conn:
+                    # Its sorts (the pairs in one order, so concurrent fan-outs cannot
+                    # deadlock) in memory: with the default 4 MB they spilled to disk.
+                    await conn.execute(Q["pg_fan_out_memory"])
+                    row = await conn.fetchrow(
+                        Q["fan_out_events"], kind, after, up_to, after_subscription, limit, stamp
+                    )
+                    assert row is not None
+                    done = row["looked_at"] < limit
+                    if done:
+                        await conn.execute(Q["move_cursor"], cursor, up_to)
+                break
+            except StorageError as exc:
+                # A subscription deleted while the step ran (its snapshot still had
+                # it): the foreign key refuses its rows, and the step is taken again
+                # without it.
+                deleted = isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError)
+                if not deleted or attempt == FAN_OUT_TRIES - 1:
+                    raise
+        assert row is not None
         await self._made(int(row["created"]))
         return FanOutStep(int(row["created"]), row["last_subscription"], done)
 
@@ -205,9 +220,12 @@ class DeliveriesMixin(PostgresBase):
             [o.succeeded for o in outcomes],
         )
         sent = [o.sent_at for o in outcomes]
+        claims = [o.claimed_until for o in outcomes]
         cutoff = stamp - disable_after
         async with self._transaction() as conn:
-            touched = await conn.fetch(Q["complete_deliveries"], *columns, stamp, sent, worker)
+            touched = await conn.fetch(
+                Q["complete_deliveries"], *columns, stamp, sent, worker, claims
+            )
             candidates = [
                 r["id"]
                 for r in touched

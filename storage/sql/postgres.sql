@@ -499,30 +499,45 @@ SELECT * FROM subscriptions
 -- status pages' log), then the failure window of every touched
 -- subscription, locked in id order so concurrent batches cannot deadlock (NO KEY
 -- UPDATE: fan-out's foreign key checks still pass). Returns the touched
--- subscriptions; the caller disables the ones past the window. A delivery no
--- longer claimed by $11 (retried meanwhile, or its lease taken over) keeps its
--- status, due time and claim: the attempt is only counted and logged.
+-- subscriptions; the caller disables the ones past the window. Only the claim the
+-- attempt was made under (still $11's, with the lease it was claimed with, $12; none
+-- given: any of $11's) takes the status, due time, delivered time and the end of the
+-- lease: a delivery retried meanwhile, claimed again, or whose lease another worker
+-- took over keeps them (the test is on the locked row: a concurrent retry is seen);
+-- the attempt is counted and logged.
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[],
                          $5::text[], $6::text[], $7::double precision[], $8::boolean[],
-                         $10::timestamptz[])
+                         $10::timestamptz[], $12::timestamptz[])
                AS o (id, status, next_attempt_at, status_code, error, response_body,
-                     latency_ms, succeeded, sent_at)
+                     latency_ms, succeeded, sent_at, claimed_until)
 ),
 done AS (
     UPDATE deliveries AS d
        SET attempts = d.attempts + 1,
-           status = CASE WHEN d.claimed_by = $11 THEN o.status ELSE d.status END,
+           status = CASE WHEN d.claimed_by = $11
+                          AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
+                         THEN o.status ELSE d.status END,
            next_attempt_at = CASE WHEN d.claimed_by = $11
+                                   AND d.claimed_until = coalesce(o.claimed_until,
+                                                                  d.claimed_until)
                                   THEN coalesce(o.next_attempt_at, d.next_attempt_at)
                                   ELSE d.next_attempt_at END,
            last_status_code = o.status_code,
            last_error = o.error,
            last_response_body = o.response_body,
            last_latency_ms = o.latency_ms,
-           delivered_at = CASE WHEN o.status = 'delivered' THEN $9 ELSE d.delivered_at END,
-           claimed_until = CASE WHEN d.claimed_by = $11 THEN NULL ELSE d.claimed_until END,
-           claimed_by = CASE WHEN d.claimed_by = $11 THEN NULL ELSE d.claimed_by END
+           delivered_at = CASE WHEN d.claimed_by = $11
+                                AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
+                                AND o.status = 'delivered'
+                               THEN $9 ELSE d.delivered_at END,
+           claimed_until = CASE WHEN d.claimed_by = $11
+                                 AND d.claimed_until = coalesce(o.claimed_until,
+                                                                d.claimed_until)
+                                THEN NULL ELSE d.claimed_until END,
+           claimed_by = CASE WHEN d.claimed_by = $11
+                              AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
+                             THEN NULL ELSE d.claimed_by END
       FROM o
      WHERE d.id = o.id
     RETURNING d.id, d.subscription_id, o.status, o.succeeded, o.status_code, o.latency_ms,

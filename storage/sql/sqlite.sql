@@ -394,26 +394,32 @@ SELECT json_group_object(id, subscription_id) FROM deliveries
 
 -- name: complete_deliveries
 -- :outcomes: a JSON array of [id, status, next_attempt_at, status_code, error,
--- response_body, latency_ms], each id once; all written in one step. A delivery
--- no longer claimed by :worker (retried meanwhile, or its lease taken over) keeps
--- its status, due time and claim: the attempt is only counted and logged.
+-- response_body, latency_ms, claimed_until], each id once; all written in one step.
+-- Only the claim the attempt was made under (still :worker's, with the lease it was
+-- claimed with; none given: any of :worker's) takes the status, due time, delivered
+-- time and the end of the lease: a delivery retried meanwhile, claimed again, or
+-- whose lease another worker took over keeps them; the attempt is counted and logged.
 UPDATE deliveries
    SET attempts = attempts + 1,
-       status = CASE WHEN claimed_by = :worker THEN json_extract(o.value, '$[1]')
-                     ELSE status END,
-       next_attempt_at = CASE WHEN claimed_by = :worker
+       status = CASE WHEN held THEN json_extract(o.value, '$[1]') ELSE status END,
+       next_attempt_at = CASE WHEN held
                               THEN coalesce(json_extract(o.value, '$[2]'), next_attempt_at)
                               ELSE next_attempt_at END,
        last_status_code = json_extract(o.value, '$[3]'),
        last_error = json_extract(o.value, '$[4]'),
        last_response_body = json_extract(o.value, '$[5]'),
        last_latency_ms = json_extract(o.value, '$[6]'),
-       delivered_at = CASE WHEN json_extract(o.value, '$[1]') = 'delivered' THEN :now
+       delivered_at = CASE WHEN held AND json_extract(o.value, '$[1]') = 'delivered' THEN :now
                            ELSE delivered_at END,
-       claimed_until = CASE WHEN claimed_by = :worker THEN NULL ELSE claimed_until END,
-       claimed_by = CASE WHEN claimed_by = :worker THEN NULL ELSE claimed_by END
-  FROM json_each(:outcomes) AS o
- WHERE deliveries.id = json_extract(o.value, '$[0]');
+       claimed_until = CASE WHEN held THEN NULL ELSE claimed_until END,
+       claimed_by = CASE WHEN held THEN NULL ELSE claimed_by END
+  FROM (SELECT o.value, d.id,
+               d.claimed_by = :worker
+               AND (json_extract(o.value, '$[7]') IS NULL
+                    OR d.claimed_until = json_extract(o.value, '$[7]')) AS held
+          FROM json_each(:outcomes) AS o
+          JOIN deliveries AS d ON d.id = json_extract(o.value, '$[0]')) AS o
+ WHERE deliveries.id = o.id;
 
 -- name: complete_deliveries.subscriptions_succeeded
 UPDATE subscriptions SET last_success_at = ?, failing_since = NULL

@@ -223,4 +223,5 @@ def outcome_values(outcome: DeliveryOutcome) -> list[Any]:
         outcome.error,
         outcome.response_body,
         outcome.latency_ms,
+        time_text(outcome.claimed_until),
     ]

@@ -68,6 +68,7 @@ class Outcomes:
             "response_body": storable(attempt.body),
             "latency_ms": attempt.latency_ms,
             "sent_at": attempt.sent_at,
+            "claimed_until": delivery.claimed_until,
         }
         if attempt.ok:
             return DeliveryOutcome(status="delivered", succeeded=True, **common)  # type: ignore[arg-type]
@@ -148,4 +149,5 @@ def gone(delivery: Delivery, reason: str) -> DeliveryOutcome:
         status="dead",
         succeeded=False,
         error=reason,
+        claimed_until=delivery.claimed_until,
     )

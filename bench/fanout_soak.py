@@ -2,11 +2,11 @@
 (100,000 webhooks on 1,000 receiver hosts, 10,000 WebSub subscribers) run for 10
 minutes under BENCH_SCALE=1 (else its default scale, 10,000 / 100 / 1,000, for 2): a
 new article as soon as the last one's deliveries have all arrived, webhook and WebSub
-articles in turn, while serve's resident set (VmRSS, every 5 s) is sampled. Memory is flat when what serve holds after the first
-article (warm: caches, pools, the dispatcher's tables filled) is what it holds at the
-end: the target is the last sample within 10% of the first warm one, and the most it
-held within 20% (``TARGET_GROWTH``, ``TARGET_PEAK``). Duplicates are counted at the
-receivers over the whole run.
+articles in turn, while serve's resident set (VmRSS, every 5 s) is sampled. Memory is
+flat when what serve holds after the first article (warm: caches, pools, the
+dispatcher's tables filled) is what it holds at the end: the target is the last sample
+within 10% of the first warm one, and the most it held within 20% (``TARGET_GROWTH``,
+``TARGET_PEAK``). Duplicates are counted at the receivers over the whole run.
 
 The setup is benchmark 8's (bench/fanout_scale.py): the subscriptions copied in SQL,
 the receivers one process on 127.0.x.y answering after 50 ms."""

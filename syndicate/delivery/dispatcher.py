@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("syndicate.delivery")
 
-CLAIM_BATCH = 500
+CLAIM_BATCH = 256
 #: Deliveries a process holds (queued or being sent): this many times ``max_in_flight``.
 #: Claims are made ahead of sending, so that the next batch lands before the senders
 #: run dry: a claim waits for the database, which is slowest when the sending is busiest.
@@ -106,7 +106,7 @@ class Dispatcher:
             kind: max(1, self._limit - int(self._limit * shares[other[kind]])) for kind in kinds
         }
         self._kind_batch = {
-            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] // 3)) for kind in kinds
+            kind: max(1, min(CLAIM_BATCH, self._kind_limit[kind] * 2 // 3)) for kind in kinds
         }
         # Long enough for a delivery to wait out its host's backlog and time out: a
         # host that hangs times out once (one timeout), hands back all but

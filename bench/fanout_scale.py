@@ -336,11 +336,16 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def peak_rss_mb(pids: list[int]) -> float:
     """VmHWM (the peak resident set) summed over the service's processes."""
+    return status_mb(pids, "VmHWM")
+
+
+def status_mb(pids: list[int], field: str) -> float:
+    """A /proc/<pid>/status memory field (kB) summed over the processes, in MB."""
     total = 0.0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1]) / 1024
         except OSError:
             pass

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import aiohttp
 
@@ -31,6 +30,7 @@ from bench.fanout_scale import (
     copy_subscriptions,
     make_template,
     receiver_get,
+    status_mb,
 )
 
 TITLE = "10. Memory over a long fan-out"
@@ -42,15 +42,7 @@ SAMPLE_SECONDS = 5.0
 
 def rss_mb(pids: list[int]) -> float:
     """VmRSS summed over the service's processes, now."""
-    total = 0.0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return total
+    return status_mb(pids, "VmRSS")
 
 
 async def soak(

@@ -31,6 +31,8 @@ BACKEND_ONLY = {
         # pg_notify: tells every process caching tokens that one was revoked
         # (SQLite reads tokens inline, uncached).
         "pg_notify_token_revoked",
+        # pg_fan_out_memory: a fan-out step's sorts in memory (SQLite has no work_mem).
+        "pg_fan_out_memory",
     },
 }
 PREFIX = {"sqlite": "sqlite_", "postgres": "pg_"}

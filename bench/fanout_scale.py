@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,6 +336,29 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+@contextlib.contextmanager
+def subscribed(
+    backend: str, tmp: Path, name: str, sizes: tuple[int, int, int]
+) -> Iterator[tuple[h.Database, str, h.Helper, float]]:
+    """The receiver process for ``hosts`` hosts, and a new database holding ``webhooks``
+    and ``websubs`` subscriptions on them (copied in SQL from one made through the API,
+    with the service stopped): (database, operator token, receiver, seconds the copy
+    took). Both are stopped and dropped after."""
+    webhooks, hosts, websubs = sizes
+    receiver = h.Helper("bench.receiver", ["--hosts", str(hosts), "--delay", str(LATENCY)])
+    db = h.new_database(backend, tmp, name)
+    try:
+        receiver.start(tmp)
+        token = h.create_token(db.url)
+        with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
+            template = asyncio.run(make_template(service.base, token, receiver.port))
+        setup = copy_subscriptions(db, template, webhooks, websubs, hosts, receiver.port)
+        yield db, token, receiver, setup
+    finally:
+        receiver.stop()
+        db.drop()
+
+
 def peak_rss_mb(pids: list[int]) -> float:
     """VmHWM (the peak resident set) summed over the service's processes."""
     return status_mb(pids, "VmHWM")
@@ -475,35 +500,32 @@ def main(argv: list[str] | None = None) -> None:
         h.skip(title, f"PostgreSQL not reachable at {h.PG_ADMIN}")
         return
     bound = {kind: slots(kind, hosts) / LATENCY for kind in ("webhook", "websub")}
-    with h.scratch_dir() as tmp:
-        receiver = h.Helper("bench.receiver", ["--hosts", str(hosts), "--delay", str(LATENCY)])
-        db = h.new_database(args.backend, tmp, "fanscale")
-        try:
-            receiver.start(tmp)
-            token = h.create_token(db.url)
-            with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
-                template = asyncio.run(make_template(service.base, token, receiver.port))
-            setup = copy_subscriptions(db, template, webhooks, websubs, hosts, receiver.port)
-            print(f"{webhooks:,} + {websubs:,} subscriptions written in {setup:.1f}s", flush=True)
-            extra = [
-                "Setup (not measured): the subscriptions copied in SQL from one made through "
-                f"the API, {setup:.1f} s."
-            ]
-            if db.kind == "postgres":
-                # The claim's plan depends on the deliveries' statistics (BENCHMARKS.md).
-                extra.append(f"PostgreSQL autovacuum: {asyncio.run(autovacuum(db))}.")
-            with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
-                idle = peak_rss_mb(service.pids())
-                phase = functools.partial(run_phase, service, token, receiver, db)
-                hook = asyncio.run(phase("webhook", webhooks, bound["webhook"]))
-                hook_rss = peak_rss_mb(service.pids())
-                print(f"webhooks: {hook}, peak RSS {hook_rss:.0f} MB", flush=True)
-                sub = asyncio.run(phase("websub", websubs, bound["websub"]))
-                peak = peak_rss_mb(service.pids())
-                print(f"websub: {sub}, peak RSS {peak:.0f} MB", flush=True)
-        finally:
-            receiver.stop()
-            db.drop()
+    with (
+        h.scratch_dir() as tmp,
+        subscribed(args.backend, tmp, "fanscale", SCALES[args.scale]) as (
+            db,
+            token,
+            receiver,
+            setup,
+        ),
+    ):
+        print(f"{webhooks:,} + {websubs:,} subscriptions written in {setup:.1f}s", flush=True)
+        extra = [
+            "Setup (not measured): the subscriptions copied in SQL from one made through "
+            f"the API, {setup:.1f} s."
+        ]
+        if db.kind == "postgres":
+            # The claim's plan depends on the deliveries' statistics (BENCHMARKS.md).
+            extra.append(f"PostgreSQL autovacuum: {asyncio.run(autovacuum(db))}.")
+        with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
+            idle = peak_rss_mb(service.pids())
+            phase = functools.partial(run_phase, service, token, receiver, db)
+            hook = asyncio.run(phase("webhook", webhooks, bound["webhook"]))
+            hook_rss = peak_rss_mb(service.pids())
+            print(f"webhooks: {hook}, peak RSS {hook_rss:.0f} MB", flush=True)
+            sub = asyncio.run(phase("websub", websubs, bound["websub"]))
+            peak = peak_rss_mb(service.pids())
+            print(f"websub: {sub}, peak RSS {peak:.0f} MB", flush=True)
     report(args, title, webhooks, hosts, websubs, bound, hook, sub, (idle, hook_rss, peak), extra)
 
 

@@ -22,15 +22,13 @@ import aiohttp
 
 from bench import _harness as h
 from bench.fanout_scale import (
-    LATENCY,
     SCALES,
     SERVICE_ENV,
     WEBHOOK_TOPIC,
     WEBSUB_TOPIC,
-    copy_subscriptions,
-    make_template,
     receiver_get,
     status_mb,
+    subscribed,
 )
 
 TITLE = "10. Memory over a long fan-out"
@@ -108,28 +106,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     name = "SQLite" if args.backend == "sqlite" else "PostgreSQL"
-    webhooks, hosts, websubs = SCALES[args.scale]
+    webhooks, _, websubs = SCALES[args.scale]
     title = f"{TITLE} ({name}, {webhooks:,} webhooks + {websubs:,} WebSub, {args.minutes:g} min)"
     if args.backend == "postgres" and not h.pg_available():
         h.skip(title, f"PostgreSQL not reachable at {h.PG_ADMIN}")
         return
-    with h.scratch_dir() as tmp:
-        receiver = h.Helper("bench.receiver", ["--hosts", str(hosts), "--delay", str(LATENCY)])
-        db = h.new_database(args.backend, tmp, "fansoak")
-        try:
-            receiver.start(tmp)
-            token = h.create_token(db.url)
-            with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
-                template = asyncio.run(make_template(service.base, token, receiver.port))
-            copy_subscriptions(db, template, webhooks, websubs, hosts, receiver.port)
-            with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
-                idle = rss_mb(service.pids())
-                samples, after_each, posted, arrived, duplicates = asyncio.run(
-                    soak(service, token, receiver.port, (webhooks, websubs), args.minutes * 60)
-                )
-        finally:
-            receiver.stop()
-            db.drop()
+    with (
+        h.scratch_dir() as tmp,
+        subscribed(args.backend, tmp, "fansoak", SCALES[args.scale]) as (
+            db,
+            token,
+            receiver,
+            _,
+        ),
+    ):
+        with h.Service(db.url, env=SERVICE_ENV).start(tmp) as service:
+            idle = rss_mb(service.pids())
+            samples, after_each, posted, arrived, duplicates = asyncio.run(
+                soak(service, token, receiver.port, (webhooks, websubs), args.minutes * 60)
+            )
     warm = after_each[0] if after_each else float("nan")
     last = samples[-1][1]
     peak = max(mb for _, mb in samples)

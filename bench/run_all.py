@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,11 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     for step in plan:
         print(f"\n=== {' '.join(step)}", flush=True)
         started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", *step], cwd=h.ROOT)
         try:
-            code = subprocess.run(
-                [sys.executable, "-m", *step], cwd=h.ROOT, timeout=TIME_LIMIT
-            ).returncode
+            code = proc.wait(timeout=TIME_LIMIT)
         except subprocess.TimeoutExpired:
+            # SIGINT first: a benchmark unwinds on it (KeyboardInterrupt) and stops the
+            # helpers it started in sessions of their own (a SIGKILL would leave them
+            # running).
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             code = -1
         print(f"=== {' '.join(step)}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
         if code != 0:

@@ -503,8 +503,7 @@ SELECT * FROM subscriptions
 -- attempt was made under (still $11's, with the lease it was claimed with, $12; none
 -- given: any of $11's) takes the status, due time, delivered time and the end of the
 -- lease: a delivery retried meanwhile, claimed again, or whose lease another worker
--- took over keeps them (the test is on the locked row: a concurrent retry is seen);
--- the attempt is counted and logged.
+-- took over keeps them; the attempt is counted and logged.
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[],
                          $5::text[], $6::text[], $7::double precision[], $8::boolean[],
@@ -512,33 +511,30 @@ WITH o AS (
                AS o (id, status, next_attempt_at, status_code, error, response_body,
                      latency_ms, succeeded, sent_at, claimed_until)
 ),
+held AS (
+    -- Locked first, in id order, and read as locked (a retry committed meanwhile is
+    -- seen): does the row still hold the claim this attempt was made under?
+    SELECT d.id, d.claimed_by = $11
+                 AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until) AS held
+      FROM deliveries AS d JOIN o ON o.id = d.id
+     ORDER BY d.id
+       FOR UPDATE OF d
+),
 done AS (
     UPDATE deliveries AS d
        SET attempts = d.attempts + 1,
-           status = CASE WHEN d.claimed_by = $11
-                          AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
-                         THEN o.status ELSE d.status END,
-           next_attempt_at = CASE WHEN d.claimed_by = $11
-                                   AND d.claimed_until = coalesce(o.claimed_until,
-                                                                  d.claimed_until)
-                                  THEN coalesce(o.next_attempt_at, d.next_attempt_at)
+           status = CASE WHEN h.held THEN o.status ELSE d.status END,
+           next_attempt_at = CASE WHEN h.held THEN coalesce(o.next_attempt_at, d.next_attempt_at)
                                   ELSE d.next_attempt_at END,
            last_status_code = o.status_code,
            last_error = o.error,
            last_response_body = o.response_body,
            last_latency_ms = o.latency_ms,
-           delivered_at = CASE WHEN d.claimed_by = $11
-                                AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
-                                AND o.status = 'delivered'
-                               THEN $9 ELSE d.delivered_at END,
-           claimed_until = CASE WHEN d.claimed_by = $11
-                                 AND d.claimed_until = coalesce(o.claimed_until,
-                                                                d.claimed_until)
-                                THEN NULL ELSE d.claimed_until END,
-           claimed_by = CASE WHEN d.claimed_by = $11
-                              AND d.claimed_until = coalesce(o.claimed_until, d.claimed_until)
-                             THEN NULL ELSE d.claimed_by END
-      FROM o
+           delivered_at = CASE WHEN h.held AND o.status = 'delivered' THEN $9
+                               ELSE d.delivered_at END,
+           claimed_until = CASE WHEN h.held THEN NULL ELSE d.claimed_until END,
+           claimed_by = CASE WHEN h.held THEN NULL ELSE d.claimed_by END
+      FROM o JOIN held AS h ON h.id = o.id
      WHERE d.id = o.id
     RETURNING d.id, d.subscription_id, o.status, o.succeeded, o.status_code, o.latency_ms,
               o.error, o.response_body, o.sent_at
